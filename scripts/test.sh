@@ -2,6 +2,7 @@
 # Set everything up (with the dev tools), then lint and run the test suite.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k nifti` or `bash scripts/test.sh -m slow`.
 # Tests marked slow are left out by default (addopts in pyproject.toml).
+# Both ruff and pytest always run; the exit status is non-zero when either fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,13 +14,21 @@ bash scripts/setup.sh --dev
 export QT_QPA_PLATFORM=offscreen
 
 echo "== ruff check medscan tests scripts"
-ruff check medscan tests scripts
+lint=0
+ruff check medscan tests scripts || lint=$?
 
 echo "== pytest"
-status=0
-python -m pytest -q "$@" || status=$?
-if [ "$status" -eq 5 ]; then
+tests=0
+python -m pytest -q "$@" || tests=$?
+
+if [ "$tests" -eq 5 ]; then
     echo "test.sh: error: pytest collected no tests" >&2
-    exit 1
+    tests=1
 fi
-exit "$status"
+if [ "$lint" -ne 0 ]; then
+    echo "test.sh: error: ruff found problems (see above; 'ruff check --fix' mends some)" >&2
+fi
+if [ "$tests" -ne 0 ]; then
+    exit "$tests"
+fi
+exit "$lint"

@@ -14,6 +14,7 @@ import pytest
 from pydicom.dataset import validate_file_meta
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage
 
+from medscan.io import load
 from medscan.io.export import choose_pixel_encoding, write_derived_series
 from medscan.scan import LPS_TO_RAS, MedscanError, ProvenanceEntry, Scan, SourceRef, affine_from_dicom
 
@@ -413,6 +414,20 @@ def test_files_pass_pydicom_validation(
         for element in ds.iterall():  # converts every raw element, validating VR and length
             assert element.VR != "UN", element
         validate_file_meta(ds.file_meta)
+
+
+# -- medscan's own reader ------------------------------------------------------------------------
+@pytest.mark.parametrize("folder", [CT_DIR, MR_DIR], ids=["ct", "mr"])
+def test_round_trip_through_medscan_load(folder: Path, tmp_path: Path) -> None:
+    source = load(folder)
+    out = write_derived_series(source, tmp_path / "out")
+    reloaded = load(out)
+    assert reloaded.voxels.shape == source.voxels.shape
+    np.testing.assert_array_equal(reloaded.voxels, source.voxels)
+    np.testing.assert_allclose(reloaded.affine, source.affine, atol=1e-4)
+    assert reloaded.modality == source.modality
+    assert reloaded.series_number == (source.series_number or 0) + 1000
+    assert reloaded.header.get("FrameOfReferenceUID") == source.header.get("FrameOfReferenceUID")
 
 
 # -- agreement with dcm2niix ----------------------------------------------------------------------

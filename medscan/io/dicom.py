@@ -194,14 +194,16 @@ def _read_header(path: str) -> Dataset | None:
 
 def frames_from_header(ds: Dataset, path: str) -> list[Frame]:
     """Describe every image plane in one instance."""
-    sop_class = str(ds.get("SOPClassUID", ""))
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
     if sop_class in NON_IMAGE_SOP_CLASSES:
         return []
     if "Rows" not in ds or "Columns" not in ds:
         raise MedscanError(path, "no image (no Rows/Columns): not an image object")
+    meta = getattr(ds, "file_meta", None) or Dataset()
     base = Frame(
         path=path,
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        # Anonymisers sometimes blank the UIDs in the dataset but leave the file meta intact.
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "") or meta.get("MediaStorageSOPInstanceUID", "")),
         sop_class_uid=sop_class,
         rows=int(ds.Rows),
         columns=int(ds.Columns),
