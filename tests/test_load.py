@@ -8,7 +8,6 @@ import pytest
 from conformance import DATA
 
 from medscan.io import list_series, load, save
-from medscan.io.nifti import read_nifti
 
 CT_DICOM = DATA / "train" / "ct01_upper_abdomen_siemens_dicom"
 CT_NIFTI_TWIN = DATA / "train" / "ct01_upper_abdomen_siemens.nii.gz"  # converted independently with SimpleITK

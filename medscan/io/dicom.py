@@ -710,6 +710,8 @@ def _decode_file(path: str, notes: set[str]) -> np.ndarray:
         from pydicom.pixels import apply_color_lut
 
         pixels = apply_color_lut(pixels, ds)
+        if pixels.dtype == np.uint16:  # 16-bit palette entries: bring to the 8-bit range of other colour images
+            pixels = pixels / 257.0
         samples = 3
     if samples > 1:
         pixels = _to_luminance(pixels)

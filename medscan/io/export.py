@@ -253,7 +253,7 @@ def _source_item(scan: Scan, t: int, k: int, nk: int) -> Dataset | None:
     if len(refs) == nk * scan.n_volumes and scan.n_volumes > 1:
         ref = refs[t * nk + k]
     elif len(refs) == nk and t == 0:
-        ref = refs[nk - 1 - k]
+        ref = refs[k]
     else:
         return None
     class_uid = _uid_or_none(ref.sop_class_uid)
