@@ -76,7 +76,7 @@ class Scan:
     series_uid: str = ""
     series_number: int | None = None
     description: str = ""
-    source_refs: list[SourceRef] = field(default_factory=list)  # one per slice k (first volume)
+    source_refs: list[SourceRef] = field(default_factory=list)  # one per plane, volume-major [t][k]
     header: Any = None  # pydicom Dataset with patient/study/equipment modules, no pixel data
     provenance: list[ProvenanceEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -156,7 +156,7 @@ class Scan:
             provenance=[*self.provenance, entry],
             warnings=list(self.warnings),
             synthetic=self.synthetic or synthetic,
-            source_refs=list(self.source_refs) if voxels.shape[-3] == self.voxels.shape[-3] else [],
+            source_refs=list(self.source_refs) if voxels.shape[:-2] == self.voxels.shape[:-2] else [],
         )
 
 

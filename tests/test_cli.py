@@ -8,6 +8,7 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import pydicom
 from conformance import CONFORMANCE, DATA
 
 from medscan.io import load
@@ -77,6 +78,13 @@ def test_four_d_and_philips_float_values_survive_dicom_round_trip(tmp_path) -> N
     quantum = float(original.voxels.max() - original.voxels.min()) / 65535
     np.testing.assert_allclose(again.voxels, original.voxels, atol=quantum / 2 + 1e-3 * quantum)
     np.testing.assert_allclose(again.affine, original.affine, atol=1e-4)
+    # Every derived plane points at the instance it came from, volume by volume.
+    assert len(original.source_refs) == 27
+    referenced = []
+    for path in sorted(out.iterdir()):
+        ds = pydicom.dcmread(path)
+        referenced.append(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)
+    assert sorted(referenced) == sorted(r.sop_instance_uid for r in original.source_refs)
 
 
 def test_png_of_a_slice(tmp_path) -> None:

@@ -428,6 +428,10 @@ def test_round_trip_through_medscan_load(folder: Path, tmp_path: Path) -> None:
     assert reloaded.modality == source.modality
     assert reloaded.series_number == (source.series_number or 0) + 1000
     assert reloaded.header.get("FrameOfReferenceUID") == source.header.get("FrameOfReferenceUID")
+    datasets, _ = read_back(out)
+    referenced = [(d.SourceImageSequence[0].ReferencedSOPInstanceUID, d.SourceImageSequence[0].ReferencedSOPClassUID)
+                  for d in datasets]
+    assert referenced == [(ref.sop_instance_uid, ref.sop_class_uid) for ref in source.source_refs]
 
 
 # -- agreement with dcm2niix ----------------------------------------------------------------------

@@ -37,8 +37,17 @@ HEADER_KEYWORDS = (
     "PositionReferenceIndicator", "Manufacturer", "ManufacturerModelName", "InstitutionName",
     "StationName", "SoftwareVersions", "DeviceSerialNumber", "MagneticFieldStrength",
     "KVP", "ConvolutionKernel", "SliceThickness", "SOPClassUID", "WindowCenter", "WindowWidth",
-    "RepetitionTime", "EchoTime", "ImageType", "PhotometricInterpretation",
+    "RepetitionTime", "EchoTime", "ImageType", "PhotometricInterpretation", "InstitutionAddress",
+    "WindowCenterWidthExplanation", "AcquisitionNumber", "XRayTubeCurrent", "ExposureTime", "Exposure",
+    "DeidentificationMethodCodeSequence", "ScanningSequence", "SequenceVariant", "ScanOptions",
+    "MRAcquisitionType", "EchoTrainLength", "InversionTime", "FlipAngle", "ImagingFrequency", "ImagedNucleus",
+    "SequenceName", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
 )
+# Transfer syntaxes that lose information: derived series must keep saying so (LossyImageCompression 01).
+LOSSY_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102",
+}
 
 ENHANCED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
@@ -570,6 +579,9 @@ def _slim_header(ds: Dataset) -> Dataset:
             header.add(ds.data_element(keyword))
     if "SOPClassUID" not in header and "SOPClassUID" in ds:
         header.SOPClassUID = ds.SOPClassUID
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax in LOSSY_TRANSFER_SYNTAXES:
+        header.LossyImageCompression = "01"
     return header
 
 
@@ -756,7 +768,7 @@ def load_series(record: SeriesRecord) -> Scan:
         description=record.description,
         source_refs=[
             SourceRef(f.sop_instance_uid, f.sop_class_uid, None if f.frame_index is None else f.frame_index + 1)
-            for f in layout.grid[0]
+            for row in layout.grid for f in row
         ],
         header=record.header,
         warnings=warnings_,
