@@ -13,6 +13,7 @@ Geometry convention (stated once, used everywhere):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ class Scan:
         """
         voxels = np.asarray(voxels, dtype=np.float32)
         new_affine = self.affine if affine is None else np.asarray(affine, dtype=np.float64)
+        header = self.header
+        if header is not None and not np.allclose(new_affine[:3, 2], self.affine[:3, 2]) and "SliceThickness" in header:
+            header = copy.deepcopy(header)  # resampled through-plane: the source's slice thickness no longer holds
+            del header.SliceThickness
         if affine is None and voxels.shape[-3:] != self.voxels.shape[-3:]:
             raise ValueError(
                 f"derived voxels {voxels.shape} differ from {self.voxels.shape}: pass the new affine"
@@ -155,6 +160,7 @@ class Scan:
             affine=new_affine,
             provenance=[*self.provenance, entry],
             warnings=list(self.warnings),
+            header=header,
             synthetic=self.synthetic or synthetic,
             source_refs=list(self.source_refs) if voxels.shape[:-2] == self.voxels.shape[:-2] else [],
         )

@@ -56,6 +56,9 @@ def test_convert_to_nifti_then_dicom_and_back(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     original, again = load(CT_DICOM), load(out)
     np.testing.assert_array_equal(again.voxels, original.voxels)  # integer HU: exact
+    # 3 mm reconstructions 2 mm apart: both facts survive.
+    first = pydicom.dcmread(sorted(out.iterdir())[0])
+    assert float(first.SliceThickness) == 3.0 and float(first.SpacingBetweenSlices) == 2.0
     np.testing.assert_allclose(again.affine, original.affine, atol=1e-4)
     assert again.modality == "CT" and again.units == "HU"
 

@@ -97,3 +97,16 @@ def test_four_d_series_orders_volumes_and_keeps_repetition_time(tmp_path) -> Non
     image = nib.load(out)
     assert image.shape == (64, 64, 15, 10)
     assert image.header.get_zooms()[3] == pytest.approx(5.0, abs=0.01)
+
+
+def test_resampling_through_plane_drops_the_source_slice_thickness() -> None:
+    from medscan.scan import ProvenanceEntry
+
+    scan = load(CT_DICOM)
+    same = scan.derive(scan.voxels * 0, ProvenanceEntry("zero"))
+    assert float(same.header.SliceThickness) == 3.0 and same.provenance[-1].operation == "zero"
+    affine = scan.affine.copy()
+    affine[:3, 2] /= 2
+    finer = scan.derive(np.repeat(scan.voxels, 2, axis=0), ProvenanceEntry("upsample_z"), affine=affine)
+    assert "SliceThickness" not in finer.header and "SliceThickness" in scan.header
+    assert finer.source_refs == [] and finer.spacing[2] == pytest.approx(1.0)

@@ -320,7 +320,10 @@ def _series_template(
     row_cosine, column_cosine, column_spacing, row_spacing, step = _geometry(scan)
     ds.ImageOrientationPatient = [_ds_geometry(v) for v in (*row_cosine, *column_cosine)]
     ds.PixelSpacing = [_ds_geometry(row_spacing), _ds_geometry(column_spacing)]  # (delta j, delta i)
-    ds.SliceThickness = _ds_geometry(float(np.linalg.norm(step)))
+    # The reconstructed thickness is a property of the acquisition (3 mm slices may sit 2 mm apart);
+    # keep the source's while the slice grid is unchanged (Scan.derive drops it on resampling).
+    source_thickness = scan.header.get("SliceThickness") if scan.header is not None else None
+    ds.SliceThickness = source_thickness if source_thickness else _ds_geometry(float(np.linalg.norm(step)))
     ds.SpacingBetweenSlices = _ds_geometry(float(np.linalg.norm(step)))
 
     # Image pixel + modality LUT + VOI LUT
