@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     png.add_argument("--window", type=float, nargs=2, metavar=("CENTER", "WIDTH"))
     png.add_argument("--preset", help="named window, e.g. lung, bone, brain")
     png.set_defaults(func=cmd_png)
+
+    from medscan.db.cli import register as register_db_commands
+
+    register_db_commands(sub)
     return parser
 
 

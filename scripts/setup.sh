@@ -12,6 +12,10 @@ set -euo pipefail
 # The Qt tests, when they come, will need: xvfb libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3
 APT_PACKAGES=(
 )
+# Only for the test suite (--dev): a real PostgreSQL server that the database tests start on loopback.
+DEV_APT_PACKAGES=(
+    postgresql
+)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=.venv
@@ -62,7 +66,11 @@ apt_install() {
 
 # --- Debian packages ------------------------------------------------------------------------------
 missing=()
-for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
+wanted=("${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}")
+if [ "$dev" -eq 1 ]; then
+    wanted+=("${DEV_APT_PACKAGES[@]}")
+fi
+for pkg in "${wanted[@]+"${wanted[@]}"}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -402,7 +402,7 @@ def _instance(
     return ds
 
 
-def _check_target(out_dir: Path) -> None:
+def check_output_folder(out_dir: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise MedscanError(out_dir, "exists and is not a folder; choose a new folder")
@@ -410,12 +410,12 @@ def _check_target(out_dir: Path) -> None:
             raise MedscanError(out_dir, "already exists and is not empty; choose a new folder")
 
 
-def _publish(tmp_dir: Path, out_dir: Path) -> None:
+def publish_folder(tmp_dir: Path, out_dir: Path) -> None:
     """Move the finished series onto ``out_dir`` in one rename (an empty ``out_dir`` is replaced)."""
     try:
         os.rename(tmp_dir, out_dir)  # POSIX replaces an empty directory atomically
     except OSError:
-        _check_target(out_dir)  # someone filled it meanwhile: report that instead
+        check_output_folder(out_dir)  # someone filled it meanwhile: report that instead
         if out_dir.is_dir():  # Windows refuses to rename onto an existing (empty) directory
             out_dir.rmdir()
             os.rename(tmp_dir, out_dir)
@@ -437,7 +437,7 @@ def write_derived_series(
     or be empty. The input scan is not modified. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
-    _check_target(out_dir)
+    check_output_folder(out_dir)
     if not np.all(np.isfinite(scan.voxels)):
         raise MedscanError(out_dir, "scan holds NaN or infinite values, which DICOM cannot store")
     sop_class = _SOP_CLASS_BY_MODALITY.get(scan.modality, SecondaryCaptureImageStorage)
@@ -456,7 +456,7 @@ def write_derived_series(
                 number = t * nk + k + 1
                 ds = _instance(template, scan, encoding, t, k, number)
                 pydicom.dcmwrite(tmp_dir / f"IM_{number:0{width}d}.dcm", ds, enforce_file_format=True)
-        _publish(tmp_dir, out_dir)
+        publish_folder(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

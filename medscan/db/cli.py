@@ -1,0 +1,185 @@
+"""``medscan deidentify`` and ``medscan db ...``: parse, call the engine, print.
+
+``register(subparsers)`` adds both to the main parser. Passphrases come from the environment
+(MEDSCAN_DB_KEY for the database, MEDSCAN_USER_KEY for the account, MEDSCAN_DEID_KEY for repeatable
+pseudonyms) or from a prompt, never from the command line where other users could read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from medscan.scan import MedscanError
+
+
+def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise MedscanError(env, f"not set and no terminal to ask for the {prompt}")
+    value = getpass.getpass(f"{prompt}: ")
+    if confirm and getpass.getpass(f"{prompt} (again): ") != value:
+        raise MedscanError(prompt, "the two entries differ")
+    return value
+
+
+def cmd_deidentify(args: argparse.Namespace) -> int:
+    from medscan.deid import DeidOptions, deidentify_folder
+
+    key = os.environ.get("MEDSCAN_DEID_KEY")
+    options = DeidOptions(date_shift=args.date_shift, keep_descriptors=args.keep_descriptors,
+                          retain_safe_private=not args.remove_all_private, allow_burned_in=args.allow_burned_in)
+    secret = key.encode("utf-8").ljust(16, b"\0") if key else None
+    report = deidentify_folder(args.path, args.output, options, secret=secret)
+    for line in report.skipped:
+        print(f"medscan: warning: skipped {line}", file=sys.stderr)
+    for line in report.warnings:
+        print(f"medscan: warning: {line}", file=sys.stderr)
+    if not key:
+        print("medscan: note: MEDSCAN_DEID_KEY not set: pseudonyms and UIDs will differ on the next run",
+              file=sys.stderr)
+    print(f"wrote {report.written} de-identified file(s) to {report.out_dir}")
+    return 0
+
+
+def _open(args: argparse.Namespace, *, login: bool = True):
+    from medscan.db import Database
+
+    database = Database.open(args.db, _secret("MEDSCAN_DB_KEY", "database passphrase"), blob_dir=args.blobs)
+    if login:
+        user = args.user or os.environ.get("MEDSCAN_USER") or getpass.getuser()
+        database.login(user, _secret("MEDSCAN_USER_KEY", f"passphrase of {user}"))
+    return database
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    from medscan.db import Database
+
+    passphrase = _secret("MEDSCAN_DB_KEY", "new database passphrase", confirm=True)
+    with Database.create(args.db, passphrase, blob_dir=args.blobs) as database:
+        admin = args.user or os.environ.get("MEDSCAN_USER") or getpass.getuser()
+        database.add_user(admin, "admin", _secret("MEDSCAN_USER_KEY", f"passphrase for {admin}", confirm=True))
+    print(f"created {args.db} with administrator {admin}")
+    return 0
+
+
+def cmd_db_add_user(args: argparse.Namespace) -> int:
+    with _open(args) as database:
+        database.require_role("add-user", args.name, ("admin",))
+        database.add_user(args.name, args.role, _secret("MEDSCAN_NEW_USER_KEY", f"passphrase for {args.name}",
+                                                         confirm=True))
+    print(f"added {args.name} ({args.role})")
+    return 0
+
+
+def cmd_db_import(args: argparse.Namespace) -> int:
+    with _open(args) as database:
+        ids = database.import_folder(args.path)
+    print(f"imported {len(ids)} series")
+    return 0
+
+
+def cmd_db_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from medscan.db.models import Series, Study
+
+    with _open(args) as database, database.transaction() as session:
+        database.audit("open", "series list")
+        rows = session.execute(select(Series, Study).join(Study)).all()
+        print(f"{'id':>5}  {'mod':<4} {'number':>6}  {'study date':<10} description")
+        for series, study in rows:
+            print(f"{series.id:>5}  {series.modality:<4} {series.number if series.number is not None else '-':>6}  "
+                  f"{study.study_date:<10} {series.description}")
+    return 0
+
+
+def cmd_db_export(args: argparse.Namespace) -> int:
+    key = os.environ.get("MEDSCAN_DEID_KEY")
+    with _open(args) as database:
+        out = database.export_series(args.series, args.output, identifiable=args.identifiable,
+                                     deid_secret=key.encode("utf-8").ljust(16, b"\0") if key else None)
+    print(f"exported series {args.series} to {out}")
+    return 0
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    with _open(args) as database:
+        database.require_role("backup", args.output, ("admin",))
+        out = database.backup(args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_db_restore(args: argparse.Namespace) -> int:
+    from medscan.db import restore
+
+    restore(args.backup, args.db, _secret("MEDSCAN_DB_KEY", "database passphrase")).close()
+    print(f"restored {args.backup} into {args.db}")
+    return 0
+
+
+def cmd_db_rekey(args: argparse.Namespace) -> int:
+    old = _secret("MEDSCAN_DB_KEY", "current database passphrase")
+    new = _secret("MEDSCAN_DB_NEW_KEY", "new database passphrase", confirm=True)
+    with _open(args) as database:
+        database.require_role("rekey", str(args.db), ("admin",))
+        database.rekey(old, new)
+    print(f"changed the passphrase of {args.db}")
+    return 0
+
+
+def cmd_db_collect(args: argparse.Namespace) -> int:
+    with _open(args) as database:
+        database.require_role("collect", str(args.db), ("admin",))
+        removed = database.collect_orphans(grace_s=args.grace)
+    print(f"removed {removed} unreferenced blob(s)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``deidentify`` and ``db`` to the main parser's subcommands."""
+    deid = subparsers.add_parser("deidentify", help="de-identified copies of a DICOM folder (PS3.15 Basic Profile)")
+    deid.add_argument("path")
+    deid.add_argument("-o", "--output", required=True, help="new folder (must not exist or be empty)")
+    deid.add_argument("--date-shift", action="store_true",
+                      help="keep intervals: shift every date of a patient by the same number of days")
+    deid.add_argument("--keep-descriptors", action="store_true",
+                      help="keep study/series descriptions with names, IDs and dates scrubbed")
+    deid.add_argument("--remove-all-private", action="store_true",
+                      help="drop the safe private tags too (MOSAIC and Philips scaling are then lost)")
+    deid.add_argument("--allow-burned-in", action="store_true",
+                      help="export images that may show burned-in text (ultrasound, captures), with a warning")
+    deid.set_defaults(func=cmd_deidentify)
+
+    db = subparsers.add_parser("db", help="the encrypted study database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        parser = db_sub.add_parser(name, help=help_text)
+        parser.add_argument("--db", required=True, help="SQLite file, or a postgresql:// URL")
+        parser.add_argument("--blobs", help="blob folder (default: <db>.blobs; required for PostgreSQL)")
+        parser.add_argument("--user", help="account name (default: MEDSCAN_USER or the login name)")
+        parser.set_defaults(func=func)
+        return parser
+
+    add("init", "create a database and its administrator", cmd_db_init)
+    add_user = add("add-user", "add an account (administrators only)", cmd_db_add_user)
+    add_user.add_argument("name")
+    add_user.add_argument("--role", required=True, choices=("radiologist", "technician", "researcher", "admin"))
+    add("import", "register the series of a DICOM folder", cmd_db_import).add_argument("path")
+    add("list", "list the series", cmd_db_list)
+    export = add("export", "export a series (de-identified unless --identifiable)", cmd_db_export)
+    export.add_argument("series", type=int)
+    export.add_argument("-o", "--output", required=True)
+    export.add_argument("--identifiable", action="store_true", help="original files (not for researchers)")
+    add("backup", "write an encrypted backup archive", cmd_db_backup).add_argument("-o", "--output", required=True)
+    add("restore", "restore a backup into a new database file", cmd_db_restore).add_argument("backup", type=Path)
+    add("rekey", "change the database passphrase (new one from MEDSCAN_DB_NEW_KEY or a prompt)", cmd_db_rekey)
+    collect = add("collect", "remove blobs no row refers to", cmd_db_collect)
+    collect.add_argument("--grace", type=float, default=3600.0, help="only blobs older than this many seconds")

@@ -1,0 +1,173 @@
+"""The study database schema (SQLAlchemy 2.x ORM). Migrations in ``migrations/`` create it.
+
+Large arrays never live in rows: ``blob_id`` columns name encrypted blobs in the blob store,
+written before the row (see ``medscan.db.blobs``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ROLES = ("radiologist", "technician", "researcher", "admin")
+ANNOTATION_KINDS = ("mask", "box", "point", "label")
+ANNOTATION_STATES = ("draft", "accepted", "rejected")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Setting(Base):
+    """Key/value facts about this database (wrapped data key, KDF parameters)."""
+
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    passphrase_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+    studies: Mapped[list[Study]] = relationship(back_populates="patient", cascade="all, delete-orphan")
+    __table_args__ = (UniqueConstraint("patient_id", "issuer"),)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_ref: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    description: Mapped[str] = mapped_column(String(64), default="")
+    accession: Mapped[str] = mapped_column(String(16), default="")
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study", cascade="all, delete-orphan")
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_ref: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    number: Mapped[int | None] = mapped_column(Integer)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    description: Mapped[str] = mapped_column(String(64), default="")
+    source_path: Mapped[str] = mapped_column(Text, default="")
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series", cascade="all, delete-orphan")
+    results: Mapped[list[Result]] = relationship(back_populates="series", cascade="all, delete-orphan")
+    __table_args__ = (UniqueConstraint("series_uid", "number"),)
+
+
+class Instance(Base):
+    """A source file (reference only) with the header facts the viewer needs."""
+
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_ref: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    sop_uid: Mapped[str] = mapped_column(String(64), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
+    path: Mapped[str] = mapped_column(Text)
+    frame: Mapped[int | None] = mapped_column(Integer)
+    header: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Result(Base):
+    """A derived series: what produced it, how good it is, and where its voxels are."""
+
+    __tablename__ = "results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_ref: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    synthetic: Mapped[bool] = mapped_column(default=False)
+    affine: Mapped[list[Any]] = mapped_column(default=list)
+    blob_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    series: Mapped[Series] = relationship(back_populates="results")
+    overlays: Mapped[list[Overlay]] = relationship(back_populates="result", cascade="all, delete-orphan")
+
+
+class Annotation(Base):
+    __tablename__ = "annotations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_ref: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # mask, box, point, label
+    label: Mapped[str] = mapped_column(String(128), default="")
+    geometry: Mapped[dict[str, Any]] = mapped_column(default=dict)  # boxes, points, slice indices
+    blob_id: Mapped[str | None] = mapped_column(String(64), index=True)  # masks
+    author_ref: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    source: Mapped[str] = mapped_column(String(8), default="human")  # human or ai
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class Overlay(Base):
+    """An explanation map (e.g. Grad-CAM) for the slices of a result it explains."""
+
+    __tablename__ = "overlays"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_ref: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    slices: Mapped[list[Any]] = mapped_column(default=list)
+    blob_id: Mapped[str] = mapped_column(String(64), index=True)
+    result: Mapped[Result] = relationship(back_populates="overlays")
+
+
+class Job(Base):
+    """A batch run that can be resumed: ``done_items`` lists what is finished."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(default=0)
+    done_items: Mapped[list[Any]] = mapped_column(default=list)
+    errors: Mapped[list[Any]] = mapped_column(default=list)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+
+
+class AuditEntry(Base):
+    """Who opened, processed or exported what, when, and whether it was allowed."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, index=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))  # open, process, export, login, ...
+    target: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")  # ok, refused, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+BLOB_COLUMNS = ((Result, Result.blob_id), (Annotation, Annotation.blob_id), (Overlay, Overlay.blob_id))

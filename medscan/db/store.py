@@ -1,0 +1,407 @@
+"""Open, create, rekey, back up and restore a study database; store what users keep.
+
+SQLite files are encrypted as a whole by SQLCipher (``sqlite+pysqlcipher``); a PostgreSQL URL runs
+the same code against a server. In both cases large arrays go to the encrypted blob store, whose
+data key is wrapped under the passphrase (``medscan.db.crypto``). Every multi-step change is one
+transaction, and blobs are durable before the rows that name them are committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from medscan.db import crypto
+from medscan.db.blobs import BlobStore
+from medscan.db.models import (
+    BLOB_COLUMNS,
+    ROLES,
+    AuditEntry,
+    Instance,
+    Patient,
+    Result,
+    Series,
+    Setting,
+    Study,
+    User,
+)
+from medscan.scan import MedscanError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def _is_url(target: str) -> bool:
+    return "://" in target
+
+
+def _sqlite_url(path: Path, passphrase: str) -> URL:
+    return URL.create("sqlite+pysqlcipher", password=passphrase, database=str(path))
+
+
+class Database:
+    """One open study database: an engine, its blob store and the signed-in user."""
+
+    def __init__(self, engine: Engine, blobs: BlobStore, label: str, kdf: crypto.KdfParams) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.label = label  # what errors name: the file, or the URL without its password
+        self._kdf = kdf
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.user: User | None = None
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, target: str | Path, passphrase: str, *, blob_dir: str | Path | None = None,
+               scrypt_n: int = crypto.DEFAULT_SCRYPT_N) -> Database:
+        """A new database (the file must not exist; a PostgreSQL database must be empty)."""
+        if not passphrase:
+            raise MedscanError(target, "an empty passphrase would leave the database unprotected")
+        target_text = str(target)
+        if not _is_url(target_text) and Path(target_text).exists():
+            raise MedscanError(target, "already exists; open it instead of creating it")
+        engine, label, blob_root = _engine(target_text, passphrase, blob_dir)
+        _migrate(engine)
+        kdf = crypto.KdfParams.fresh(scrypt_n)
+        data_key = os.urandom(crypto.KEY_BYTES)
+        with Session(engine) as session, session.begin():
+            if session.get(Setting, "data_key") is not None:
+                raise MedscanError(label, "already holds a medscan database")
+            session.add(Setting(name="kdf", value=kdf.encode()))
+            session.add(Setting(name="data_key", value=_b64(crypto.wrap_key(passphrase, kdf, data_key))))
+        return cls(engine, BlobStore(blob_root, data_key), label, kdf)
+
+    @classmethod
+    def open(cls, target: str | Path, passphrase: str, *, blob_dir: str | Path | None = None) -> Database:
+        """Open an existing database; a wrong passphrase raises MedscanError and writes nothing."""
+        target_text = str(target)
+        if not _is_url(target_text) and not Path(target_text).is_file():
+            raise MedscanError(target, "no such database (create it with 'medscan db init')")
+        engine, label, blob_root = _engine(target_text, passphrase, blob_dir)
+        try:
+            with engine.connect() as connection:  # reads only: SQLCipher checks the key here
+                connection.execute(text("SELECT count(*) FROM sqlite_master" if engine.dialect.name == "sqlite"
+                                        else "SELECT 1"))
+                kdf_row = _setting(connection, "kdf") if _has_settings(connection) else None
+                wrapped = _setting(connection, "data_key") if kdf_row else None
+        except DatabaseError as exc:
+            engine.dispose()
+            if engine.dialect.name == "sqlite":
+                raise MedscanError(label, "wrong passphrase, or not a medscan database") from None
+            raise MedscanError(label, f"cannot connect ({_first_line(exc)})") from None
+        if kdf_row is None or wrapped is None:
+            engine.dispose()
+            raise MedscanError(label, "not a medscan database")
+        kdf = crypto.KdfParams.decode(kdf_row)
+        try:
+            data_key = crypto.unwrap_key(passphrase, kdf, base64.b64decode(wrapped))
+        except crypto.WrongKey:
+            engine.dispose()
+            raise MedscanError(label, "wrong passphrase") from None
+        _migrate(engine)  # a no-op unless this medscan is newer than the file
+        return cls(engine, BlobStore(blob_root, data_key), label, kdf)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: committed entirely or not at all."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- users and audit --------------------------------------------------------------------
+    def add_user(self, name: str, role: str, passphrase: str) -> None:
+        if role not in ROLES:
+            raise MedscanError(name, f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+        with self.transaction() as session:
+            if session.scalar(select(User).where(User.name == name)) is not None:
+                raise MedscanError(name, "user already exists")
+            session.add(User(name=name, role=role, passphrase_hash=crypto.hash_passphrase(passphrase, self._kdf.n)))
+        self.audit("add-user", f"{name} ({role})")
+
+    def login(self, name: str, passphrase: str) -> User:
+        with self.transaction() as session:
+            user = session.scalar(select(User).where(User.name == name))
+        if user is None or not crypto.verify_passphrase(passphrase, user.passphrase_hash):
+            self.audit("login", name, outcome="refused", user_name=name)
+            raise MedscanError(name, "unknown user or wrong passphrase")
+        self.user = user
+        self.audit("login", name)
+        return user
+
+    def audit(self, action: str, target: str, *, outcome: str = "ok", detail: str = "",
+              user_name: str | None = None) -> None:
+        """Record an action in its own transaction, so refusals are kept even when nothing else is."""
+        who = user_name or (self.user.name if self.user else "-")
+        with self.transaction() as session:
+            session.add(AuditEntry(user_name=who, action=action, target=target, outcome=outcome, detail=detail))
+
+    def require_role(self, action: str, target: str, allowed: tuple[str, ...]) -> None:
+        if self.user is None or self.user.role not in allowed:
+            role = self.user.role if self.user else "nobody signed in"
+            self.audit(action, target, outcome="refused", detail=f"role {role}")
+            raise MedscanError(target, f"{action} refused for {role}: needs {' or '.join(allowed)}")
+
+    # -- studies and results ------------------------------------------------------------------
+    def import_folder(self, path: str | Path) -> list[int]:
+        """Register every series under ``path`` (references and headers, not pixels); returns series ids."""
+        from medscan.io.dicom import list_series
+
+        self.require_role("import", str(path), ("radiologist", "technician", "admin"))
+        listing = list_series(path)
+        ids = []
+        with self.transaction() as session:
+            for record in listing.series:
+                ids.append(_upsert_series(session, record).id)
+        self.audit("import", str(path), detail=f"{len(ids)} series")
+        return ids
+
+    def store_result(self, series_id: int, voxels: np.ndarray, *, operation: str, affine: np.ndarray,
+                     model_name: str | None = None, model_version: str | None = None,
+                     parameters: dict[str, Any] | None = None, quality: dict[str, Any] | None = None,
+                     synthetic: bool = False) -> int:
+        """Keep a derived volume: blob first (durable), then its row in one transaction."""
+        blob_id = self.blobs.put_array(np.asarray(voxels))
+        with self.transaction() as session:
+            if session.get(Series, series_id) is None:
+                raise MedscanError(self.label, f"no series with id {series_id}")
+            result = Result(
+                series_ref=series_id, operation=operation, model_name=model_name, model_version=model_version,
+                parameters=parameters or {}, quality=quality or {}, synthetic=synthetic,
+                affine=np.asarray(affine, float).tolist(), blob_id=blob_id,
+                created_by=self.user.id if self.user else None,
+            )
+            session.add(result)
+            session.flush()
+            result_id = result.id
+        self.audit("process", f"series {series_id}", detail=f"{operation} -> result {result_id}")
+        return result_id
+
+    def load_result(self, result_id: int) -> tuple[Result, np.ndarray]:
+        with self.transaction() as session:
+            result = session.get(Result, result_id)
+            if result is None:
+                raise MedscanError(self.label, f"no result with id {result_id}")
+        self.audit("open", f"result {result_id}")
+        return result, self.blobs.get_array(result.blob_id)
+
+    def referenced_blobs(self) -> set[str]:
+        with self.transaction() as session:
+            return {b for _, column in BLOB_COLUMNS for b in session.scalars(select(column)) if b}
+
+    def collect_orphans(self, grace_s: float = 3600.0) -> int:
+        """Remove blobs that no row names (left by a crash between blob and row)."""
+        return self.blobs.collect(self.referenced_blobs(), grace_s)
+
+    def export_series(self, series_id: int, out_dir: str | Path, *, identifiable: bool,
+                      deid_secret: bytes | None = None) -> Path:
+        """Copy a series' source files out: as they are (not for researchers) or de-identified."""
+        from medscan.deid import DeidOptions, deidentify_folder
+
+        target = f"series {series_id} -> {out_dir}"
+        if identifiable:
+            self.require_role("export-identifiable", target, ("radiologist", "technician", "admin"))
+        else:
+            self.require_role("export", target, ROLES)
+        with self.transaction() as session:
+            series = session.get(Series, series_id)
+            if series is None:
+                raise MedscanError(self.label, f"no series with id {series_id}")
+            paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_ref == series_id))]
+        with tempfile.TemporaryDirectory(prefix="medscan-export-") as staging:
+            for index, path in enumerate(sorted(set(paths))):
+                os.symlink(path.resolve(), Path(staging) / f"{index:06d}.dcm")
+            if identifiable:
+                shutil.copytree(staging, out_dir, symlinks=False)
+            else:
+                deidentify_folder(staging, out_dir, DeidOptions(date_shift=True), secret=deid_secret)
+        self.audit("export", target, detail="identifiable" if identifiable else "de-identified")
+        return Path(out_dir)
+
+    # -- keys, backup, restore ----------------------------------------------------------------
+    def rekey(self, old_passphrase: str, new_passphrase: str) -> None:
+        """New passphrase: SQLCipher re-encrypts the file; the blob data key is re-wrapped (blobs stay)."""
+        if not new_passphrase:
+            raise MedscanError(self.label, "an empty passphrase would leave the database unprotected")
+        with self.transaction() as session:
+            wrapped = base64.b64decode(session.get(Setting, "data_key").value)
+            try:
+                data_key = crypto.unwrap_key(old_passphrase, self._kdf, wrapped)
+            except crypto.WrongKey:
+                raise MedscanError(self.label, "wrong passphrase") from None
+            kdf = crypto.KdfParams.fresh(self._kdf.n)
+            session.get(Setting, "kdf").value = kdf.encode()
+            session.get(Setting, "data_key").value = _b64(crypto.wrap_key(new_passphrase, kdf, data_key))
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as connection:
+                quoted = new_passphrase.replace("'", "''")
+                connection.exec_driver_sql(f"PRAGMA rekey = '{quoted}'")
+            path = self.engine.url.database
+            self.engine.dispose()
+            self.engine = create_engine(_sqlite_url(Path(path), new_passphrase))
+            _enable_foreign_keys(self.engine)
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._kdf = kdf
+        self.audit("rekey", self.label)
+
+    def backup(self, out: str | Path) -> Path:
+        """An encrypted archive (SQLite only): the SQLCipher file and the encrypted blobs, consistent."""
+        out = Path(out)
+        if self.engine.dialect.name != "sqlite":
+            raise MedscanError(self.label, "back up a PostgreSQL database with pg_dump and copy its blob folder")
+        if out.exists():
+            raise MedscanError(out, "already exists; choose a new file")
+        db_path = Path(self.engine.url.database)
+        tmp = out.with_name(f".{out.name}.partial")
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # writers wait while we copy
+            try:
+                with tarfile.open(tmp, "w") as tar:
+                    tar.add(db_path, arcname="medscan.db")
+                    for blob_id in sorted(self.blobs.ids()):
+                        tar.add(self.blobs.path(blob_id), arcname=f"blobs/{blob_id[:2]}/{blob_id}")
+            finally:
+                connection.exec_driver_sql("ROLLBACK")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+        self.audit("backup", str(out))
+        return out
+
+
+def restore(archive: str | Path, target: str | Path, passphrase: str) -> Database:
+    """Unpack a backup into a new file (never over an existing one) and open it to prove the key."""
+    archive, target = Path(archive), Path(target)
+    if target.exists():
+        raise MedscanError(target, "already exists; restore into a new file")
+    if not archive.is_file():
+        raise MedscanError(archive, "no such backup")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        if not (staging / "medscan.db").is_file():
+            raise MedscanError(archive, "not a medscan backup")
+        Database.open(staging / "medscan.db", passphrase, blob_dir=staging / "blobs").close()
+        if (staging / "blobs").exists():
+            os.replace(staging / "blobs", _blob_dir_for(target))
+        os.replace(staging / "medscan.db", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    database = Database.open(target, passphrase)
+    database.audit("restore", f"{archive} -> {target}")
+    return database
+
+
+def _blob_dir_for(path: Path) -> Path:
+    return path.with_name(path.name + ".blobs")
+
+
+def _engine(target: str, passphrase: str, blob_dir: str | Path | None) -> tuple[Engine, str, Path]:
+    if _is_url(target):
+        url = make_url(target)
+        if url.get_backend_name() != "postgresql":
+            raise MedscanError(url.render_as_string(hide_password=True), "only PostgreSQL URLs or SQLite files")
+        if blob_dir is None:
+            raise MedscanError(url.render_as_string(hide_password=True), "a PostgreSQL database needs --blobs DIR")
+        engine = create_engine(url, pool_pre_ping=True)
+        return engine, url.render_as_string(hide_password=True), Path(blob_dir)
+    path = Path(target).resolve()
+    engine = create_engine(_sqlite_url(path, passphrase))
+    _enable_foreign_keys(engine)
+    return engine, str(target), Path(blob_dir) if blob_dir else _blob_dir_for(path)
+
+
+def _enable_foreign_keys(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA cipher_log_level = NONE")  # a wrong key is reported once, by us
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA secure_delete = ON")  # deleted rows do not linger in free pages
+        cursor.close()
+
+
+def _migrate(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise MedscanError(str(engine.url.database or engine.url), f"cannot migrate ({_first_line(exc)})") from None
+
+
+def _has_settings(connection: Any) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(connection).has_table("settings")
+
+
+def _setting(connection: Any, name: str) -> str | None:
+    return connection.execute(select(Setting.value).where(Setting.name == name)).scalar()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(getattr(exc, "orig", exc)).strip()
+    return text_.splitlines()[0][:160] if text_ else type(exc).__name__
+
+
+def _upsert_series(session: Session, record: Any) -> Series:
+    header = record.header
+    pid = str(header.get("PatientID", "") or "")
+    issuer = str(header.get("IssuerOfPatientID", "") or "")
+    patient = session.scalar(select(Patient).where(Patient.patient_id == pid, Patient.issuer == issuer))
+    if patient is None:
+        patient = Patient(patient_id=pid, issuer=issuer, name=str(header.get("PatientName", "") or ""),
+                          birth_date=str(header.get("PatientBirthDate", "") or ""),
+                          sex=str(header.get("PatientSex", "") or ""))
+        session.add(patient)
+    study_uid = str(header.get("StudyInstanceUID", "") or f"unknown:{record.series_uid}")
+    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    if study is None:
+        study = Study(patient=patient, study_uid=study_uid, study_date=str(header.get("StudyDate", "") or ""),
+                      description=str(header.get("StudyDescription", "") or "")[:64],
+                      accession=str(header.get("AccessionNumber", "") or "")[:16])
+        session.add(study)
+    series = session.scalar(select(Series).where(Series.series_uid == record.series_uid,
+                                                 Series.number == record.series_number))
+    if series is None:
+        series = Series(study=study, series_uid=record.series_uid, number=record.series_number,
+                        modality=record.modality, description=record.description[:64],
+                        source_path=os.path.commonpath(record.files) if record.files else "")
+        session.add(series)
+        for frame in record.frames:
+            series.instances.append(Instance(sop_uid=frame.sop_instance_uid, sop_class_uid=frame.sop_class_uid,
+                                             path=frame.path, frame=frame.frame_index,
+                                             header={"rows": frame.rows, "columns": frame.columns}))
+    session.flush()
+    return series

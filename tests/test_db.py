@@ -1,0 +1,295 @@
+"""The study database: encrypted at rest, wrong keys refused cleanly, consistent after kill -9,
+roles and audit enforced — on SQLCipher and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from medscan.db import Database, restore
+from medscan.db.models import AuditEntry, Overlay, Patient, Result, Series
+from medscan.scan import MedscanError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+STUDY = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
+KEY = "correct horse battery staple"
+NAME = "Testpatient^Marie"
+SCRYPT_N = 2**12  # fast in tests; the default is 2**15
+
+
+# ---------------------------------------------------------------------------------------------
+# A throwaway PostgreSQL cluster on loopback
+# ---------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start Debian's PostgreSQL in a temp dir (as user postgres when we are root); yield its URL."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not binaries:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    bindir = Path(binaries[-1]).parent
+    as_postgres: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="medscan-pg-"))
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres", "postgres")
+    port = _free_port()
+    data = root / "data"
+    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """(database target, blob folder) for a fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "studies.db"), None
+    server = request.getfixturevalue("postgres_server")
+    name = f"t{os.getpid()}_{random.randrange(1 << 30)}"
+    engine = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{server}/{name}", str(tmp_path / "blobs")
+
+
+def _blob_root(target) -> Path:
+    db, blobs = target
+    return Path(blobs) if blobs else Path(db + ".blobs")
+
+
+def _new(target) -> Database:
+    db, blobs = target
+    database = Database.create(db, KEY, blob_dir=blobs, scrypt_n=SCRYPT_N)
+    database.add_user("rad", "radiologist", "rad-pass")
+    database.add_user("res", "researcher", "res-pass")
+    return database
+
+
+def _open(target, key: str = KEY) -> Database:
+    db, blobs = target
+    return Database.open(db, key, blob_dir=blobs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encryption at rest
+# ---------------------------------------------------------------------------------------------
+def test_no_plaintext_in_database_or_blobs(target):
+    database = _new(target)
+    database.login("rad", "rad-pass")
+    series_ids = database.import_folder(STUDY)
+    with database.transaction() as session:
+        session.add(Patient(patient_id="PID-4711", name=NAME))
+        series = session.get(Series, series_ids[0])
+        uid = series.series_uid
+    # The blob holds the name and the UID in plain bytes before encryption.
+    payload = np.frombuffer(f"{NAME} {uid}".encode().ljust(64, b" "), dtype=np.uint8)
+    result_id = database.store_result(series_ids[0], payload, operation="clean", affine=np.eye(4))
+    _, back = database.load_result(result_id)
+    assert back.tobytes() == payload.tobytes()
+    database.close()
+    needles = [NAME.encode(), uid.encode(), b"SQLite format 3"]
+    files = [p for p in _blob_root(target).rglob("*") if p.is_file()]
+    assert files  # at least the result's blob
+    if not target[0].startswith("postgresql"):
+        files += [Path(p) for p in glob.glob(target[0] + "*") if Path(p).is_file()]
+    for path in files:
+        raw = path.read_bytes()
+        for needle in needles:
+            assert needle not in raw, f"{needle!r} in {path}"
+
+
+def test_wrong_key_fails_cleanly_and_changes_nothing(target):
+    database = _new(target)
+    database.close()
+    _db, _ = target
+    before = _fingerprint(target)
+    with pytest.raises(MedscanError) as error:
+        _open(target, "wrong passphrase")
+    assert "wrong passphrase" in str(error.value) and "\n" not in str(error.value)
+    assert _fingerprint(target) == before
+    _open(target).close()  # the right key still works
+
+
+def _fingerprint(target) -> dict[str, str]:
+    db, _ = target
+    paths = [Path(p) for p in glob.glob(db + "*")] if not db.startswith("postgresql") else []
+    paths += [p for p in _blob_root(target).rglob("*") if p.is_file()]
+    result = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+    if db.startswith("postgresql"):
+        engine = create_engine(db)
+        with engine.connect() as connection:
+            result["settings"] = repr(connection.execute(text("SELECT * FROM settings ORDER BY name")).all())
+            result["audit"] = repr(connection.execute(text("SELECT count(*) FROM audit_log")).all())
+        engine.dispose()
+    return result
+
+
+def test_rekey_backup_restore(tmp_path):
+    target = (str(tmp_path / "a.db"), None)
+    database = _new(target)
+    database.login("rad", "rad-pass")
+    series_id = database.import_folder(STUDY)[0]
+    result_id = database.store_result(series_id, np.arange(24.0).reshape(2, 3, 4), operation="clean",
+                                      affine=np.eye(4))
+    archive = database.backup(tmp_path / "backup.tar")
+    database.rekey(KEY, "a new passphrase")
+    database.close()
+    with pytest.raises(MedscanError, match="wrong passphrase"):
+        _open(target)
+    with _open(target, "a new passphrase") as reopened:
+        assert reopened.load_result(result_id)[1].sum() == 276
+    assert b"SQLite format 3" not in archive.read_bytes()
+    with pytest.raises(MedscanError, match="wrong passphrase"):
+        restore(archive, tmp_path / "b.db", "a new passphrase")  # the backup keeps the old key
+    assert not (tmp_path / "b.db").exists()
+    with restore(archive, tmp_path / "b.db", KEY) as restored:
+        assert restored.load_result(result_id)[1].sum() == 276
+
+
+# ---------------------------------------------------------------------------------------------
+# Crash safety: kill -9 at random points
+# ---------------------------------------------------------------------------------------------
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from medscan.db import Database
+    from medscan.db.models import Overlay, Result, Series, Study, Patient
+    db, blobs, key = sys.argv[1], (sys.argv[2] or None), sys.argv[3]
+    database = Database.open(db, key, blob_dir=blobs)
+    rng = np.random.default_rng()
+    print("ready", flush=True)
+    n = 0
+    while True:
+        n += 1
+        volume = rng.random((8, 32, 32), dtype=np.float32)
+        heat = rng.random((8, 32, 32), dtype=np.float32)
+        volume_id, heat_id = database.blobs.put_array(volume), database.blobs.put_array(heat)
+        with database.transaction() as session:  # patient, study, series, result, overlay: all or none
+            patient = Patient(patient_id=f"P{n}-{rng.integers(1 << 40)}", name="Crash^Test")
+            study = Study(patient=patient, study_uid=f"2.25.{rng.integers(1 << 60)}")
+            series = Series(study=study, series_uid=f"2.25.{rng.integers(1 << 60)}", number=n)
+            result = Result(series=series, operation="clean", blob_id=volume_id, parameters={"n": n})
+            session.add_all([patient, study, series, result])
+            session.add(Overlay(result=result, kind="gradcam", slices=[0, 1], blob_id=heat_id))
+""")
+
+
+def test_kill_minus_9_leaves_a_consistent_database(target, tmp_path):
+    _new(target).close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    db, blobs = target
+    rng = random.Random(5)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    rounds = 12
+    for _ in range(rounds):
+        proc = subprocess.Popen([sys.executable, str(script), db, blobs or "", KEY], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _check_consistent(target)
+    with _open(target) as database, database.transaction() as session:
+        assert session.scalar(select(Result.id).limit(1)) is not None  # the writers did write
+
+
+def _check_consistent(target) -> None:
+    with _open(target) as database:
+        with database.transaction() as session:
+            if database.engine.dialect.name == "sqlite":
+                assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+                assert session.execute(text("PRAGMA foreign_key_check")).all() == []
+            results = session.scalars(select(Result)).all()
+            overlays = session.scalars(select(Overlay)).all()
+            assert len(overlays) == len(results)  # committed together or not at all
+            for result in results:
+                assert result.series is not None and result.series.study.patient is not None
+        referenced = database.referenced_blobs()
+        for blob_id in referenced:  # every row's blob is complete and authentic
+            assert database.blobs.get_array(blob_id).shape == (8, 32, 32)
+        database.collect_orphans(grace_s=0)
+        assert database.blobs.ids() == referenced
+        assert list((database.blobs.root / "tmp").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Users, roles, audit
+# ---------------------------------------------------------------------------------------------
+def test_researcher_cannot_export_identifiable_data(target, tmp_path):
+    database = _new(target)
+    database.login("rad", "rad-pass")
+    series_id = database.import_folder(STUDY)[0]
+    database.login("res", "res-pass")
+    with pytest.raises(MedscanError, match="refused for researcher"):
+        database.export_series(series_id, tmp_path / "plain", identifiable=True)
+    assert not (tmp_path / "plain").exists()
+    out = database.export_series(series_id, tmp_path / "deid", identifiable=False, deid_secret=b"k" * 32)
+    files = list(out.rglob("*.dcm"))
+    assert len(files) == 35
+    with pytest.raises(MedscanError, match="wrong passphrase"):
+        database.login("res", "not-her-passphrase")
+    with database.transaction() as session:
+        log = [(e.user_name, e.action, e.outcome) for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert ("res", "export-identifiable", "refused") in log
+    assert ("res", "export", "ok") in log and ("rad", "import", "ok") in log
+    assert ("res", "login", "refused") in log
+    database.close()
+
+
+def test_cli_db_commands(tmp_path, monkeypatch, capsys):
+    from medscan.db.cli import register
+
+    parser = argparse.ArgumentParser(prog="medscan")
+    register(parser.add_subparsers(dest="command", required=True))
+    db = str(tmp_path / "cli.db")
+    monkeypatch.setenv("MEDSCAN_DB_KEY", KEY)
+    monkeypatch.setenv("MEDSCAN_USER", "boss")
+    monkeypatch.setenv("MEDSCAN_USER_KEY", "boss-pass")
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    assert run("db", "init", "--db", db) == 0
+    assert run("db", "import", str(STUDY), "--db", db) == 0
+    assert run("db", "list", "--db", db) == 0
+    assert "MR" in capsys.readouterr().out
+    assert run("db", "export", "1", "-o", str(tmp_path / "out"), "--db", db) == 0
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 35
+    assert run("db", "backup", "-o", str(tmp_path / "b.tar"), "--db", db) == 0
+    monkeypatch.setenv("MEDSCAN_DB_NEW_KEY", "next key")
+    assert run("db", "rekey", "--db", db) == 0
+    with pytest.raises(MedscanError, match="wrong passphrase"):
+        run("db", "list", "--db", db)
+    monkeypatch.setenv("MEDSCAN_DB_KEY", "next key")
+    assert run("db", "list", "--db", db) == 0
