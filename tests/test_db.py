@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from medscan.db import Database, restore
 from medscan.db.models import AuditEntry, Overlay, Patient, Result, Series
+from medscan.db.store import Database, restore
 from medscan.scan import MedscanError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -182,7 +182,7 @@ def test_rekey_backup_restore(tmp_path):
 # ---------------------------------------------------------------------------------------------
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from medscan.db import Database
+    from medscan.db.store import Database
     from medscan.db.models import Overlay, Result, Series, Study, Patient
     db, blobs, key = sys.argv[1], (sys.argv[2] or None), sys.argv[3]
     database = Database.open(db, key, blob_dir=blobs)

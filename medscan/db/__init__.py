@@ -1,5 +1,4 @@
-"""The encrypted study database: schema, blob store, users and audit (see ``store.Database``)."""
+"""The encrypted study database: schema, blob store, users and audit (see ``medscan.db.store.Database``).
 
-from medscan.db.store import Database, restore
-
-__all__ = ["Database", "restore"]
+Nothing is imported here so that ``medscan info`` does not pay for SQLAlchemy at start-up.
+"""

@@ -48,7 +48,7 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, *, login: bool = True):
-    from medscan.db import Database
+    from medscan.db.store import Database
 
     database = Database.open(args.db, _secret("MEDSCAN_DB_KEY", "database passphrase"), blob_dir=args.blobs)
     if login:
@@ -58,7 +58,7 @@ def _open(args: argparse.Namespace, *, login: bool = True):
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
-    from medscan.db import Database
+    from medscan.db.store import Database
 
     passphrase = _secret("MEDSCAN_DB_KEY", "new database passphrase", confirm=True)
     with Database.create(args.db, passphrase, blob_dir=args.blobs) as database:
@@ -117,7 +117,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_db_restore(args: argparse.Namespace) -> int:
-    from medscan.db import restore
+    from medscan.db.store import restore
 
     restore(args.backup, args.db, _secret("MEDSCAN_DB_KEY", "database passphrase")).close()
     print(f"restored {args.backup} into {args.db}")
