@@ -9,8 +9,15 @@
 set -euo pipefail
 
 # Debian packages needed beyond Python itself, one per line; only missing ones are installed.
-# The Qt tests, when they come, will need: xvfb libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3
+# Qt (PyQt6 wheels) needs these system libraries even offscreen; xvfb only for a real X display.
 APT_PACKAGES=(
+    libegl1
+    libgl1
+    libxkbcommon0
+    libfontconfig1
+    libdbus-1-3
+    libglib2.0-0
+    fonts-dejavu-core
 )
 # Only for the test suite (--dev): a real PostgreSQL server that the database tests start on loopback.
 DEV_APT_PACKAGES=(

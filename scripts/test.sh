@@ -13,9 +13,9 @@ bash scripts/setup.sh --dev
 # Qt (when the GUI tests come) must never look for a screen.
 export QT_QPA_PLATFORM=offscreen
 
-echo "== ruff check medscan tests scripts"
+echo "== ruff check medscan ui tests scripts"
 lint=0
-ruff check medscan tests scripts || lint=$?
+ruff check medscan ui tests scripts || lint=$?
 
 echo "== pytest"
 tests=0

@@ -1,0 +1,114 @@
+"""``medscan-gui [PATH] [--screenshot FILE.png]``: the workstation, or a headless picture of it.
+
+With ``--screenshot`` the window opens PATH, shows its first series, waits until loading is done,
+writes a PNG of the whole window (``QWidget.grab``) and exits 0; any error is one line on stderr
+and exit status 1. Without a display (no ``DISPLAY``/``WAYLAND_DISPLAY``) the screenshot mode uses
+Qt's offscreen platform by itself, so it works in CI and docs builds.
+
+Start-up stays fast because heavy modules load lazily: pydicom and nibabel in the first worker
+job; torch not at all until something needs it (the About box on a CUDA build, later the models),
+and then in a worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+SCREENSHOT_SIZE = (1440, 900)
+SCREENSHOT_TIMEOUT_MS = 120_000
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="medscan-gui", description="medscan workstation")
+    parser.add_argument("path", nargs="?", help="DICOM folder or file, or NIfTI file, to open")
+    parser.add_argument("--screenshot", metavar="FILE.png",
+                        help="open PATH, wait for its first series, save a PNG of the window and exit")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser.parse_args(argv)
+
+
+def _needs_offscreen() -> bool:
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# Harmless platform-plugin chatter that would otherwise break the one-line error contract.
+_QUIET_QT_MESSAGES = ("does not support propagateSizeHints",)
+
+
+def _install_qt_message_filter() -> None:
+    from PyQt6.QtCore import qInstallMessageHandler
+
+    def handler(_mode, _context, message: str) -> None:
+        if not any(quiet in message for quiet in _QUIET_QT_MESSAGES):
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        import medscan
+
+        print(f"medscan-gui {medscan.__version__}")
+        return 0
+    if args.screenshot and not args.path:
+        print("medscan-gui: --screenshot needs a PATH to open", file=sys.stderr)
+        return 1
+    if args.screenshot and _needs_offscreen():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    _install_qt_message_filter()
+
+    from ui.qt_main_window import MainWindow
+    from ui.qt_theme import apply_dark_theme
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("medscan-gui")
+    app.setOrganizationName("medscan")
+    app.setApplicationDisplayName("medscan")
+    apply_dark_theme(app)
+
+    window = MainWindow(persist=not args.screenshot)
+    outcome = {"status": 0}
+
+    def finish(status: int) -> None:
+        outcome["status"] = status
+        window.close()
+        app.exit(status)
+
+    if args.screenshot:
+        target = Path(args.screenshot)
+
+        def fail(_title: str, message: str) -> None:
+            print(f"medscan-gui: {message}", file=sys.stderr)
+            QTimer.singleShot(0, lambda: finish(1))
+
+        def capture() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not window.grab().save(str(target), "PNG"):
+                fail("", f"{target}: could not write the PNG")
+                return
+            finish(0)
+
+        window.error_handler = fail
+        window.resize(*SCREENSHOT_SIZE)
+        # Wait for the series to be shown, then for the pool to go quiet, then one paint.
+        window.scanShown.connect(lambda _scan: QTimer.singleShot(300, capture))
+        QTimer.singleShot(SCREENSHOT_TIMEOUT_MS,
+                          lambda: fail("", f"{args.path}: timed out after {SCREENSHOT_TIMEOUT_MS // 1000} s"))
+    window.show()
+    if args.path:
+        QTimer.singleShot(0, lambda: window.open_path(args.path))
+    status = app.exec()
+    return outcome["status"] or status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

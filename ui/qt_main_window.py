@@ -1,0 +1,515 @@
+"""The main window: layout from ``main_window.ui``, behaviour here.
+
+It observes engine objects and sends every slow call to the job pool: opening a folder lists its
+series (headers only), choosing a series decodes it, exporting writes files - each in a worker,
+with progress and cancel in the Jobs panel, errors as one-line dialogs. Nothing here computes on
+images; the viewer draws what the engine returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PyQt6 import uic
+from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QActionGroup, QKeySequence
+from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox
+
+from ui import qt_dialogs
+from ui.qt_slice_viewer import CUSTOM, SliceViewer, preset_label, window_presets
+from ui.qt_study_browser import FolderSummary, SeriesSummary, StudyBrowser, details_html, summarize_folder
+from ui.qt_workers import ElidedLabel, Job, JobContext, JobManager
+from ui.system_info import confirm_device, format_bytes, guess_device, process_memory_bytes
+
+if TYPE_CHECKING:
+    from medscan.scan import Scan
+
+UI_FILE = Path(__file__).with_name("main_window.ui")
+RECENT_LIMIT = 10
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def default_settings() -> QSettings:
+    """Per-user settings in an INI file on every platform (easy to inspect and to reset)."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "medscan", "medscan-gui")
+
+
+# -- worker jobs (run in the pool; no widgets touched here) -----------------------------------------
+def open_job(ctx: JobContext, path: str) -> FolderSummary | tuple[SeriesSummary, Scan]:
+    """A NIfTI file is loaded at once; anything else is listed as DICOM series."""
+    from medscan.io.nifti import is_nifti, read_nifti
+    from ui.qt_study_browser import summary_from_scan
+
+    if Path(path).is_file() and is_nifti(path):
+        ctx.report(0, 0, "reading NIfTI")
+        scan = read_nifti(path)
+        return summary_from_scan(scan, path), scan
+    return summarize_folder(ctx, path)
+
+
+def load_job(ctx: JobContext, record: Any) -> Scan:
+    from medscan.io.dicom import load_series
+
+    ctx.report(0, 0, f"decoding {len(record.frames)} image(s)")
+    scan = load_series(record)
+    ctx.check()
+    return scan
+
+
+def export_job(ctx: JobContext, scan: Scan, target: str) -> str:
+    from medscan.io import save
+
+    ctx.report(0, 0, "writing")
+    return str(save(scan, target))
+
+
+def png_job(ctx: JobContext, scan: Scan, target: str, slice_index: int, volume: int,
+            window: tuple[float, float]) -> str:
+    from medscan.io.png import save_png
+
+    ctx.report(0, 0, "writing")
+    return str(save_png(scan, target, slice_index=slice_index, volume=volume, window=window))
+
+
+def device_job(ctx: JobContext) -> Any:
+    ctx.report(0, 0, "importing torch")
+    return confirm_device()
+
+
+class MainWindow(QMainWindow):
+    """The workstation window. Signals let tests and the screenshot mode wait for real events."""
+
+    folderListed = pyqtSignal(object)  # FolderSummary
+    scanShown = pyqtSignal(object)  # Scan
+    exported = pyqtSignal(str)  # path written
+    errorReported = pyqtSignal(str)  # the one-line message
+
+    # Children created by main_window.ui (listed for readers and type checkers).
+    viewer: SliceViewer
+    browser: StudyBrowser
+
+    def __init__(self, settings: QSettings | None = None, persist: bool = True) -> None:
+        super().__init__()
+        uic.loadUi(str(UI_FILE), self)
+        self.settings = settings if settings is not None else default_settings()
+        self.persist = persist
+        self.jobs = JobManager(self)
+        self.jobsPanel.bind(self.jobs)
+        self.scan: Scan | None = None
+        self.current: SeriesSummary | None = None
+        self.folder: FolderSummary | None = None
+        self.opened_path: str | None = None
+        self.device = guess_device()
+        self.error_handler = self._error_dialog  # the screenshot mode swaps in stderr + exit
+        self._loading: SeriesSummary | None = None
+
+        self._setup_status_bar()
+        self._setup_actions()
+        self._setup_viewer_controls()
+        self.resizeDocks([self.studyDock, self.jobsDock], [620, 110], Qt.Orientation.Vertical)
+        self.resizeDocks([self.studyDock], [340], Qt.Orientation.Horizontal)
+        self.seriesDetails.setHtml("")
+        self.setAcceptDrops(True)
+        self._restore_settings()
+        self._on_volume_changed(0, 1)
+        self._update_enabled()
+
+    # ------------------------------------------------------------------------------------------
+    # Set-up
+    # ------------------------------------------------------------------------------------------
+    def _setup_status_bar(self) -> None:
+        self.readoutLabel = ElidedLabel("")
+        self.readoutLabel.setObjectName("readoutLabel")
+        self.deviceLabel = QLabel()
+        self.memoryLabel = QLabel()
+        self.statusbar.addWidget(self.readoutLabel, 1)
+        self.statusbar.addPermanentWidget(self.deviceLabel)
+        self.statusbar.addPermanentWidget(self.memoryLabel)
+        self._show_device()
+        self._memory_timer = QTimer(self)
+        self._memory_timer.timeout.connect(self._update_memory)
+        self._memory_timer.start(2000)
+        self._update_memory()
+
+    def _setup_actions(self) -> None:
+        self.actionOpenFolder.triggered.connect(self.open_folder_dialog)
+        self.actionOpenFile.triggered.connect(self.open_file_dialog)
+        self.actionExportNifti.triggered.connect(self.export_nifti)
+        self.actionExportDicom.triggered.connect(self.export_dicom)
+        self.actionExportPng.triggered.connect(self.export_png)
+        self.actionQuit.triggered.connect(self.close)
+        self.actionFit.triggered.connect(self.viewer.fit)
+        self.actionSeriesHeader.triggered.connect(self.show_header)
+        self.actionCancelJobs.triggered.connect(lambda: self.jobs.cancel())
+        self.actionAbout.triggered.connect(self.show_about)
+        self.actionShortcuts.triggered.connect(lambda: qt_dialogs.show_controls(self))
+
+        self.planeGroup = QActionGroup(self)
+        for plane, action, button in zip(
+            PLANES, (self.actionAxial, self.actionCoronal, self.actionSagittal),
+            (self.axialButton, self.coronalButton, self.sagittalButton), strict=True,
+        ):
+            self.planeGroup.addAction(action)
+            action.setData(plane)
+            action.triggered.connect(lambda _checked=False, p=plane: self.viewer.set_plane(p))
+            button.setDefaultAction(action)
+            button.setAutoExclusive(False)
+        self.presetGroup = QActionGroup(self)
+        self.menuView.addAction(self.studyDock.toggleViewAction())
+        self.menuView.addAction(self.jobsDock.toggleViewAction())
+        self.menuRecent.aboutToShow.connect(self._fill_recent_menu)
+        self.fitButton.setDefaultAction(self.actionFit)
+        self.fitButton.setText("Fit")
+
+    def _setup_viewer_controls(self) -> None:
+        viewer = self.viewer
+        viewer.sliceChanged.connect(self._on_slice_changed)
+        viewer.planeChanged.connect(self._on_plane_changed)
+        viewer.windowChanged.connect(self._on_window_changed)
+        viewer.volumeChanged.connect(self._on_volume_changed)
+        viewer.readoutChanged.connect(self.readoutLabel.setText)
+        self.sliceSlider.valueChanged.connect(viewer.set_slice)
+        self.volumeSpin.valueChanged.connect(lambda value: viewer.set_volume(value - 1))
+        self.presetCombo.activated.connect(self._on_preset_chosen)
+        self.browser.seriesActivated.connect(self.load_series)
+        self.browser.seriesSelected.connect(
+            lambda summary: self.seriesDetails.setHtml(details_html(summary, self.folder)))
+
+    # ------------------------------------------------------------------------------------------
+    # Opening and loading
+    # ------------------------------------------------------------------------------------------
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self._last_folder())
+        if folder:
+            self.open_path(folder)
+
+    def open_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open file", self._last_folder(),
+            "Images (*.dcm *.DCM *.ima *.IMA *.nii *.nii.gz);;NIfTI (*.nii *.nii.gz);;DICOM (*.dcm *.ima);;"
+            "All files (*)",
+        )
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str | Path) -> Job | None:
+        """Open a DICOM folder or file, or a NIfTI file; the first series is shown when listed."""
+        path = Path(path).expanduser()
+        if not path.exists():
+            self.report_error("Cannot open", f"{path}: no such file or folder")
+            return None
+        path = path.resolve()
+        self.opened_path = str(path)
+        self._remember(path)
+        self.jobs.cancel("open")
+        self.jobs.cancel("load")
+        job = self.jobs.run(f"Opening {path.name or path}", open_job, str(path), kind="open")
+        job.succeeded.connect(self._on_opened)
+        job.failed.connect(lambda message: self.report_error("Cannot open", message))
+        self.statusbar.showMessage(f"Reading {path} …")
+        return job
+
+    def _on_opened(self, result: FolderSummary | tuple[SeriesSummary, Scan]) -> None:
+        self.statusbar.clearMessage()
+        if isinstance(result, tuple):
+            summary, scan = result
+            self.folder = FolderSummary(path=summary.path, series=[summary], skipped=[], ignored=0)
+            self.browser.set_folder(self.folder)
+            self.folderListed.emit(self.folder)
+            self.browser.setCurrentItem(self.browser.series_items()[0])
+            self.show_scan(scan, summary)
+            return
+        self.folder = result
+        self.browser.set_folder(result)
+        self.seriesDetails.setHtml(details_html(None, result))
+        self.folderListed.emit(result)
+        if not result.series:
+            detail = f"; skipped {len(result.skipped)}: {result.skipped[0]}" if result.skipped else ""
+            self.report_error("Nothing to show", f"{result.path}: no readable DICOM series found{detail}")
+            return
+        self.browser.activate(0)
+
+    def load_series(self, summary: SeriesSummary) -> Job | None:
+        """Decode a listed series in the background and show it (a newer choice cancels an older one)."""
+        if summary.record is None or summary is self._loading or (summary is self.current and self.scan):
+            return None
+        self.jobs.cancel("load")
+        self._loading = summary
+        job = self.jobs.run(f"Loading {summary.modality} {summary.title}", load_job, summary.record, kind="load")
+        job.succeeded.connect(lambda scan: self.show_scan(scan, summary))
+        job.failed.connect(lambda message: self.report_error("Cannot load series", message))
+        job.finished.connect(lambda: setattr(self, "_loading", None) if self._loading is summary else None)
+        return job
+
+    def show_scan(self, scan: Scan, summary: SeriesSummary | None = None) -> None:
+        """Put ``scan`` in the viewer with the preset last chosen for its modality."""
+        self.scan = scan
+        self.current = summary
+        preset = self.settings.value(f"preset/{scan.modality}", "", type=str) or None
+        self._fill_presets(scan.modality)
+        self.viewer.set_scan(scan, preset)
+        self.volumeSpin.blockSignals(True)
+        self.volumeSpin.setRange(1, scan.n_volumes)
+        self.volumeSpin.setValue(1)
+        self.volumeSpin.blockSignals(False)
+        self._on_volume_changed(0, scan.n_volumes)
+        title = summary.title if summary is not None else scan.description
+        patient = summary.patient_name if summary is not None and summary.patient_name else "Anonymous"
+        self.setWindowTitle(f"medscan — {scan.modality} {title} — {patient}")
+        if scan.warnings:
+            self.statusbar.showMessage(f"{len(scan.warnings)} warning(s) from the loader: {scan.warnings[0]}", 8000)
+        self._update_enabled()
+        self.viewer.setFocus()
+        self.scanShown.emit(scan)
+
+    # ------------------------------------------------------------------------------------------
+    # Viewer controls
+    # ------------------------------------------------------------------------------------------
+    def _fill_presets(self, modality: str) -> None:
+        self.presetCombo.blockSignals(True)
+        self.presetCombo.clear()
+        self.menuPresets.clear()
+        for action in self.presetGroup.actions():
+            self.presetGroup.removeAction(action)
+        from medscan.io.png import WINDOW_PRESETS
+
+        for number, name in enumerate(window_presets(modality), start=1):
+            label = preset_label(name)
+            if name in WINDOW_PRESETS:
+                center, width = WINDOW_PRESETS[name]
+                label_full = f"{label}   (W {width:g} / L {center:g})"
+            else:
+                label_full = label
+            self.presetCombo.addItem(label, name)
+            action = QAction(label_full, self, checkable=True)
+            action.setData(name)
+            if number <= 9:
+                action.setShortcut(QKeySequence(str(number)))
+            action.triggered.connect(lambda _checked=False, n=name: self.viewer.apply_preset(n))
+            self.presetGroup.addAction(action)
+            self.menuPresets.addAction(action)
+        self.presetCombo.blockSignals(False)
+
+    def _on_preset_chosen(self, index: int) -> None:
+        name = self.presetCombo.itemData(index)
+        if name and name != CUSTOM:
+            self.viewer.apply_preset(name)
+            self.viewer.setFocus()
+
+    def _on_window_changed(self, center: float, width: float, preset: str) -> None:
+        combo = self.presetCombo
+        custom_index = combo.findData(CUSTOM)
+        if preset == CUSTOM:
+            if custom_index < 0:
+                combo.addItem(preset_label(CUSTOM), CUSTOM)
+                custom_index = combo.count() - 1
+            combo.setCurrentIndex(custom_index)
+        else:
+            if custom_index >= 0:
+                combo.removeItem(custom_index)
+            combo.setCurrentIndex(max(0, combo.findData(preset)))
+            if self.scan is not None and self.persist:
+                self.settings.setValue(f"preset/{self.scan.modality}", preset)
+        for action in self.presetGroup.actions():
+            action.setChecked(action.data() == preset)
+
+    def _on_slice_changed(self, index: int, count: int) -> None:
+        slider = self.sliceSlider
+        slider.blockSignals(True)
+        slider.setRange(0, max(0, count - 1))
+        slider.setValue(index)
+        slider.blockSignals(False)
+        self.sliceLabel.setText(f"{index + 1} / {count}" if count else "– / –")
+
+    def _on_plane_changed(self, plane: str) -> None:
+        for action in self.planeGroup.actions():
+            action.setChecked(action.data() == plane)
+
+    def _on_volume_changed(self, index: int, count: int) -> None:
+        self.volumeSpin.blockSignals(True)
+        self.volumeSpin.setValue(index + 1)
+        self.volumeSpin.blockSignals(False)
+        labels = self.scan.volume_labels if self.scan is not None else []
+        label = labels[index] if index < len(labels) else ""
+        self.volumeInfo.setText(f"of {count}  {label}".strip() if count > 1 else "")
+        four_d = count > 1
+        for widget in (self.volumeLabel, self.volumeSpin, self.volumeInfo):
+            widget.setVisible(four_d)
+
+    def _update_enabled(self) -> None:
+        has_scan = self.scan is not None
+        for action in (self.actionExportNifti, self.actionExportDicom, self.actionExportPng, self.actionFit,
+                       *self.planeGroup.actions()):
+            action.setEnabled(has_scan)
+        volume = has_scan and self.scan.voxels.ndim >= 3 and min(self.scan.volume_shape) > 1  # type: ignore[union-attr]
+        for action in self.planeGroup.actions():
+            action.setEnabled(bool(volume))
+        self.actionSeriesHeader.setEnabled(has_scan and self.scan.header is not None)  # type: ignore[union-attr]
+        self.presetCombo.setEnabled(has_scan)
+        self.sliceSlider.setEnabled(has_scan)
+
+    # ------------------------------------------------------------------------------------------
+    # Export
+    # ------------------------------------------------------------------------------------------
+    def _suggested_name(self) -> str:
+        scan = self.scan
+        stem = f"{scan.modality}_{scan.series_number or 'series'}" if scan is not None else "scan"
+        return str(Path(self._last_folder()) / stem)
+
+    def export_nifti(self) -> Job | None:
+        if self.scan is None:
+            return None
+        path, _ = QFileDialog.getSaveFileName(self, "Export NIfTI volume", self._suggested_name() + ".nii.gz",
+                                              "NIfTI (*.nii.gz *.nii)")
+        if not path:
+            return None
+        if not path.lower().endswith((".nii", ".nii.gz")):
+            path += ".nii.gz"
+        return self._export(f"Exporting NIfTI {Path(path).name}", export_job, self.scan, path)
+
+    def export_dicom(self) -> Job | None:
+        if self.scan is None:
+            return None
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export derived DICOM series into a new folder", self._suggested_name() + "_derived",
+            "Folder (new or empty)", options=QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return None
+        return self._export(f"Exporting DICOM series {Path(path).name}", export_job, self.scan, path)
+
+    def export_png(self) -> Job | None:
+        """The slice on screen - in the plane and with the window on screen - as a PNG."""
+        if self.scan is None or self.viewer.stack is None:
+            return None
+        path, _ = QFileDialog.getSaveFileName(self, "Export PNG of the current slice",
+                                              self._suggested_name() + f"_{self.viewer.plane}.png", "PNG (*.png)")
+        if not path:
+            return None
+        if not path.lower().endswith(".png"):
+            path += ".png"
+        stack = self.viewer.stack
+        shown = dataclasses.replace(self.scan, voxels=stack.voxels, affine=stack.affine, source_refs=[])
+        window = (self.viewer.window_center, self.viewer.window_width)
+        return self._export(f"Exporting PNG {Path(path).name}", png_job, shown, path,
+                            self.viewer.slice_index, self.viewer.volume, window)
+
+    def _export(self, title: str, fn: Any, *args: Any) -> Job:
+        job = self.jobs.run(title, fn, *args, kind="export")
+        job.succeeded.connect(self._on_exported)
+        job.failed.connect(lambda message: self.report_error("Export failed", message))
+        return job
+
+    def _on_exported(self, path: str) -> None:
+        self._remember_folder(Path(path).parent)
+        self.statusbar.showMessage(f"Exported {path}", 8000)
+        self.exported.emit(path)
+
+    # ------------------------------------------------------------------------------------------
+    # Tools, status, errors
+    # ------------------------------------------------------------------------------------------
+    def show_header(self) -> None:
+        if self.scan is None or self.scan.header is None:
+            return
+        dialog = qt_dialogs.HeaderDialog(self.current.title if self.current else self.scan.description,
+                                         self.scan.header, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+
+    def report_error(self, title: str, message: str) -> None:
+        """Show a person-readable error; the window stays usable."""
+        self.statusbar.showMessage(message, 10000)
+        self.errorReported.emit(message)
+        self.error_handler(title, message)
+
+    def _error_dialog(self, title: str, message: str) -> None:
+        QMessageBox.critical(self, title, message)
+
+    def _show_device(self) -> None:
+        self.deviceLabel.setText(f"Device: {self.device.label}")
+        self.deviceLabel.setToolTip(self.device.detail)
+
+    def show_about(self) -> None:
+        """About box; on a CUDA build of torch it first asks torch about the GPU (in a worker)."""
+        if self.device.may_have_cuda and not self.device.confirmed:
+            job = self.jobs.run("Checking the GPU", device_job, kind="device")
+            job.succeeded.connect(self._set_device)
+            job.finished.connect(lambda: qt_dialogs.show_about(self, self.device))
+            return
+        qt_dialogs.show_about(self, self.device)
+
+    def _set_device(self, device: Any) -> None:
+        self.device = device
+        self._show_device()
+
+    def _update_memory(self) -> None:
+        self.memoryLabel.setText(f"Memory {format_bytes(process_memory_bytes())}")
+
+    # ------------------------------------------------------------------------------------------
+    # Settings
+    # ------------------------------------------------------------------------------------------
+    def _last_folder(self) -> str:
+        return self.settings.value("paths/last_folder", str(Path.home()), type=str)
+
+    def _remember_folder(self, folder: Path) -> None:
+        if self.persist:
+            self.settings.setValue("paths/last_folder", str(folder))
+
+    def recent_paths(self) -> list[str]:
+        value = self.settings.value("paths/recent", [], type=list)
+        return [str(v) for v in value if v]
+
+    def _remember(self, path: Path) -> None:
+        if not self.persist:
+            return
+        self._remember_folder(path if path.is_dir() else path.parent)
+        recent = [str(path), *(p for p in self.recent_paths() if p != str(path))][:RECENT_LIMIT]
+        self.settings.setValue("paths/recent", recent)
+
+    def _fill_recent_menu(self) -> None:
+        menu = self.menuRecent
+        menu.clear()
+        recent = self.recent_paths()
+        for path in recent:
+            action = menu.addAction(path)
+            action.setEnabled(Path(path).exists())
+            action.triggered.connect(lambda _checked=False, p=path: self.open_path(p))
+        if recent:
+            menu.addSeparator()
+            menu.addAction("Clear list", lambda: self.settings.setValue("paths/recent", []))
+        else:
+            menu.addAction("No recent folders or files").setEnabled(False)
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None and self.persist:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if state is not None and self.persist:
+            self.restoreState(state)
+
+    def save_settings(self) -> None:
+        if self.persist:
+            self.settings.setValue("window/geometry", self.saveGeometry())
+            self.settings.setValue("window/state", self.saveState())
+            self.settings.sync()
+
+    # ------------------------------------------------------------------------------------------
+    # Qt events
+    # ------------------------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        self.save_settings()
+        self._memory_timer.stop()
+        self.jobs.shutdown()
+        super().closeEvent(event)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+            event.acceptProposedAction()
