@@ -1,0 +1,117 @@
+"""``medscan clean ...`` and ``medscan generate ...``: subcommands and flags generated from the registry."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from medscan.scan import MedscanError, Scan
+
+FAMILIES = {"clean": "improve a measured scan (never invents anatomy)",
+            "generate": "create what was not measured (marked SYNTHETIC)"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from medscan.ops import operations
+
+    for family, help_text in FAMILIES.items():
+        ops = operations(family)
+        if not ops:
+            continue
+        family_parser = subparsers.add_parser(family, help=help_text)
+        family_sub = family_parser.add_subparsers(dest="operation", required=True)
+        for op in ops:
+            parser = family_sub.add_parser(op.name.replace("_", "-"), help=op.summary, description=op.summary)
+            parser.add_argument("path", help="DICOM file or folder, or NIfTI file")
+            parser.add_argument("-o", "--output", required=True,
+                                help=".nii/.nii.gz for NIfTI, otherwise a folder for a derived DICOM series "
+                                     "(one sub-folder per series when PATH holds several)")
+            parser.add_argument("--series", help="only this series (UID, number or key from medscan info)")
+            parser.add_argument("--modality", choices=("CT", "MR"), help="override the modality (NIfTI input)")
+            parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+            parser.add_argument("--refuse-flagged", action="store_true",
+                                help="write nothing when the fidelity guard flags the result (default: warn)")
+            for param in op.params:
+                flag = "--" + param.name.replace("_", "-")
+                kwargs = {"dest": f"param_{param.name}", "default": param.default, "help": param.help}
+                if param.kind == "bool":
+                    kwargs["action"] = "store_true"
+                else:
+                    kwargs["type"] = {"float": float, "int": int}.get(param.kind, str)
+                    if param.choices:
+                        kwargs["choices"] = param.choices
+                parser.add_argument(flag, **kwargs)
+            parser.set_defaults(func=run_operation_command, operation_name=op.name)
+
+
+def _progress_bar(label: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=label, unit="slice", file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "series"
+
+
+def run_operation_command(args: argparse.Namespace) -> int:
+    from medscan.io import list_series, load, save
+    from medscan.io.dicom import load_series, select_series
+    from medscan.io.nifti import is_nifti
+    from medscan.ops import run
+
+    path, out = Path(args.path), Path(args.output)
+    if not path.exists():
+        raise MedscanError(path, "no such file or folder")
+    params = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_")}
+    if path.is_file() and is_nifti(path):
+        jobs: list[tuple[str, Scan | None, object]] = [("", load(path), None)]
+    else:
+        listing = list_series(path)
+        records = [select_series(listing, path, args.series)] if args.series or len(listing.series) <= 1 \
+            else listing.series
+        if not records:
+            raise MedscanError(path, "no readable DICOM series found")
+        jobs = [(record.key, None, record) for record in records]
+    several = len(jobs) > 1
+    if several and is_nifti(out):
+        raise MedscanError(out, f"{len(jobs)} series found: give a folder, or choose one with --series")
+    if several and out.exists() and any(out.iterdir()):
+        raise MedscanError(out, "already exists and is not empty; choose a new folder")
+    failures = 0
+    for index, (key, scan, record) in enumerate(jobs, start=1):
+        try:
+            scan = scan if scan is not None else load_series(record)
+            if args.modality:
+                scan.modality, scan.units = args.modality, "HU" if args.modality == "CT" else ""
+            bar, update = _progress_bar(f"{args.operation_name} {key or path.name} ({index}/{len(jobs)})")
+            try:
+                result = run(args.operation_name, scan, device=args.device, progress=update, **params)
+            finally:
+                bar.close()
+            report = result.fidelity
+            if report is not None and report.flagged and args.refuse_flagged:
+                raise MedscanError(path, "fidelity guard refused the result: " + "; ".join(report.reasons))
+            target = out / _safe_name(f"{key}_{scan.description}") if several else out
+            written = save(result.scan, target)
+            summary = ""
+            if report is not None:
+                summary = f" (method noise sd {report.method_noise_std:.3g}, structure {report.structure_fraction:.2%})"
+            print(f"wrote {written}{summary}")
+            for note in result.notes:
+                print(f"medscan: warning: {note}", file=sys.stderr)
+        except MedscanError as exc:
+            if not several:
+                raise
+            failures += 1
+            print(f"medscan: {exc}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,14 @@
+"""Seeded, physically motivated degradations that turn clean slices into training inputs.
+
+All functions take torch tensors shaped (N, 1, H, W) in normalised intensity (0..1 over the
+slice's intensity window) and a ``torch.Generator`` so that every training pair is reproducible.
+"""
+
+from medscan.degrade.blur import gaussian_blur, gaussian_kernel
+from medscan.degrade.noise import add_ct_noise, add_gaussian, add_poisson_gaussian, add_rician, estimate_sigma
+from medscan.degrade.resample import downsample, downsample_slices
+
+__all__ = [
+    "add_ct_noise", "add_gaussian", "add_poisson_gaussian", "add_rician", "downsample", "downsample_slices",
+    "estimate_sigma", "gaussian_blur", "gaussian_kernel",
+]

@@ -1,0 +1,9 @@
+"""The operation registry shared by the CLI, the GUI and the installer's self-test.
+
+Importing this package registers the built-in operations (``clean`` and ``generate`` families).
+"""
+
+from medscan.ops import clean as _clean  # noqa: F401  (registers the Clean operations)
+from medscan.ops.registry import Operation, Param, Result, get, operations, run
+
+__all__ = ["Operation", "Param", "Result", "get", "operations", "run"]

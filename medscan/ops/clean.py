@@ -1,0 +1,109 @@
+"""The Clean family: make a measured scan easier to read without inventing anything.
+
+Every Clean result carries the method noise (input minus output) and a fidelity report; a result
+the guard flags is returned with the flag set and a note, so the CLI and GUI can refuse or warn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medscan import __version__
+from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.scan import MedscanError, ProvenanceEntry, Scan
+
+DENOISE_MODEL = "denoise_unet2d"
+
+
+def _planes(scan: Scan) -> np.ndarray:
+    """All 2-D planes (slices of every volume) as (N, H, W) without copying."""
+    return scan.voxels.reshape(-1, *scan.voxels.shape[-2:])
+
+
+def _finish(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry) -> Result:
+    from medscan.ops.fidelity import assess
+
+    cleaned = cleaned.reshape(scan.voxels.shape)
+    report, method_noise = assess(scan.voxels, cleaned, units=scan.units)
+    if report.flagged:  # the derived series itself says that the guard objected
+        entry = ProvenanceEntry(entry.operation, {**entry.parameters, "fidelity": "FLAGGED"}, entry.model,
+                                entry.model_version, entry.software, entry.timestamp)
+    derived = scan.derive(cleaned, entry)
+    notes = [f"fidelity: {reason}" for reason in report.reasons]
+    return Result(scan=derived, maps={"method_noise": method_noise}, fidelity=report, notes=notes)
+
+
+def denoise(scan: Scan, *, strength: float, model: str, device: str, progress: ProgressCallback | None) -> Result:
+    # torch and the model load here, not at import: the CLI and GUI start without them.
+    from medscan.nets.device import pick_device
+    from medscan.ops.inference import cached_model, denoise_planes
+
+    if scan.modality not in ("CT", "MR"):
+        where = scan.source_path or scan.description
+        raise MedscanError(where, f"denoise is trained for CT and MR, not {scan.modality}")
+    torch_device = pick_device(device)
+    network, card = cached_model(model, torch_device)
+    cleaned = denoise_planes(_planes(scan), network, torch_device, strength=strength, progress=progress)
+    entry = ProvenanceEntry("denoise", {"strength": strength}, model=model, model_version=str(card.get("version")),
+                            software=f"medscan {__version__}")
+    return _finish(scan, cleaned, entry)
+
+
+register(Operation(
+    name="denoise",
+    family="clean",
+    title="Denoise",
+    summary="Remove noise blindly (the noise level is estimated per slice); units and geometry are kept.",
+    params=(
+        Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5),
+        Param("model", "str", DENOISE_MODEL, "shipped model to use"),
+    ),
+    function=denoise,
+))
+
+
+def highlight(scan: Scan, *, strength: float, center: float, width: float, device: str,
+              progress: ProgressCallback | None) -> Result:
+    """CLAHE on the displayed window: local contrast a reader sees, mapped back into the window's units.
+
+    The output reads correctly with the same window; its values are a display enhancement, not
+    measurements, which the provenance says. The change map shows where and how much it differs.
+    """
+    import cv2
+
+    from medscan.io.png import default_window
+
+    if width <= 0:
+        center, width = default_window(scan)
+    lo, hi = center - width / 2, center + width / 2
+    planes = _planes(scan)
+    out = np.empty_like(planes)
+    clahe = cv2.createCLAHE(clipLimit=float(strength), tileGridSize=(8, 8))
+    for index, plane in enumerate(planes):
+        display = np.clip((plane - lo) / (hi - lo), 0, 1)
+        enhanced = clahe.apply((display * 65535).astype(np.uint16)).astype(np.float32) / 65535
+        # Outside the window keep the measured value: only what the reader sees is re-mapped.
+        inside = (plane >= lo) & (plane <= hi)
+        out[index] = np.where(inside, lo + enhanced * (hi - lo), plane)
+        if progress is not None:
+            progress(index + 1, len(planes))
+    entry = ProvenanceEntry("highlight", {"clip_limit": strength, "window": [center, width],
+                                          "quantitative": False}, software=f"medscan {__version__}")
+    result_scan = scan.derive(out.reshape(scan.voxels.shape), entry)
+    change = (result_scan.voxels - scan.voxels).astype(np.float32)
+    return Result(scan=result_scan, maps={"change": change},
+                  notes=["highlight is a display enhancement: values inside the window are no longer measurements"])
+
+
+register(Operation(
+    name="highlight",
+    family="clean",
+    title="Highlight",
+    summary="Local contrast enhancement (CLAHE) of the displayed window, with a map of what changed.",
+    params=(
+        Param("strength", "float", 2.0, "CLAHE clip limit: higher gives stronger local contrast", 1.0, 8.0),
+        Param("center", "float", 0.0, "window centre (with width 0: the modality's default window)"),
+        Param("width", "float", 0.0, "window width; 0 picks CT soft tissue or the MR percentile window", 0.0),
+    ),
+    function=highlight,
+))

@@ -1,0 +1,56 @@
+"""Slice-wise inference for 2-D models: normalise each slice to its window, pad, batch, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medscan.degrade import estimate_sigma
+from medscan.nets.device import autocast
+from medscan.ops.registry import ProgressCallback
+from medscan.train.data import intensity_window
+
+_MODEL_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def cached_model(name: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Load (and verify) a shipped model once per process and device."""
+    from medscan.nets.weights import load_card, load_model
+
+    key = (name, str(device))
+    if key not in _MODEL_CACHE:
+        model, _ = load_model(name)
+        _MODEL_CACHE[key] = model.to(device)
+    return _MODEL_CACHE[key], load_card(name).data
+
+
+def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x, (h, w)
+
+
+def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.device, *, strength: float = 1.0,
+                   batch: int = 4, progress: ProgressCallback | None = None) -> np.ndarray:
+    """Denoise (N, H, W) planes in their own units; strength scales the removed noise (0 = unchanged)."""
+    out = np.empty_like(planes, dtype=np.float32)
+    total = len(planes)
+    with torch.inference_mode():
+        for start in range(0, total, batch):
+            chunk = planes[start:start + batch].astype(np.float32)
+            windows = [intensity_window(p) for p in chunk]
+            lo = np.array([w[0] for w in windows], np.float32).reshape(-1, 1, 1)
+            hi = np.array([w[1] for w in windows], np.float32).reshape(-1, 1, 1)
+            x = torch.from_numpy((chunk - lo) / (hi - lo))[:, None].to(device)
+            sigma = estimate_sigma(x)
+            padded, (h, w) = _pad_to(x, 16)
+            with autocast(device):
+                residual = model(padded, sigma).float()[..., :h, :w]
+            cleaned = (x - strength * residual)[:, 0].cpu().numpy()
+            out[start:start + batch] = cleaned * (hi - lo) + lo
+            if progress is not None:
+                progress(min(start + batch, total), total)
+    return out
