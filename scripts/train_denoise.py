@@ -1,11 +1,13 @@
 """Train the blind denoiser shipped as models/denoise_unet2d.
 
     python scripts/train_denoise.py --steps 8000 --workdir runs/denoise   # resumes if interrupted
+    python scripts/train_denoise.py --export-checkpoint --workdir runs/denoise  # ship the latest checkpoint
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +23,24 @@ NETWORK = {
 }
 
 
+def _from_checkpoint(workdir: Path) -> dict:
+    """The model of an interrupted run, with what its log says about it."""
+    import csv
+
+    import torch
+
+    from medscan.nets.builders import build_network, count_parameters
+
+    state = torch.load(workdir / "checkpoint.pt", weights_only=False)
+    model = build_network(NETWORK)
+    model.load_state_dict(state["model"])
+    with open(workdir / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    rows = [r for r in rows if int(r["step"]) <= state["step"]]
+    return {"model": model.eval(), "parameters": count_parameters(model), "steps": int(state["step"]),
+            "seconds": float(rows[-1]["seconds"]), "final_loss": float(rows[-1]["loss"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8000)
@@ -30,11 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("runs/denoise"))
     parser.add_argument("--name", default="denoise_unet2d")
+    parser.add_argument("--export-checkpoint", action="store_true",
+                        help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
     config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(TRAIN_ITEMS),
                          heldout_items=list(HELDOUT_ITEMS), steps=args.steps, batch=args.batch, patch=args.patch,
                          lr=args.lr, threads=args.threads)
-    result = train(config, args.workdir)
+    if args.export_checkpoint:  # the run's own config, not this command line's defaults
+        config = TrainConfig(**json.loads((args.workdir / "config.json").read_text()))
+        result = _from_checkpoint(args.workdir)
+    else:
+        result = train(config, args.workdir)
     card = {
         "name": args.name,
         "version": "1",
@@ -44,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                        "their 0.5-99.5 percentile window.",
         "network": NETWORK,
         "parameters": result["parameters"],
-        "training": {**asdict(config), "command": "python " + " ".join(sys.argv),
-                     "seconds": round(result["seconds"]), "final_loss": sum(result["losses"][-100:]) / 100},
+        "training": {**asdict(config), "command": "python " + " ".join(sys.argv).replace("--export-checkpoint ", ""),
+                     "steps_completed": result["steps"], "seconds": round(result["seconds"]),
+                     "final_loss": result["final_loss"]},
         "evaluation": {},
     }
     path = save_model(result["model"], card, args.name)

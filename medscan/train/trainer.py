@@ -105,4 +105,5 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
         bar.close()
     model.eval()
     return {"model": model, "parameters": count_parameters(model), "steps": config.steps,
-            "seconds": time.time() - began, "losses": losses}
+            "seconds": time.time() - began, "losses": losses,
+            "final_loss": float(np.mean(losses[-100:])) if losses else float("nan")}
