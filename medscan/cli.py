@@ -118,7 +118,9 @@ def cmd_png(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medscan", description="medscan imaging engine")
     parser.add_argument("--version", action="version", version=f"medscan {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation (models, decoders, sample, database) and exit")
+    sub = parser.add_subparsers(dest="command")
 
     info = sub.add_parser("info", help="list the series in a DICOM file/folder or a NIfTI file")
     info.add_argument("path")
@@ -142,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     png.add_argument("--preset", help="named window, e.g. lung, bone, brain")
     png.set_defaults(func=cmd_png)
 
+    from medscan.cli_ops import register as register_operation_commands
     from medscan.db.cli import register as register_db_commands
 
+    register_operation_commands(sub)
     register_db_commands(sub)
     return parser
 
@@ -151,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.self_test:
+        from medscan.selftest import run_self_test
+
+        return run_self_test()
+    if args.command is None:
+        parser.error("the following arguments are required: command")
     # Library warnings about non-conformant headers are noise here; medscan reports what matters.
     warnings.simplefilter("ignore")
     try:

@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--screenshot", metavar="FILE.png",
                         help="open PATH, wait for its first series, save a PNG of the window and exit")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation, the window included (offscreen without a display), and exit")
     return parser.parse_args(argv)
 
 
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"medscan-gui {medscan.__version__}")
         return 0
+    if args.self_test:
+        from medscan.selftest import run_self_test
+
+        return run_self_test(gui=True)
     if args.screenshot and not args.path:
         print("medscan-gui: --screenshot needs a PATH to open", file=sys.stderr)
         return 1
