@@ -33,6 +33,26 @@ def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, in
     return x, (h, w)
 
 
+def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Keep only what can be noise: no slowly varying part, nothing where the input has no noise.
+
+    A denoiser may take away fine-grained fluctuations, never a shift of the local mean (that would
+    change HU over a region), and nothing from regions that carry no noise at all (air clipped to
+    -1024 HU, zero-filled background), where any change would be invented texture.
+    """
+    from medscan.degrade import gaussian_blur
+
+    residual = residual - gaussian_blur(residual, BIAS_SMOOTHING_PX)
+    mean = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    square = F.avg_pool2d(x * x, 5, stride=1, padding=2, count_include_pad=False)
+    local_sd = torch.sqrt(torch.clamp(square - mean * mean, min=0))
+    weight = torch.clamp(local_sd / (sigma.reshape(-1, 1, 1, 1) + 1e-6), 0, 1)
+    return residual * weight
+
+
+BIAS_SMOOTHING_PX = 4.0
+
+
 def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.device, *, strength: float = 1.0,
                    batch: int = 4, progress: ProgressCallback | None = None) -> np.ndarray:
     """Denoise (N, H, W) planes in their own units; strength scales the removed noise (0 = unchanged)."""
@@ -49,6 +69,7 @@ def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.dev
             padded, (h, w) = _pad_to(x, 16)
             with autocast(device):
                 residual = model(padded, sigma).float()[..., :h, :w]
+            residual = constrain_residual(x, residual, sigma)
             cleaned = (x - strength * residual)[:, 0].cpu().numpy()
             out[start:start + batch] = cleaned * (hi - lo) + lo
             if progress is not None:
