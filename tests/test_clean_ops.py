@@ -65,10 +65,11 @@ def test_fidelity_map_lights_up_a_pasted_structure(ct) -> None:
     pasted = clean.copy()
     yy, xx = np.mgrid[:512, :512]
     pasted[0][(yy - 300) ** 2 + (xx - 200) ** 2 < 8**2] += 300  # an invented bright nodule
-    _, method_noise = assess(noisy, pasted, units="HU")
+    faked, method_noise = assess(noisy, pasted, units="HU")
     zmap = structure_map(method_noise)
     assert zmap[0, 300, 200] > Z_LIMIT
-    assert abs(honest.mean_shift) < 1.0  # removing pure noise does not move mean HU
+    assert faked.flagged and faked.largest_structure_px > 100
+    assert not honest.flagged and abs(honest.mean_shift) < 1.0  # removing pure noise moves no mean HU
 
 
 def test_highlight_changes_only_the_displayed_window(ct) -> None:
