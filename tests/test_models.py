@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medscan.nets.builders import build_network
 from medscan.nets.weights import load_model, save_model
 from medscan.scan import MedscanError
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
+from medscan.train.tasks import DenoiseTask
 from medscan.train.trainer import TrainConfig, train
 
 TINY = {"kind": "residual_denoiser",
@@ -22,29 +24,54 @@ def test_split_is_by_subject() -> None:
         assert not any(s in item for s in subjects if s.startswith("brain_tcga"))
 
 
+class InterruptedBank:
+    """A slice bank that dies after ``limit`` batches, like a training process killed mid-run."""
+
+    def __init__(self, bank: SliceBank, limit: int) -> None:
+        self.bank, self.limit, self.calls = bank, limit, 0
+
+    def sample(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise KeyboardInterrupt
+        return self.bank.sample(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     bank = SliceBank.from_items(["train/ct02_abdomen_pelvis_3mm.nii.gz"])
     config = TrainConfig(name="tiny", task="denoise", network=TINY, train_items=[], heldout_items=[],
-                         steps=60, batch=8, patch=48, lr=3e-3, checkpoint_every=30)
+                         steps=80, batch=8, patch=48, lr=3e-3, checkpoint_every=40,
+                         task_args={"sigma_range": (0.1, 0.2)})
     workdir = tmp_path_factory.mktemp("run")
-    return train(config, workdir, bank=bank, progress=False), workdir, config, bank
+    with pytest.raises(KeyboardInterrupt):
+        train(config, workdir, bank=InterruptedBank(bank, 45), progress=False)
+    resumed = train(config, workdir, bank=bank, progress=False)  # picks up at the step-40 checkpoint
+    return resumed, workdir, config, bank
+
+
+def _held_loss(model, bank: SliceBank) -> float:
+    import torch
+
+    task = DenoiseTask((0.1, 0.2))
+    clean = bank.sample(32, 48, np.random.default_rng(123))
+    inputs, target = task.make_batch(clean, torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        return float(task.loss(task.predict(model, inputs), target))
 
 
 def test_a_tiny_training_run_lowers_the_loss(tiny_run) -> None:
-    result, workdir, _, _ = tiny_run
-    losses = result["losses"]
-    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:5])
+    result, workdir, _, bank = tiny_run
+    untrained = build_network(TINY).eval()  # starts as the identity: removes nothing
+    assert _held_loss(result["model"], bank) < 0.9 * _held_loss(untrained, bank)
     log = (workdir / "log.csv").read_text().splitlines()
-    assert log[0] == "step,loss,lr,seconds" and log[-1].startswith("60,")
+    assert log[0] == "step,loss,lr,seconds" and log[-1].startswith("80,")
     assert (workdir / "checkpoint.pt").exists()
 
 
 def test_resume_continues_from_the_checkpoint(tiny_run) -> None:
-    _, workdir, config, bank = tiny_run
-    config.steps = 70  # ten more steps on top of the finished run
-    again = train(config, workdir, bank=bank, progress=False)
-    assert len(again["losses"]) == 10
+    result, _, _, _ = tiny_run
+    assert len(result["losses"]) == 40  # steps 41..80 only: the first 40 came from the checkpoint
 
 
 def test_weights_round_trip_and_hash_check(tiny_run, tmp_path) -> None:

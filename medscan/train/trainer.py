@@ -89,7 +89,7 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 20 == 0 or step == config.steps:
             writer.writerow([step, f"{np.mean(losses[-20:]):.6f}", f"{scheduler.get_last_lr()[0]:.2e}",
                              f"{time.time() - began:.1f}"])
