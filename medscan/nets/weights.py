@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ def models_dir() -> Path:
     override = os.environ.get("MEDSCAN_MODELS")
     if override:
         return Path(override)
-    base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[2]))
-    return base / "models"
+    from medscan.resources import resource_path
+
+    return resource_path("models")
 
 
 @dataclass
