@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from medscan.degrade import estimate_sigma
 from medscan.nets.device import autocast
+from medscan.nets.normalize import intensity_window
 from medscan.ops.registry import ProgressCallback
-from medscan.train.data import intensity_window
 
 _MODEL_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
 

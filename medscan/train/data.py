@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from medscan.io import load
+from medscan.nets.normalize import intensity_window
 
 DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -38,12 +39,6 @@ HELDOUT_ITEMS = (
     "paired/brain_tcga_fg_6692/t1.nii.gz",
     "paired/brain_tcga_fg_6692/t2.nii.gz",
 )
-
-
-def intensity_window(image: np.ndarray) -> tuple[float, float]:
-    """The slice's intensity window: 0.5th to 99.5th percentile (robust to a few hot pixels)."""
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    return float(lo), float(max(hi, lo + 1e-6))
 
 
 @dataclass
