@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("radiologist", "technician", "researcher", "admin")
 ANNOTATION_KINDS = ("mask", "box", "point", "label")
 ANNOTATION_STATES = ("draft", "accepted", "rejected")
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "cancelling", "done", "failed", "cancelled")
+TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
 def _now() -> dt.datetime:
@@ -109,6 +110,7 @@ class Result(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
     synthetic: Mapped[bool] = mapped_column(default=False)
     affine: Mapped[list[Any]] = mapped_column(default=list)
+    provenance: Mapped[list[Any]] = mapped_column(default=list)  # each ProvenanceEntry as a dict
     blob_id: Mapped[str] = mapped_column(String(64), index=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
@@ -143,18 +145,41 @@ class Overlay(Base):
 
 
 class Job(Base):
-    """A batch run that can be resumed: ``done_items`` lists what is finished."""
+    """A batch run (``medscan batch``): one operation over many series, split into tasks."""
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # the operation
     state: Mapped[str] = mapped_column(String(16), default="queued")
-    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the batch spec as given
     total: Mapped[int] = mapped_column(default=0)
-    done_items: Mapped[list[Any]] = mapped_column(default=list)
-    errors: Mapped[list[Any]] = mapped_column(default=list)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+    tasks: Mapped[list[Task]] = relationship(back_populates="job", cascade="all, delete-orphan",
+                                             order_by="Task.position")
+
+
+class Task(Base):
+    """One series of a job. ``attempts`` fences writers: only the latest attempt may finish it."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("job_ref", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_ref: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(Text, default="")
+    series_ref: Mapped[int | None] = mapped_column(ForeignKey("series.id", ondelete="SET NULL"))
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # files and series key
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str] = mapped_column(Text, default="")  # file or folder written
+    result_ref: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"))
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    seconds: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+    job: Mapped[Job] = relationship(back_populates="tasks")
 
 
 class AuditEntry(Base):

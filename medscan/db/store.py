@@ -13,7 +13,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -168,19 +168,25 @@ class Database:
         from medscan.io.dicom import list_series
 
         self.require_role("import", str(path), ("radiologist", "technician", "admin"))
-        listing = list_series(path)
-        ids = []
+        return self.import_listing(list_series(path), str(path))
+
+    def import_listing(self, listing: Any, label: str) -> list[int]:
+        """Register the series of a folder listing (role checked by the caller); ids in listing order."""
         with self.transaction() as session:
-            for record in listing.series:
-                ids.append(_upsert_series(session, record).id)
-        self.audit("import", str(path), detail=f"{len(ids)} series")
+            ids = [_upsert_series(session, record).id for record in listing.series]
+        self.audit("import", label, detail=f"{len(ids)} series")
         return ids
 
     def store_result(self, series_id: int, voxels: np.ndarray, *, operation: str, affine: np.ndarray,
                      model_name: str | None = None, model_version: str | None = None,
                      parameters: dict[str, Any] | None = None, quality: dict[str, Any] | None = None,
-                     synthetic: bool = False) -> int:
-        """Keep a derived volume: blob first (durable), then its row in one transaction."""
+                     synthetic: bool = False, provenance: list[dict[str, Any]] | None = None,
+                     before_commit: Callable[[Session, int], None] | None = None) -> int:
+        """Keep a derived volume: blob first (durable), then its row in one transaction.
+
+        ``before_commit(session, result_id)`` joins that transaction (a batch task marks itself done
+        there, so a result and its task's state are committed together or not at all).
+        """
         blob_id = self.blobs.put_array(np.asarray(voxels))
         with self.transaction() as session:
             if session.get(Series, series_id) is None:
@@ -188,12 +194,14 @@ class Database:
             result = Result(
                 series_ref=series_id, operation=operation, model_name=model_name, model_version=model_version,
                 parameters=parameters or {}, quality=quality or {}, synthetic=synthetic,
-                affine=np.asarray(affine, float).tolist(), blob_id=blob_id,
+                affine=np.asarray(affine, float).tolist(), provenance=provenance or [], blob_id=blob_id,
                 created_by=self.user.id if self.user else None,
             )
             session.add(result)
             session.flush()
             result_id = result.id
+            if before_commit is not None:
+                before_commit(session, result_id)
         self.audit("process", f"series {series_id}", detail=f"{operation} -> result {result_id}")
         return result_id
 

@@ -468,15 +468,19 @@ def iter_files(root: Path) -> Iterator[str]:
             yield os.path.join(dirpath, name)
 
 
-def list_series(path: str | Path) -> FolderListing:
-    """Walk ``path`` (a file or a folder, recursively) and group what is found into series."""
+def list_series(path: str | Path, files: Iterable[str] | None = None) -> FolderListing:
+    """Walk ``path`` (a file or a folder, recursively) and group what is found into series.
+
+    ``files`` restricts the walk to those files (e.g. the instances a database holds for one
+    series), so a batch task need not walk a whole study folder again; ``path`` then only names it.
+    """
     root = Path(path)
-    if not root.exists():
+    if files is None and not root.exists():
         raise MedscanError(root, "no such file or folder")
     by_series: dict[tuple[str, str], list[tuple[Frame, Dataset]]] = defaultdict(list)
     skipped: list[str] = []
     ignored = 0
-    for file in iter_files(root):
+    for file in iter_files(root) if files is None else files:
         try:
             ds = _read_header(file)
         except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
