@@ -48,13 +48,20 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, *, login: bool = True):
+    return open_database(args, login=login)[0]
+
+
+def open_database(args: argparse.Namespace, *, login: bool = True):
+    """The database named by ``--db``/``--blobs``, signed in as ``--user``; also its passphrase,
+    which batch workers need to open the same database themselves."""
     from medscan.db.store import Database
 
-    database = Database.open(args.db, _secret("MEDSCAN_DB_KEY", "database passphrase"), blob_dir=args.blobs)
+    passphrase = _secret("MEDSCAN_DB_KEY", "database passphrase")
+    database = Database.open(args.db, passphrase, blob_dir=args.blobs)
     if login:
         user = args.user or os.environ.get("MEDSCAN_USER") or getpass.getuser()
         database.login(user, _secret("MEDSCAN_USER_KEY", f"passphrase of {user}"))
-    return database
+    return database, passphrase
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
