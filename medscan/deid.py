@@ -863,15 +863,16 @@ class DeidOptions:
         return codes
 
 
-def burned_in_risk(ds: Dataset) -> str | None:
+def burned_in_risk(ds: Dataset, has_pixels: bool | None = None) -> str | None:
     """Why ``ds`` may show identifying text in its pixels, or None.
 
     BurnedInAnnotation YES is a refusal; NO is trusted; when absent, modalities and SOP classes
     that usually carry screen text (ultrasound, secondary capture, video, documents) are suspect.
+    ``has_pixels`` says so for a header read without its pixel data.
     """
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds and not (
-        str(ds.get("SOPClassUID", "")).startswith("1.2.840.10008.5.1.4.1.1.104.")
-    ):
+    if has_pixels is None:
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels and not str(ds.get("SOPClassUID", "")).startswith("1.2.840.10008.5.1.4.1.1.104."):
         return None
     flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
     if flag == "YES":

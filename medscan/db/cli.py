@@ -30,7 +30,12 @@ def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
     from medscan.deid import DeidOptions, deidentify_folder
+    from medscan.io.nifti import is_nifti
 
+    if is_nifti(args.output):
+        return _deidentify_to_nifti(args)
+    if args.series:
+        raise MedscanError("--series", "only for a NIfTI output; a DICOM export copies every series of PATH")
     key = os.environ.get("MEDSCAN_DEID_KEY")
     options = DeidOptions(date_shift=args.date_shift, keep_descriptors=args.keep_descriptors,
                           retain_safe_private=not args.remove_all_private, allow_burned_in=args.allow_burned_in)
@@ -44,6 +49,21 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         print("medscan: note: MEDSCAN_DEID_KEY not set: pseudonyms and UIDs will differ on the next run",
               file=sys.stderr)
     print(f"wrote {report.written} de-identified file(s) to {report.out_dir}")
+    return 0
+
+
+def _deidentify_to_nifti(args: argparse.Namespace) -> int:
+    """One series to one NIfTI file: the format has no place for identity, dates or descriptions."""
+    from medscan.deid_nifti import deidentify_to_nifti
+
+    if args.date_shift or args.keep_descriptors:
+        print("medscan: note: NIfTI keeps no dates or descriptions: --date-shift/--keep-descriptors do nothing",
+              file=sys.stderr)
+    out, warnings = deidentify_to_nifti(args.path, args.output, series=args.series,
+                                        allow_burned_in=args.allow_burned_in)
+    for line in warnings:
+        print(f"medscan: warning: {line}", file=sys.stderr)
+    print(f"wrote de-identified {out}")
     return 0
 
 
@@ -108,7 +128,13 @@ def cmd_db_list(args: argparse.Namespace) -> int:
 
 def cmd_db_export(args: argparse.Namespace) -> int:
     key = os.environ.get("MEDSCAN_DEID_KEY")
+    if (args.series is None) == (args.result is None):
+        raise MedscanError(args.output, "give a series id or --result ID (not both)")
     with _open(args) as database:
+        if args.result is not None:
+            out = database.export_result(args.result, args.output)
+            print(f"exported result {args.result} to {out}")
+            return 0
         out = database.export_series(args.series, args.output, identifiable=args.identifiable,
                                      deid_secret=key.encode("utf-8").ljust(16, b"\0") if key else None)
     print(f"exported series {args.series} to {out}")
@@ -153,7 +179,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``deidentify`` and ``db`` to the main parser's subcommands."""
     deid = subparsers.add_parser("deidentify", help="de-identified copies of a DICOM folder (PS3.15 Basic Profile)")
     deid.add_argument("path")
-    deid.add_argument("-o", "--output", required=True, help="new folder (must not exist or be empty)")
+    deid.add_argument("-o", "--output", required=True,
+                      help="new folder (must not exist or be empty), or a .nii/.nii.gz file for one series")
+    deid.add_argument("--series", help="with a NIfTI output: the series to write (UID, number or key)")
     deid.add_argument("--date-shift", action="store_true",
                       help="keep intervals: shift every date of a patient by the same number of days")
     deid.add_argument("--keep-descriptors", action="store_true",
@@ -181,9 +209,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_user.add_argument("--role", required=True, choices=("radiologist", "technician", "researcher", "admin"))
     add("import", "register the series of a DICOM folder", cmd_db_import).add_argument("path")
     add("list", "list the series", cmd_db_list)
-    export = add("export", "export a series (de-identified unless --identifiable)", cmd_db_export)
-    export.add_argument("series", type=int)
-    export.add_argument("-o", "--output", required=True)
+    export = add("export", "export a series (de-identified unless --identifiable) or a stored result", cmd_db_export)
+    export.add_argument("series", type=int, nargs="?", help="series id from 'medscan db list'")
+    export.add_argument("--result", type=int, help="a stored result (from clean/generate --db) instead, as NIfTI")
+    export.add_argument("-o", "--output", required=True,
+                        help="new folder for DICOM, or a .nii/.nii.gz file (always de-identified)")
     export.add_argument("--identifiable", action="store_true", help="original files (not for researchers)")
     add("backup", "write an encrypted backup archive", cmd_db_backup).add_argument("-o", "--output", required=True)
     add("restore", "restore a backup into a new database file", cmd_db_restore).add_argument("backup", type=Path)

@@ -9,6 +9,7 @@ transaction, and blobs are durable before the rows that name them are committed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import tarfile
@@ -38,7 +39,7 @@ from medscan.db.models import (
     Study,
     User,
 )
-from medscan.scan import MedscanError
+from medscan.scan import MedscanError, Scan
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_MAGIC = b"SQLite format 3\0"
@@ -177,6 +178,24 @@ class Database:
         self.audit("import", label, detail=f"{len(ids)} series")
         return ids
 
+    def register_file(self, path: str | Path, modality: str) -> int:
+        """A series row for a NIfTI file (no DICOM identity to key it on): keyed by the file's full path."""
+        path = Path(path).resolve()
+        key = "nifti:" + hashlib.sha1(str(path).encode()).hexdigest()
+        with self.transaction() as session:
+            series = session.scalar(select(Series).where(Series.series_uid == key))
+            if series is None:
+                patient = session.scalar(select(Patient).where(Patient.patient_id == "", Patient.issuer == "nifti"))
+                patient = patient or Patient(patient_id="", issuer="nifti")
+                study = Study(patient=patient, study_uid=key)
+                series = Series(study=study, series_uid=key, modality=modality[:16], description=path.name[:64],
+                                source_path=str(path))
+                session.add(series)
+                session.flush()
+            series_id = series.id
+        self.audit("import", str(path), detail="NIfTI file")
+        return series_id
+
     def store_result(self, series_id: int, voxels: np.ndarray, *, operation: str, affine: np.ndarray,
                      model_name: str | None = None, model_version: str | None = None,
                      parameters: dict[str, Any] | None = None, quality: dict[str, Any] | None = None,
@@ -221,12 +240,18 @@ class Database:
         """Remove blobs that no row names (left by a crash between blob and row)."""
         return self.blobs.collect(self.referenced_blobs(), grace_s)
 
-    def export_series(self, series_id: int, out_dir: str | Path, *, identifiable: bool,
+    def export_series(self, series_id: int, out: str | Path, *, identifiable: bool,
                       deid_secret: bytes | None = None) -> Path:
-        """Copy a series' source files out: as they are (not for researchers) or de-identified."""
+        """Copy a series out: its files as they are (not for researchers), de-identified DICOM, or one
+        NIfTI file (``out`` ending .nii/.nii.gz), which is always de-identified: it has no place for identity."""
         from medscan.deid import DeidOptions, deidentify_folder
+        from medscan.deid_nifti import deidentify_to_nifti
+        from medscan.io.nifti import is_nifti
 
-        target = f"series {series_id} -> {out_dir}"
+        target = f"series {series_id} -> {out}"
+        nifti = is_nifti(out)
+        if nifti and identifiable:
+            raise MedscanError(out, "a NIfTI file carries no identity; export it without --identifiable")
         if identifiable:
             self.require_role("export-identifiable", target, ("radiologist", "technician", "admin"))
         else:
@@ -235,16 +260,59 @@ class Database:
             series = session.get(Series, series_id)
             if series is None:
                 raise MedscanError(self.label, f"no series with id {series_id}")
+            source = series.source_path
             paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_ref == series_id))]
+        if nifti:
+            deidentify_to_nifti(source or os.path.commonpath(paths), out, files=[str(p) for p in paths])
+            self.audit("export", target, detail="de-identified NIfTI")
+            return Path(out)
         with tempfile.TemporaryDirectory(prefix="medscan-export-") as staging:
             for index, path in enumerate(sorted(set(paths))):
                 os.symlink(path.resolve(), Path(staging) / f"{index:06d}.dcm")
             if identifiable:
-                shutil.copytree(staging, out_dir, symlinks=False)
+                shutil.copytree(staging, out, symlinks=False)
             else:
-                deidentify_folder(staging, out_dir, DeidOptions(date_shift=True), secret=deid_secret)
+                deidentify_folder(staging, out, DeidOptions(date_shift=True), secret=deid_secret)
         self.audit("export", target, detail="identifiable" if identifiable else "de-identified")
-        return Path(out_dir)
+        return Path(out)
+
+    def export_result(self, result_id: int, out: str | Path) -> Path:
+        """A stored result as one NIfTI file: voxels, geometry and modality, nothing identifying."""
+        from medscan.deid_nifti import burned_in_refusal, check_anonymous_nifti
+        from medscan.io.nifti import is_nifti, write_nifti
+
+        out = Path(out)
+        target = f"result {result_id} -> {out}"
+        self.require_role("export", target, ROLES)
+        if not is_nifti(out):
+            raise MedscanError(out, "a result is exported as NIfTI: name a .nii or .nii.gz file")
+        if out.exists():
+            raise MedscanError(out, "already exists; choose a new file")
+        with self.transaction() as session:
+            result = session.get(Result, result_id)
+            if result is None:
+                raise MedscanError(self.label, f"no result with id {result_id}")
+            modality = result.series.modality or "OT"
+            paths = list(session.scalars(select(Instance.path).where(Instance.series_ref == result.series_ref)))
+        risk = burned_in_refusal(p for p in paths if Path(p).is_file())
+        if risk:
+            self.audit("export", target, outcome="refused", detail="burned-in text")
+            raise MedscanError(out, f"{risk}; refusing to export")
+        scan = Scan(voxels=self.blobs.get_array(result.blob_id), affine=np.asarray(result.affine, float),
+                    modality=modality, synthetic=result.synthetic)
+        if not out.parent.is_dir():
+            raise MedscanError(out, "output folder does not exist")
+        suffix = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
+        fd, tmp_name = tempfile.mkstemp(prefix=".medscan-export-", suffix=suffix, dir=out.parent)
+        os.close(fd)
+        try:
+            write_nifti(scan, tmp_name)
+            check_anonymous_nifti(tmp_name)
+            os.replace(tmp_name, out)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        self.audit("export", target, detail="NIfTI")
+        return out
 
     # -- keys, backup, restore ----------------------------------------------------------------
     def rekey(self, old_passphrase: str, new_passphrase: str) -> None:
