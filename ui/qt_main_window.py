@@ -18,6 +18,9 @@ from PyQt6.QtGui import QAction, QActionGroup, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox
 
 from ui import qt_dialogs
+from ui.qt_compare import CompareBar, CompareViewer
+from ui.qt_operations import OperationsPanel
+from ui.qt_result_workflow import ResultWorkflow
 from ui.qt_slice_viewer import CUSTOM, SliceViewer, preset_label, window_presets
 from ui.qt_study_browser import FolderSummary, SeriesSummary, StudyBrowser, details_html, summarize_folder
 from ui.qt_workers import ElidedLabel, Job, JobContext, JobManager
@@ -89,6 +92,9 @@ class MainWindow(QMainWindow):
     # Children created by main_window.ui (listed for readers and type checkers).
     viewer: SliceViewer
     browser: StudyBrowser
+    afterViewer: CompareViewer
+    compareBar: CompareBar
+    opsPanel: OperationsPanel
 
     def __init__(self, settings: QSettings | None = None, persist: bool = True) -> None:
         super().__init__()
@@ -108,8 +114,9 @@ class MainWindow(QMainWindow):
         self._setup_status_bar()
         self._setup_actions()
         self._setup_viewer_controls()
+        self._setup_operations()
         self.resizeDocks([self.studyDock, self.jobsDock], [620, 110], Qt.Orientation.Vertical)
-        self.resizeDocks([self.studyDock], [340], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.studyDock, self.opsDock], [300, 330], Qt.Orientation.Horizontal)
         self.seriesDetails.setHtml("")
         self.setAcceptDrops(True)
         self._restore_settings()
@@ -176,6 +183,20 @@ class MainWindow(QMainWindow):
         self.browser.seriesActivated.connect(self.load_series)
         self.browser.seriesSelected.connect(
             lambda summary: self.seriesDetails.setHtml(details_html(summary, self.folder)))
+
+    def _setup_operations(self) -> None:
+        """Clean/Generate tabs from the registry, the device choice (remembered) and before/after."""
+        self.workflow = ResultWorkflow(self)
+        self.opsPanel.set_device_choice(self.settings.value("ops/device", "auto", type=str))
+        self.opsPanel.deviceChanged.connect(self._on_device_choice)
+        self.opsPanel.set_modality(None)
+        self.menuView.addAction(self.opsDock.toggleViewAction())
+        self._show_device()
+
+    def _on_device_choice(self, choice: str) -> None:
+        if self.persist:
+            self.settings.setValue("ops/device", choice)
+        self._show_device()
 
     # ------------------------------------------------------------------------------------------
     # Opening and loading
@@ -245,6 +266,8 @@ class MainWindow(QMainWindow):
 
     def show_scan(self, scan: Scan, summary: SeriesSummary | None = None) -> None:
         """Put ``scan`` in the viewer with the preset last chosen for its modality."""
+        if hasattr(self, "workflow"):
+            self.workflow.close()
         self.scan = scan
         self.current = summary
         preset = self.settings.value(f"preset/{scan.modality}", "", type=str) or None
@@ -255,14 +278,27 @@ class MainWindow(QMainWindow):
         self.volumeSpin.setValue(1)
         self.volumeSpin.blockSignals(False)
         self._on_volume_changed(0, scan.n_volumes)
-        title = summary.title if summary is not None else scan.description
-        patient = summary.patient_name if summary is not None and summary.patient_name else "Anonymous"
-        self.setWindowTitle(f"medscan — {scan.modality} {title} — {patient}")
+        self.update_title()
+        self.opsPanel.set_modality(scan.modality)
         if scan.warnings:
             self.statusbar.showMessage(f"{len(scan.warnings)} warning(s) from the loader: {scan.warnings[0]}", 8000)
         self._update_enabled()
         self.viewer.setFocus()
         self.scanShown.emit(scan)
+
+    def update_title(self) -> None:
+        """Series and patient; SYNTHETIC for a generated scan; the result being compared, if any."""
+        scan, summary = self.scan, self.current
+        if scan is None:
+            self.setWindowTitle("medscan")
+            return
+        title = summary.title if summary is not None else scan.description
+        patient = summary.patient_name if summary is not None and summary.patient_name else "Anonymous"
+        text = f"medscan — {'SYNTHETIC ' if scan.synthetic else ''}{scan.modality} {title} — {patient}"
+        shown = self.workflow.shown
+        if shown is not None:
+            text += f" — comparing {shown.label()}"
+        self.setWindowTitle(text)
 
     # ------------------------------------------------------------------------------------------
     # Viewer controls
@@ -356,28 +392,32 @@ class MainWindow(QMainWindow):
     def _suggested_name(self) -> str:
         scan = self.scan
         stem = f"{scan.modality}_{scan.series_number or 'series'}" if scan is not None else "scan"
+        if scan is not None and scan.synthetic:
+            stem += "_SYNTHETIC"
         return str(Path(self._last_folder()) / stem)
 
     def export_nifti(self) -> Job | None:
-        if self.scan is None:
-            return None
-        path, _ = QFileDialog.getSaveFileName(self, "Export NIfTI volume", self._suggested_name() + ".nii.gz",
-                                              "NIfTI (*.nii.gz *.nii)")
-        if not path:
-            return None
-        if not path.lower().endswith((".nii", ".nii.gz")):
-            path += ".nii.gz"
-        return self._export(f"Exporting NIfTI {Path(path).name}", export_job, self.scan, path)
+        return self.export_scan(self.scan, "nifti", self._suggested_name()) if self.scan is not None else None
 
     def export_dicom(self) -> Job | None:
-        if self.scan is None:
-            return None
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export derived DICOM series into a new folder", self._suggested_name() + "_derived",
-            "Folder (new or empty)", options=QFileDialog.Option.DontConfirmOverwrite)
+        return self.export_scan(self.scan, "dicom", self._suggested_name()) if self.scan is not None else None
+
+    def export_scan(self, scan: Scan, fmt: str, stem: str) -> Job | None:
+        """Ask where, then write ``scan`` as a NIfTI volume ('nifti') or a derived DICOM series ('dicom')."""
+        if fmt == "nifti":
+            path, _ = QFileDialog.getSaveFileName(self, "Export NIfTI volume", stem + ".nii.gz",
+                                                  "NIfTI (*.nii.gz *.nii)")
+            if path and not path.lower().endswith((".nii", ".nii.gz")):
+                path += ".nii.gz"
+            title = "Exporting NIfTI"
+        else:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export derived DICOM series into a new folder", stem + "_derived",
+                "Folder (new or empty)", options=QFileDialog.Option.DontConfirmOverwrite)
+            title = "Exporting DICOM series"
         if not path:
             return None
-        return self._export(f"Exporting DICOM series {Path(path).name}", export_job, self.scan, path)
+        return self._export(f"{title} {Path(path).name}", export_job, scan, path)
 
     def export_png(self) -> Job | None:
         """The slice on screen - in the plane and with the window on screen - as a PNG."""
@@ -427,8 +467,12 @@ class MainWindow(QMainWindow):
         QMessageBox.critical(self, title, message)
 
     def _show_device(self) -> None:
-        self.deviceLabel.setText(f"Device: {self.device.label}")
-        self.deviceLabel.setToolTip(self.device.detail)
+        choice = self.opsPanel.device_choice() if hasattr(self, "workflow") else "auto"
+        label = "CPU (chosen)" if choice == "cpu" else self.device.label
+        if choice == "cuda" and not self.device.label.startswith("CUDA"):
+            label = f"CUDA chosen, but {self.device.label}"
+        self.deviceLabel.setText(f"Device: {label}")
+        self.deviceLabel.setToolTip(f"{self.device.detail}; operations run on: {choice}")
 
     def show_about(self) -> None:
         """About box; on a CUDA build of torch it first asks torch about the GPU (in a worker)."""
@@ -451,6 +495,10 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     def _last_folder(self) -> str:
         return self.settings.value("paths/last_folder", str(Path.home()), type=str)
+
+    def last_folder(self) -> str:
+        """Where file dialogs start: the folder last opened or exported to."""
+        return self._last_folder()
 
     def _remember_folder(self, folder: Path) -> None:
         if self.persist:
@@ -501,6 +549,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.save_settings()
         self._memory_timer.stop()
+        self.workflow.close()
         self.jobs.shutdown()
         super().closeEvent(event)
 

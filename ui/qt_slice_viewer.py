@@ -101,6 +101,7 @@ class SliceViewer(QWidget):
     windowChanged = pyqtSignal(float, float, str)  # center, width, preset name (or 'custom')
     readoutChanged = pyqtSignal(str)
     zoomChanged = pyqtSignal(float)
+    viewMoved = pyqtSignal()  # zoom or pan changed (linked before/after views follow it)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -119,6 +120,7 @@ class SliceViewer(QWidget):
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)
         self.placeholder = "Open a DICOM folder (Ctrl+O) or a file (Ctrl+Shift+O)"
+        self.caption = ""  # e.g. 'BEFORE' / 'AFTER' while comparing
         self._pixels: np.ndarray | None = None
         self._image: QImage | None = None
         self._readout: Readout | None = None
@@ -148,6 +150,7 @@ class SliceViewer(QWidget):
         self.sliceChanged.emit(self.slice_index, self.slice_count)
         self.volumeChanged.emit(self.volume, scan.n_volumes)
         self.zoomChanged.emit(self.zoom)
+        self.viewMoved.emit()
 
     @property
     def slice_count(self) -> int:
@@ -165,6 +168,7 @@ class SliceViewer(QWidget):
         self.planeChanged.emit(plane)
         self.sliceChanged.emit(self.slice_index, self.slice_count)
         self.zoomChanged.emit(self.zoom)
+        self.viewMoved.emit()
 
     def set_slice(self, index: int) -> None:
         if self.stack is None:
@@ -216,6 +220,7 @@ class SliceViewer(QWidget):
         self._refresh_readout()
         self.update()
         self.zoomChanged.emit(self.zoom)
+        self.viewMoved.emit()
 
     def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
         """Zoom by ``factor`` keeping the image point under ``anchor`` (default: centre) in place."""
@@ -232,6 +237,7 @@ class SliceViewer(QWidget):
         self._refresh_readout()
         self.update()
         self.zoomChanged.emit(self.zoom)
+        self.viewMoved.emit()
 
     # ------------------------------------------------------------------------------------------
     # What is shown
@@ -355,7 +361,18 @@ class SliceViewer(QWidget):
         assert self._image is not None
         painter.drawImage(QPointF(0, 0), self._image)
         painter.restore()
+        self.paint_layers(painter, transform)
         self._paint_overlays(painter)
+
+    def paint_layers(self, painter: QPainter, transform: QTransform) -> None:
+        """Drawn between the image and the text overlays; the compare view adds swipe, flicker and maps."""
+
+    def set_view(self, zoom: float, pan: QPointF) -> None:
+        """Take another view's zoom and pan (linked views); emits nothing, so links cannot loop."""
+        if (zoom, pan) != (self.zoom, self.pan):
+            self.zoom, self.pan = zoom, QPointF(pan)
+            self._refresh_readout()
+            self.update()
 
     def _paint_placeholder(self, painter: QPainter) -> None:
         painter.setPen(QColor("#8b9099"))
@@ -386,6 +403,8 @@ class SliceViewer(QWidget):
         ]
         if scan.synthetic:
             top_right.insert(0, ("SYNTHETIC - not acquired", "alert"))
+        if self.caption:
+            top_right.insert(0, (self.caption, "caption"))
         bottom_left = []
         if self._readout is not None:
             i, j, k = self._readout.source_ijk
@@ -410,7 +429,7 @@ class SliceViewer(QWidget):
 
     def _paint_overlays(self, painter: QPainter) -> None:
         colors = {"title": QColor("#f2f2f2"), "text": QColor("#d6d8dc"), "muted": QColor("#9aa0a8"),
-                  "readout": QColor("#7fd3ff"), "alert": QColor("#ff8a3d")}
+                  "readout": QColor("#7fd3ff"), "alert": QColor("#ff8a3d"), "caption": QColor("#4ea1ff")}
         font = QFont(self.font())
         base = font.pointSizeF() if font.pointSizeF() > 0 else 9.0
         font.setPointSizeF(base)
@@ -425,7 +444,7 @@ class SliceViewer(QWidget):
         def draw(lines: list[tuple[str, str]], x: float, y: float, right: bool, upward: bool) -> None:
             ordered = list(reversed(lines)) if upward else lines
             for index, (text, role) in enumerate(ordered):
-                painter.setFont(bold if role in ("title", "alert") else font)
+                painter.setFont(bold if role in ("title", "alert", "caption") else font)
                 fm = QFontMetricsF(painter.font())
                 width = fm.horizontalAdvance(text)
                 tx = x - width if right else x
@@ -552,6 +571,7 @@ class SliceViewer(QWidget):
             else:
                 self.pan = pan + delta
                 self.update()
+                self.viewMoved.emit()
         self._cursor = position
         self._refresh_readout()
         if self._readout is not None:

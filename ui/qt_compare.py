@@ -1,0 +1,460 @@
+"""Before/after: a view of a result linked to the original, with swipe, flicker and a difference overlay.
+
+The after view is a :class:`SliceViewer` that also knows the *before* scan, so one widget can show
+side by side (paired with the main viewer through a :class:`ViewLink`), a swipe (before left of a
+draggable divider, after right of it) or a flicker (the two alternate in place, where the eye sees
+what changed). A signed map - after minus before, or an operation's own map such as the method
+noise - is drawn on top in orange (positive) and blue (negative) with an opacity control.
+
+Only display work happens here (windowing, colouring); the maps come from the engine's Result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PyQt6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen, QTransform
+from PyQt6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QWidget
+
+from medscan.view import Reformat
+from medscan.view import reformat as reformat_volume
+from ui.qt_slice_viewer import SliceViewer, _shadow_text, format_value
+from ui.qt_workers import ElidedLabel
+
+if TYPE_CHECKING:
+    from medscan.scan import Scan
+
+MODES = {"side": "Side by side", "swipe": "Swipe", "flicker": "Flicker"}
+DIFFERENCE = "difference"
+FLICKER_MS = 700
+POSITIVE_RGB = (255, 140, 40)
+NEGATIVE_RGB = (60, 160, 255)
+
+
+def map_title(name: str) -> str:
+    """'method_noise' -> 'Method noise'; the difference overlay has its own wording."""
+    return "Difference (after − before)" if name == DIFFERENCE else name.replace("_", " ").capitalize()
+
+
+def signed_overlay(values: np.ndarray, opacity: float) -> tuple[np.ndarray, float]:
+    """RGBA pixels for a signed map and the magnitude that is fully opaque (99.5th percentile of |map|).
+
+    Zero is transparent, so the anatomy stays readable under the overlay; larger changes are more opaque.
+    """
+    magnitude = np.abs(np.nan_to_num(values.astype(np.float32)))
+    scale = float(np.percentile(magnitude, 99.5)) if magnitude.size else 0.0
+    if scale <= 0:
+        scale = float(magnitude.max()) or 1.0
+    rgba = np.zeros((*values.shape, 4), np.uint8)
+    positive = values >= 0
+    for channel in range(3):
+        rgba[..., channel] = np.where(positive, POSITIVE_RGB[channel], NEGATIVE_RGB[channel])
+    rgba[..., 3] = (np.clip(magnitude / scale, 0, 1) * opacity * 255).astype(np.uint8)
+    return rgba, scale
+
+
+class CompareViewer(SliceViewer):
+    """The after scan, with the before scan and the result's maps at hand for swipe, flicker and overlay."""
+
+    swipeChanged = pyqtSignal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.placeholder = "Choose a result to compare"
+        self.before_scan: Scan | None = None
+        self.before_stack: Reformat | None = None
+        self.maps: dict[str, np.ndarray] = {}
+        self.overlay_name = ""
+        self.overlay_opacity = 0.6
+        self.overlay_scale = 0.0
+        self.mode = "side"
+        self.swipe = 0.5
+        self.showing_before = False
+        self.covered = True
+        self.uncovered_text = ""
+        self.slice_proxy: Callable[[int], None] | None = None  # a preview's scrolling drives the main view
+        self.slice_label = ""  # a preview's place in the series, instead of 'Im 1 / 1'
+        self._swipe_drag = False
+        self._cache: dict[str, tuple[tuple, np.ndarray, QImage]] = {}
+        self._flicker = QTimer(self)
+        self._flicker.setInterval(FLICKER_MS)
+        self._flicker.timeout.connect(self.toggle_flicker)
+
+    # -- what is compared ------------------------------------------------------------------------
+    def set_comparison(self, before: Scan, after: Scan, maps: dict[str, np.ndarray], caption: str) -> None:
+        """Show ``after`` with ``before`` (same geometry) and the maps that match its shape."""
+        if before.voxels.shape != after.voxels.shape:
+            raise ValueError(f"before {before.voxels.shape} and after {after.voxels.shape} differ")
+        self.before_scan = before
+        self.maps = {name: m for name, m in maps.items() if np.shape(m) == after.voxels.shape}
+        if self.overlay_name not in (DIFFERENCE, *self.maps):
+            self.overlay_name = ""
+        self.caption = caption
+        self.covered = True
+        self.set_scan(after)
+
+    def clear_comparison(self) -> None:
+        self._flicker.stop()
+        self.before_scan, self.before_stack, self.maps = None, None, {}
+        self.slice_proxy, self.slice_label = None, ""
+        self.set_scan(None)
+
+    def overlay_names(self) -> list[str]:
+        return [DIFFERENCE, *self.maps]
+
+    def set_scan(self, scan: Scan | None, preset: str | None = None) -> None:
+        super().set_scan(scan, preset)
+        self._restack()
+
+    def set_plane(self, plane: str) -> None:
+        super().set_plane(plane)
+        self._restack()
+
+    def _restack(self) -> None:
+        self._cache.clear()
+        if self.before_scan is None or self.scan is None:
+            self.before_stack = None
+            return
+        self.before_stack = reformat_volume(self.before_scan.voxels, self.before_scan.affine, self.plane)
+        self.update()
+
+    # -- display modes ---------------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown compare mode {mode!r}")
+        self.mode = mode
+        self.showing_before = False
+        if mode == "flicker":
+            self._flicker.start()
+        else:
+            self._flicker.stop()
+        self.update()
+
+    def toggle_flicker(self) -> None:
+        self.showing_before = not self.showing_before
+        self._refresh_readout()
+        self.update()
+
+    def set_swipe(self, fraction: float) -> None:
+        self.swipe = float(np.clip(fraction, 0.0, 1.0))
+        self.update()
+        self.swipeChanged.emit(self.swipe)
+
+    def set_overlay(self, name: str, opacity: float | None = None) -> None:
+        if name and name not in self.overlay_names():
+            raise ValueError(f"no overlay {name!r}")
+        self.overlay_name = name
+        if opacity is not None:
+            self.overlay_opacity = float(np.clip(opacity, 0.0, 1.0))
+        self._cache.pop("overlay", None)
+        self.update()
+
+    def set_covered(self, covered: bool, text: str = "") -> None:
+        """A preview exists for one slice: elsewhere the view says so instead of showing stale pixels."""
+        if (covered, text) != (self.covered, self.uncovered_text):
+            self.covered, self.uncovered_text = covered, text
+            self.update()
+
+    # -- pixels ----------------------------------------------------------------------------------
+    def _plane_of(self, voxels: np.ndarray) -> np.ndarray:
+        return voxels[self.volume, self.slice_index] if voxels.ndim == 4 else voxels[self.slice_index]
+
+    def before_plane(self) -> np.ndarray:
+        """The before scan's pixels where the after view stands (same plane, slice and volume)."""
+        if self.before_stack is None:
+            raise RuntimeError("nothing to compare")
+        return self._plane_of(self.before_stack.voxels)
+
+    def overlay_plane(self) -> np.ndarray | None:
+        """The signed map shown as overlay on the current slice, in the scan's units."""
+        if not self.overlay_name or self.before_stack is None or self.scan is None:
+            return None
+        if self.overlay_name == DIFFERENCE:
+            return self.current_plane() - self.before_plane()
+        stack = reformat_volume(self.maps[self.overlay_name], self.scan.affine, self.plane)
+        return self._plane_of(stack.voxels)
+
+    def _cached(self, name: str, key: tuple, build: Callable[[], np.ndarray], fmt: QImage.Format) -> QImage:
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[2]
+        pixels = np.ascontiguousarray(build())
+        rows, cols = pixels.shape[:2]
+        bytes_per_line = cols * (4 if fmt == QImage.Format.Format_RGBA8888 else 1)
+        image = QImage(pixels.data, cols, rows, bytes_per_line, fmt)
+        self._cache[name] = (key, pixels, image)  # the array keeps the image's buffer alive
+        return image
+
+    def _before_image(self) -> QImage:
+        from medscan.io.png import apply_window
+
+        key = (self.plane, self.volume, self.slice_index, self.window_center, self.window_width)
+        return self._cached("before", key, lambda: apply_window(self.before_plane(), self.window_center,
+                                                                self.window_width), QImage.Format.Format_Grayscale8)
+
+    def _overlay_image(self) -> QImage | None:
+        values = self.overlay_plane()
+        if values is None or self.overlay_opacity <= 0:
+            return None
+
+        def build() -> np.ndarray:
+            rgba, self.overlay_scale = signed_overlay(values, self.overlay_opacity)
+            return rgba
+
+        key = (self.overlay_name, self.plane, self.volume, self.slice_index, self.overlay_opacity)
+        return self._cached("overlay", key, build, QImage.Format.Format_RGBA8888)
+
+    # -- painting --------------------------------------------------------------------------------
+    def paintEvent(self, event) -> None:
+        if self.scan is not None and not self.covered:
+            painter = QPainter(self)
+            painter.fillRect(self.rect(), QColor("#000000"))
+            painter.setPen(QColor("#8b9099"))
+            painter.drawText(QRectF(self.rect()).adjusted(20, 0, -20, 0),
+                             Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.uncovered_text)
+            return
+        super().paintEvent(event)
+
+    def paint_layers(self, painter: QPainter, transform: QTransform) -> None:
+        if self.before_stack is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, transform.m11() < 4)
+        if self.mode == "flicker" and self.showing_before:
+            painter.setTransform(transform)
+            painter.drawImage(QPointF(0, 0), self._before_image())
+        elif self.mode == "swipe":
+            painter.setClipRect(QRectF(0, 0, self.swipe_x(), self.height_px))  # widget coordinates
+            painter.setTransform(transform)
+            painter.drawImage(QPointF(0, 0), self._before_image())
+            painter.setClipping(False)
+        painter.setTransform(transform)
+        overlay = self._overlay_image()
+        if overlay is not None:
+            painter.drawImage(QPointF(0, 0), overlay)
+        painter.restore()
+        if self.mode == "swipe":
+            self._paint_divider(painter)
+
+    def swipe_x(self) -> float:
+        return self.swipe * self.width_px
+
+    def _paint_divider(self, painter: QPainter) -> None:
+        x = self.swipe_x()
+        pen = QPen(QColor("#4ea1ff"))
+        pen.setWidthF(2.0)
+        painter.setPen(pen)
+        painter.drawLine(QPointF(x, 0), QPointF(x, self.height_px))
+        font = QFont(self.font())
+        font.setBold(True)
+        painter.setFont(font)
+        y = self.height_px / 2 - 24
+        width = painter.fontMetrics().horizontalAdvance("BEFORE")
+        _shadow_text(painter, QPointF(x - width - 8, y), "BEFORE", QColor("#4ea1ff"))
+        _shadow_text(painter, QPointF(x + 8, y), "AFTER", QColor("#4ea1ff"))
+
+    def overlay_text(self) -> dict[str, list[tuple[str, str]]]:
+        caption = self.caption
+        if self.mode == "flicker" and self.showing_before:
+            self.caption = "BEFORE (flicker)"
+        elif self.mode == "flicker":
+            self.caption = f"{caption} (flicker)"
+        try:
+            texts = super().overlay_text()
+        finally:
+            self.caption = caption
+        if self.slice_label:
+            texts["bottom_left"] = [(self.slice_label, role) if text.startswith("Im ") else (text, role)
+                                    for text, role in texts["bottom_left"]]
+        if self.overlay_name and self.overlay_opacity > 0 and self.scan is not None:
+            scale = format_value(self.overlay_scale, self.scan.units)
+            texts["bottom_right"].insert(0, (f"{map_title(self.overlay_name)}  ±{scale}  "
+                                             f"{self.overlay_opacity * 100:.0f}%", "readout"))
+        return texts
+
+    # -- input -----------------------------------------------------------------------------------
+    def step_slice(self, delta: int) -> None:
+        if self.slice_proxy is not None:
+            self.slice_proxy(delta)
+        else:
+            super().step_slice(delta)
+
+    def mousePressEvent(self, event) -> None:
+        near_divider = abs(event.position().x() - self.swipe_x()) < 8
+        if self.mode == "swipe" and event.button() == Qt.MouseButton.LeftButton and near_divider:
+            self._swipe_drag = True
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self._swipe_drag:
+            self.set_swipe(event.position().x() / max(self.width_px, 1.0))
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._swipe_drag:
+            self._swipe_drag = False
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+
+class ViewLink(QObject):
+    """Keeps a CompareViewer on the main viewer's slice, plane, volume, window, zoom and pan (both ways).
+
+    ``origin`` (plane, slice, volume) marks a one-slice preview: the after view then shows its slice
+    only while the main view stands there, and scrolling in it scrolls the main view.
+    """
+
+    def __init__(self, leader: SliceViewer, follower: CompareViewer,
+                 origin: tuple[str, int, int] | None = None) -> None:
+        super().__init__(follower)
+        self.leader, self.follower, self.origin = leader, follower, origin
+        self._syncing = False
+        self._connections = [
+            (leader.sliceChanged, self._leader_moved), (leader.planeChanged, self._leader_moved),
+            (leader.volumeChanged, self._leader_moved), (leader.windowChanged, self._leader_window),
+            (leader.viewMoved, self._leader_view), (follower.windowChanged, self._follower_window),
+            (follower.viewMoved, self._follower_view),
+        ]
+        if origin is None:
+            self._connections.append((follower.sliceChanged, self._follower_slice))
+        for signal, slot in self._connections:
+            signal.connect(slot)
+        follower.slice_proxy = leader.step_slice if origin is not None else None
+        if origin is not None:
+            follower.slice_label = f"Im {origin[1] + 1} / {leader.slice_count}   preview of one slice"
+        self.sync()
+
+    def sync(self) -> None:
+        """Copy everything from the leader now."""
+        self._leader_moved()
+        self._leader_window(self.leader.window_center, self.leader.window_width, self.leader.preset)
+        self._leader_view()
+
+    def unlink(self) -> None:
+        for signal, slot in self._connections:
+            signal.disconnect(slot)
+        self._connections = []
+        self.follower.slice_proxy, self.follower.slice_label = None, ""
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            action()
+        finally:
+            self._syncing = False
+
+    def _leader_moved(self, *_args) -> None:
+        leader, follower = self.leader, self.follower
+
+        def follow() -> None:
+            if self.origin is None:
+                follower.set_plane(leader.plane)
+                follower.set_volume(leader.volume)
+                follower.set_slice(leader.slice_index)
+                return
+            plane, index, volume = self.origin
+            here = (leader.plane, leader.slice_index, leader.volume) == self.origin
+            four_d = leader.scan is not None and leader.scan.n_volumes > 1
+            where = f"{plane} slice {index + 1}" + (f" of volume {volume + 1}" if four_d else "")
+            follower.set_covered(here, f"The preview covers {where} only.\nGo back to it, or use Run on series.")
+
+        self._guarded(follow)
+
+    def _leader_window(self, center: float, width: float, preset: str) -> None:
+        self._guarded(lambda: self.follower.set_window(center, width, preset))
+
+    def _follower_window(self, center: float, width: float, preset: str) -> None:
+        self._guarded(lambda: self.leader.set_window(center, width, preset))
+
+    def _follower_slice(self, index: int, _count: int) -> None:
+        self._guarded(lambda: self.leader.set_slice(index))
+
+    def _leader_view(self) -> None:
+        self.follower.set_view(self.leader.zoom, self.leader.pan)
+
+    def _follower_view(self) -> None:
+        self.leader.set_view(self.follower.zoom, self.follower.pan)
+
+
+class CompareBar(QWidget):
+    """Mode (side by side, swipe, flicker), overlay map and its opacity, and a way out."""
+
+    modeChanged = pyqtSignal(str)
+    overlayChanged = pyqtSignal(str, float)  # map name ('' for none), opacity 0..1
+    closeRequested = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("compareBar")
+        self.label = ElidedLabel("")
+        self.label.setObjectName("compareLabel")
+        self.mode_buttons = QButtonGroup(self)
+        self.mode_buttons.setExclusive(True)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 8, 4)
+        layout.setSpacing(6)
+        for mode, title in MODES.items():
+            button = QToolButton()
+            button.setText(title)
+            button.setCheckable(True)
+            button.setObjectName(f"compare_{mode}")
+            button.setChecked(mode == "side")
+            button.clicked.connect(lambda _checked=False, m=mode: self.modeChanged.emit(m))
+            self.mode_buttons.addButton(button)
+            layout.addWidget(button)
+        layout.addSpacing(8)
+        layout.addWidget(QLabel("Overlay"))
+        self.overlay = QComboBox()
+        self.overlay.setToolTip("A signed map drawn over the after image: orange where the value rose, blue where "
+                                "it fell")
+        self.overlay.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.overlay.setMinimumContentsLength(13)
+        self.overlay.currentIndexChanged.connect(self._emit_overlay)
+        layout.addWidget(self.overlay)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setFixedWidth(90)
+        self.opacity.setToolTip("Overlay opacity")
+        self.opacity.valueChanged.connect(self._emit_overlay)
+        self.opacity_label = QLabel("60%")
+        self.opacity_label.setMinimumWidth(36)
+        layout.addWidget(self.opacity)
+        layout.addWidget(self.opacity_label)
+        layout.addSpacing(8)
+        layout.addWidget(self.label, 1)
+        self.close_button = QToolButton()
+        self.close_button.setText("Close")
+        self.close_button.setToolTip("Close the comparison: back to the single view")
+        self.close_button.clicked.connect(self.closeRequested)
+        layout.addWidget(self.close_button)
+
+    def set_overlays(self, names: list[str], current: str) -> None:
+        self.overlay.blockSignals(True)
+        self.overlay.clear()
+        self.overlay.addItem("None", "")
+        for name in names:
+            self.overlay.addItem(map_title(name), name)
+        self.overlay.setCurrentIndex(max(0, self.overlay.findData(current)))
+        self.overlay.blockSignals(False)
+
+    def set_mode(self, mode: str) -> None:
+        for button in self.mode_buttons.buttons():
+            button.setChecked(button.objectName() == f"compare_{mode}")
+
+    def mode_button(self, mode: str) -> QToolButton:
+        return next(b for b in self.mode_buttons.buttons() if b.objectName() == f"compare_{mode}")
+
+    def _emit_overlay(self, *_args) -> None:
+        self.opacity_label.setText(f"{self.opacity.value()}%")
+        self.overlayChanged.emit(self.overlay.currentData() or "", self.opacity.value() / 100)
