@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 from medscan.scan import MedscanError, Scan
 
+PROCESS_ROLES = ("radiologist", "technician", "admin")  # who may add results to a database
 FAMILIES = {"clean": "improve a measured scan (never invents anatomy)",
             "generate": "create what was not measured (marked SYNTHETIC)"}
 
@@ -33,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
             parser.add_argument("--refuse-flagged", action="store_true",
                                 help="write nothing when the fidelity guard flags the result (default: warn)")
+            parser.add_argument("--db", help="also keep the result in this study database (SQLite file or URL)")
+            parser.add_argument("--blobs", help="with --db: blob folder (default: <db>.blobs; required for PostgreSQL)")
+            parser.add_argument("--user", help="with --db: account name (default: MEDSCAN_USER or the login name)")
             for param in op.params:
                 flag = "--" + param.name.replace("_", "-")
                 kwargs = {"dest": f"param_{param.name}", "default": param.default, "help": param.help}
@@ -64,10 +70,9 @@ def _safe_name(text: str) -> str:
 
 
 def run_operation_command(args: argparse.Namespace) -> int:
-    from medscan.io import list_series, load, save
-    from medscan.io.dicom import load_series, select_series
+    from medscan.io import list_series, load
+    from medscan.io.dicom import select_series
     from medscan.io.nifti import is_nifti
-    from medscan.ops import run
 
     path, out = Path(args.path), Path(args.output)
     if not path.exists():
@@ -87,6 +92,57 @@ def run_operation_command(args: argparse.Namespace) -> int:
         raise MedscanError(out, f"{len(jobs)} series found: give a folder, or choose one with --series")
     if several and out.exists() and any(out.iterdir()):
         raise MedscanError(out, "already exists and is not empty; choose a new folder")
+    database = _open_database(args, path)
+    try:
+        return _run_jobs(args, path, out, jobs, params, database)
+    finally:
+        if database is not None:
+            database.close()
+
+
+def _open_database(args: argparse.Namespace, path: Path):
+    """With --db: the database, signed in and allowed to process (checked before any work is done)."""
+    if not args.db:
+        return None
+    from medscan.db.cli import open_database
+
+    database, _ = open_database(args)
+    try:
+        database.require_role("process", str(path), PROCESS_ROLES)
+    except MedscanError:
+        database.close()
+        raise
+    return database
+
+
+def _keep(database, args: argparse.Namespace, path: Path, record, result, params: dict) -> int:
+    """Store ``result`` with what produced it; the input series is registered first (DICOM or NIfTI)."""
+    from medscan.ops import get
+
+    if record is None:
+        series_id = database.register_file(path, result.scan.modality)
+    else:
+        series_id = database.import_listing(SimpleNamespace(series=[record]), str(path))[0]
+    entries = [e for e in result.scan.provenance if e.operation == args.operation_name] or [None]
+    last = entries[-1]
+    quality = result.fidelity.as_dict() if result.fidelity is not None else {}
+    if result.notes:
+        quality["notes"] = list(result.notes)
+    return database.store_result(
+        series_id, result.scan.voxels, operation=args.operation_name, affine=result.scan.affine,
+        model_name=last.model if last else None, model_version=last.model_version if last else None,
+        parameters={**params, "device": args.device}, quality=quality,
+        synthetic=result.synthetic or get(args.operation_name).synthetic,
+        provenance=[asdict(e) for e in result.scan.provenance],
+    )
+
+
+def _run_jobs(args: argparse.Namespace, path: Path, out: Path, jobs: list, params: dict, database) -> int:
+    from medscan.io import save
+    from medscan.io.dicom import load_series
+    from medscan.ops import run
+
+    several = len(jobs) > 1
     failures = 0
     for index, (key, scan, record) in enumerate(jobs, start=1):
         try:
@@ -107,6 +163,9 @@ def run_operation_command(args: argparse.Namespace) -> int:
             if report is not None:
                 summary = f" (method noise sd {report.method_noise_std:.3g}, structure {report.structure_fraction:.2%})"
             print(f"wrote {written}{summary}")
+            if database is not None:
+                result_id = _keep(database, args, path, record, result, params)
+                print(f"kept result {result_id} in {database.label}")
             for note in result.notes:
                 print(f"medscan: warning: {note}", file=sys.stderr)
         except MedscanError as exc:

@@ -2,7 +2,8 @@
 
 ``register(subparsers)`` adds both to the main parser. Passphrases come from the environment
 (MEDSCAN_DB_KEY for the database, MEDSCAN_USER_KEY for the account, MEDSCAN_DEID_KEY for repeatable
-pseudonyms) or from a prompt, never from the command line where other users could read them.
+pseudonyms), for the database also from the OS keyring (``db init --keyring``), or from a prompt,
+never from the command line where other users could read them.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def _deidentify_to_nifti(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_passphrase(target: str, prompt: str) -> str:
+    """MEDSCAN_DB_KEY, else the OS keyring's entry for this database, else a prompt."""
+    from medscan.db import keys
+
+    if os.environ.get("MEDSCAN_DB_KEY"):
+        return os.environ["MEDSCAN_DB_KEY"]
+    return keys.get_passphrase(target) or _secret("MEDSCAN_DB_KEY", prompt)
+
+
 def _open(args: argparse.Namespace, *, login: bool = True):
     return open_database(args, login=login)[0]
 
@@ -76,7 +86,7 @@ def open_database(args: argparse.Namespace, *, login: bool = True):
     which batch workers need to open the same database themselves."""
     from medscan.db.store import Database
 
-    passphrase = _secret("MEDSCAN_DB_KEY", "database passphrase")
+    passphrase = _db_passphrase(args.db, "database passphrase")
     database = Database.open(args.db, passphrase, blob_dir=args.blobs)
     if login:
         user = args.user or os.environ.get("MEDSCAN_USER") or getpass.getuser()
@@ -85,13 +95,19 @@ def open_database(args: argparse.Namespace, *, login: bool = True):
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    from medscan.db import keys
     from medscan.db.store import Database
 
+    if args.keyring and not keys.keyring_available():
+        raise MedscanError(args.db, "no OS keyring is available here; leave out --keyring")
     passphrase = _secret("MEDSCAN_DB_KEY", "new database passphrase", confirm=True)
     with Database.create(args.db, passphrase, blob_dir=args.blobs) as database:
         admin = args.user or os.environ.get("MEDSCAN_USER") or getpass.getuser()
         database.add_user(admin, "admin", _secret("MEDSCAN_USER_KEY", f"passphrase for {admin}", confirm=True))
-    print(f"created {args.db} with administrator {admin}")
+    if args.keyring:
+        keys.store_passphrase(args.db, passphrase)
+    held = " (passphrase held in the OS keyring)" if args.keyring else ""
+    print(f"created {args.db} with administrator {admin}{held}")
     return 0
 
 
@@ -158,11 +174,17 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_db_rekey(args: argparse.Namespace) -> int:
-    old = _secret("MEDSCAN_DB_KEY", "current database passphrase")
+    from medscan.db import keys
+
+    old = _db_passphrase(args.db, "current database passphrase")
     new = _secret("MEDSCAN_DB_NEW_KEY", "new database passphrase", confirm=True)
     with _open(args) as database:
         database.require_role("rekey", str(args.db), ("admin",))
         database.rekey(old, new)
+    if args.keyring or keys.get_passphrase(args.db) is not None:  # a held passphrase must follow the change
+        keys.store_passphrase(args.db, new)
+        print(f"changed the passphrase of {args.db} (held in the OS keyring)")
+        return 0
     print(f"changed the passphrase of {args.db}")
     return 0
 
@@ -203,7 +225,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=func)
         return parser
 
-    add("init", "create a database and its administrator", cmd_db_init)
+    add("init", "create a database and its administrator", cmd_db_init).add_argument(
+        "--keyring", action="store_true", help="hold the passphrase in the OS keyring (then no prompt is needed)")
     add_user = add("add-user", "add an account (administrators only)", cmd_db_add_user)
     add_user.add_argument("name")
     add_user.add_argument("--role", required=True, choices=("radiologist", "technician", "researcher", "admin"))
@@ -217,6 +240,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--identifiable", action="store_true", help="original files (not for researchers)")
     add("backup", "write an encrypted backup archive", cmd_db_backup).add_argument("-o", "--output", required=True)
     add("restore", "restore a backup into a new database file", cmd_db_restore).add_argument("backup", type=Path)
-    add("rekey", "change the database passphrase (new one from MEDSCAN_DB_NEW_KEY or a prompt)", cmd_db_rekey)
+    add("rekey", "change the database passphrase (new one from MEDSCAN_DB_NEW_KEY or a prompt)", cmd_db_rekey
+        ).add_argument("--keyring", action="store_true", help="hold the new passphrase in the OS keyring")
     collect = add("collect", "remove blobs no row refers to", cmd_db_collect)
     collect.add_argument("--grace", type=float, default=3600.0, help="only blobs older than this many seconds")
