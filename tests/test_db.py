@@ -17,8 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import keyring
 import numpy as np
+import pydicom
 import pytest
+from keyring.backend import KeyringBackend
 from sqlalchemy import create_engine, select, text
 
 from medscan.db.models import AuditEntry, Overlay, Patient, Result, Series, Study
@@ -117,7 +120,9 @@ def test_no_plaintext_in_database_or_blobs(target):
     _, back = database.load_result(result_id)
     assert back.tobytes() == payload.tobytes()
     database.close()
-    needles = [NAME.encode(), uid.encode(), b"SQLite format 3"]
+    real = pydicom.dcmread(next(p for p in sorted(STUDY.rglob("*")) if p.is_file()), stop_before_pixels=True)
+    needles = [NAME.encode(), uid.encode(), b"SQLite format 3", str(real.PatientName).encode(),
+               str(real.StudyInstanceUID).encode()]  # the imported scan's own name and UID too
     files = [p for p in _blob_root(target).rglob("*") if p.is_file()]
     assert files  # at least the result's blob
     if not target[0].startswith("postgresql"):
@@ -316,3 +321,134 @@ def test_cli_db_commands(tmp_path, monkeypatch, capsys):
         run("db", "list", "--db", db)
     monkeypatch.setenv("MEDSCAN_DB_KEY", "next key")
     assert run("db", "list", "--db", db) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# medscan clean ... --db: results kept with what produced them; roles; NIfTI exports
+# ---------------------------------------------------------------------------------------------
+def _cli(monkeypatch, user: str, passphrase: str):
+    """Run medscan subcommands in-process (errors raise MedscanError, as main() would print them)."""
+    from medscan.cli_ops import register as register_ops
+    from medscan.db.cli import register as register_db
+
+    parser = argparse.ArgumentParser(prog="medscan")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_db(sub)
+    register_ops(sub)
+    monkeypatch.setenv("MEDSCAN_DB_KEY", KEY)
+    monkeypatch.setenv("MEDSCAN_USER", user)
+    monkeypatch.setenv("MEDSCAN_USER_KEY", passphrase)
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    return run
+
+
+def test_clean_with_db_keeps_the_result_and_audits_it(target, tmp_path, monkeypatch):
+    from medscan.io import load
+
+    db, blobs = target
+    where = ["--db", db, *(["--blobs", blobs] if blobs else [])]
+    _new(target).close()
+    run = _cli(monkeypatch, "rad", "rad-pass")
+    out = tmp_path / "highlight.nii.gz"
+    assert run("clean", "highlight", str(STUDY), "-o", str(out), "--strength", "3", *where) == 0
+    assert run("clean", "highlight", str(out), "-o", str(tmp_path / "again.nii"), *where) == 0  # NIfTI input
+    with _open(target) as database, database.transaction() as session:
+        first, second = session.scalars(select(Result).order_by(Result.id)).all()
+        assert (first.operation, first.parameters["strength"], first.synthetic) == ("highlight", 3.0, False)
+        assert first.quality["notes"] and first.provenance[-1]["operation"] == "highlight"
+        assert first.series.modality == "MR" and len(first.series.instances) == 35
+        assert second.series.description == "highlight.nii.gz" and second.series.source_path == str(out.resolve())
+        _, voxels = database.load_result(first.id)
+        np.testing.assert_allclose(voxels, load(out).voxels, atol=1e-3)
+        log = [(e.user_name, e.action, e.outcome) for e in session.scalars(select(AuditEntry))]
+    assert log.count(("rad", "process", "ok")) == 2
+
+    researcher = _cli(monkeypatch, "res", "res-pass")
+    with pytest.raises(MedscanError, match="process refused for researcher"):
+        researcher("clean", "highlight", str(STUDY), "-o", str(tmp_path / "res.nii.gz"), *where)
+    assert not (tmp_path / "res.nii.gz").exists()  # refused before any work
+    # De-identified NIfTI: of a stored result and of a series, both allowed for a researcher.
+    assert researcher("db", "export", "--result", str(first.id), "-o", str(tmp_path / "r.nii.gz"), *where) == 0
+    np.testing.assert_allclose(load(tmp_path / "r.nii.gz").voxels, voxels, atol=1e-3)
+    series_id = str(first.series_ref)
+    assert researcher("db", "export", series_id, "-o", str(tmp_path / "s.nii.gz"), *where) == 0
+    np.testing.assert_array_equal(load(tmp_path / "s.nii.gz").voxels, load(STUDY).voxels)
+    with pytest.raises(MedscanError, match="NIfTI file carries no identity"):
+        run("db", "export", series_id, "-o", str(tmp_path / "x.nii.gz"), "--identifiable", *where)
+    with _open(target) as database, database.transaction() as session:
+        log = [(e.user_name, e.action, e.outcome, e.detail) for e in session.scalars(select(AuditEntry))]
+    assert ("res", "process", "refused", "role researcher") in log
+    assert ("res", "export", "ok", "de-identified NIfTI") in log and ("res", "export", "ok", "NIfTI") in log
+
+
+# ---------------------------------------------------------------------------------------------
+# The passphrase held in the OS keyring
+# ---------------------------------------------------------------------------------------------
+class MemoryKeyring(KeyringBackend):
+    """A keyring that lives in this process: tests never touch the desktop's."""
+
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.entries.pop((service, username))
+
+
+@pytest.fixture
+def memory_keyring():
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_passphrase_held_in_the_keyring(tmp_path, monkeypatch, memory_keyring, capsys):
+    from medscan.db import keys
+
+    db = str(tmp_path / "kr.db")
+    run = _cli(monkeypatch, "boss", "boss-pass")
+    assert run("db", "init", "--db", db, "--keyring") == 0
+    assert memory_keyring.entries == {("medscan", str(Path(db).resolve())): KEY}
+    monkeypatch.delenv("MEDSCAN_DB_KEY")  # from now on only the keyring knows it (and no terminal to ask)
+    assert run("db", "import", str(STUDY), "--db", db) == 0
+    monkeypatch.setenv("MEDSCAN_DB_NEW_KEY", "rotated")
+    assert run("db", "rekey", "--db", db) == 0  # the keyring entry follows the new passphrase
+    assert keys.get_passphrase(db) == "rotated"
+    capsys.readouterr()
+    assert run("db", "list", "--db", db) == 0 and "t1_fl2d_sag" in capsys.readouterr().out
+    memory_keyring.entries[("medscan", str(Path(db).resolve()))] = "stale"
+    with pytest.raises(MedscanError, match="wrong passphrase"):
+        run("db", "list", "--db", db)
+    monkeypatch.setenv("MEDSCAN_DB_KEY", "rotated")  # the environment wins over the keyring
+    assert run("db", "list", "--db", db) == 0
+    assert keys.forget_passphrase(db) and keys.get_passphrase(db) is None
+
+
+def test_keyring_refused_cleanly_where_there_is_none(tmp_path, monkeypatch):
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        run = _cli(monkeypatch, "boss", "boss-pass")
+        with pytest.raises(MedscanError, match="no OS keyring"):
+            run("db", "init", "--db", str(tmp_path / "none.db"), "--keyring")
+        assert list(tmp_path.iterdir()) == []  # nothing created
+    finally:
+        keyring.set_keyring(previous)
