@@ -1,13 +1,15 @@
-"""``medscan-gui [PATH] [--screenshot FILE.png]``: the workstation, or a headless picture of it.
+"""``medscan-gui [PATH] [--screenshot FILE.png [--operation NAME]]``: the workstation, or a picture of it.
 
 With ``--screenshot`` the window opens PATH, shows its first series, waits until loading is done,
 writes a PNG of the whole window (``QWidget.grab``) and exits 0; any error is one line on stderr
-and exit status 1. Without a display (no ``DISPLAY``/``WAYLAND_DISPLAY``) the screenshot mode uses
-Qt's offscreen platform by itself, so it works in CI and docs builds.
+and exit status 1. ``--operation NAME`` first runs that registered operation (default parameters)
+on the slice on screen and shows before/after, so docs can show a real comparison. Without a
+display (no ``DISPLAY``/``WAYLAND_DISPLAY``) the screenshot mode uses Qt's offscreen platform by
+itself, so it works in CI and docs builds.
 
 Start-up stays fast because heavy modules load lazily: pydicom and nibabel in the first worker
-job; torch not at all until something needs it (the About box on a CUDA build, later the models),
-and then in a worker.
+job; torch not at all until something needs it (the About box on a CUDA build, an operation), and
+then in a worker.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("path", nargs="?", help="DICOM folder or file, or NIfTI file, to open")
     parser.add_argument("--screenshot", metavar="FILE.png",
                         help="open PATH, wait for its first series, save a PNG of the window and exit")
+    parser.add_argument("--operation", metavar="NAME",
+                        help="with --screenshot: run NAME on the slice on screen and show before/after first")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--self-test", action="store_true",
                         help="check this installation, the window included (offscreen without a display), and exit")
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and not args.path:
         print("medscan-gui: --screenshot needs a PATH to open", file=sys.stderr)
         return 1
+    if args.operation and not args.screenshot:
+        print("medscan-gui: --operation is for --screenshot (in the window, use the Operations dock)",
+              file=sys.stderr)
+        return 1
     if args.screenshot and _needs_offscreen():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -93,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         target = Path(args.screenshot)
 
         def fail(_title: str, message: str) -> None:
+            if outcome.get("failed"):
+                return
+            outcome["failed"] = 1
             print(f"medscan-gui: {message}", file=sys.stderr)
             QTimer.singleShot(0, lambda: finish(1))
 
@@ -103,10 +114,22 @@ def main(argv: list[str] | None = None) -> int:
                 return
             finish(0)
 
+        def shown(_scan) -> None:
+            if outcome.get("started"):
+                return  # showing the result's source again is not a new series
+            outcome["started"] = 1
+            if not args.operation:
+                QTimer.singleShot(300, capture)
+            else:
+                window.opsPanel.show_operation(args.operation)
+                if window.workflow.preview(args.operation) is None and not outcome.get("failed"):
+                    fail("", f"{args.operation}: nothing on screen to run it on")
+
         window.error_handler = fail
         window.resize(*SCREENSHOT_SIZE)
-        # Wait for the series to be shown, then for the pool to go quiet, then one paint.
-        window.scanShown.connect(lambda _scan: QTimer.singleShot(300, capture))
+        # Wait for the series (and the result) to be shown, then one paint.
+        window.scanShown.connect(shown)
+        window.workflow.resultShown.connect(lambda _entry: QTimer.singleShot(300, capture))
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS,
                           lambda: fail("", f"{args.path}: timed out after {SCREENSHOT_TIMEOUT_MS // 1000} s"))
     window.show()

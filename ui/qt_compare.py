@@ -22,7 +22,6 @@ from PyQt6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QSlide
 from medscan.view import Reformat
 from medscan.view import reformat as reformat_volume
 from ui.qt_slice_viewer import SliceViewer, _shadow_text, format_value
-from ui.qt_workers import ElidedLabel
 
 if TYPE_CHECKING:
     from medscan.scan import Scan
@@ -329,7 +328,7 @@ class ViewLink(QObject):
             signal.connect(slot)
         follower.slice_proxy = leader.step_slice if origin is not None else None
         if origin is not None:
-            follower.slice_label = f"Im {origin[1] + 1} / {leader.slice_count}   preview of one slice"
+            follower.slice_label = f"Im {origin[1] + 1} / {leader.slice_count} · preview"
         self.sync()
 
     def sync(self) -> None:
@@ -396,8 +395,6 @@ class CompareBar(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("compareBar")
-        self.label = ElidedLabel("")
-        self.label.setObjectName("compareLabel")
         self.mode_buttons = QButtonGroup(self)
         self.mode_buttons.setExclusive(True)
         layout = QHBoxLayout(self)
@@ -431,8 +428,7 @@ class CompareBar(QWidget):
         self.opacity_label.setMinimumWidth(36)
         layout.addWidget(self.opacity)
         layout.addWidget(self.opacity_label)
-        layout.addSpacing(8)
-        layout.addWidget(self.label, 1)
+        layout.addStretch(1)
         self.close_button = QToolButton()
         self.close_button.setText("Close")
         self.close_button.setToolTip("Close the comparison: back to the single view")

@@ -49,7 +49,32 @@ def versions_html(device: DeviceGuess) -> str:
         "with dcm2niix.<br>Not a medical device; generated images are marked synthetic.</p>"
         f"<table>{rows}<tr><td style='padding-right:12px;color:#8b9099'>Device</td><td>{device_text}"
         f"<br><span style='color:#8b9099'>{html.escape(device.detail)}</span></td></tr></table>"
+        f"{model_cards_html()}"
     )
+
+
+def model_cards_html() -> str:
+    """The shipped models from their cards (name, version, task, first sentence, weights hash); JSON only."""
+    from medscan.nets.weights import list_cards
+
+    try:
+        cards = list_cards()
+    except Exception as exc:  # an unreadable card must not take the About box down with it
+        from ui.qt_workers import describe_error
+
+        return f"<h4>Models</h4><p style='color:#e05050'>{html.escape(describe_error(exc))}</p>"
+    if not cards:
+        return "<h4>Models</h4><p>No models installed.</p>"
+    rows = []
+    for card in cards:
+        data = card.data
+        summary = str(data.get("description", "")).split(". ")[0].rstrip(".")
+        digest = str(data.get("sha256", ""))[:12]
+        rows.append(f"<tr><td style='padding-right:12px'><b>{html.escape(card.name)}</b></td>"
+                    f"<td>v{html.escape(card.version)} · {html.escape(str(data.get('task', '')))}"
+                    f"<br><span style='color:#8b9099'>{html.escape(summary)}"
+                    f"{' · sha256 ' + html.escape(digest) + '…' if digest else ''}</span></td></tr>")
+    return f"<h4 style='margin-bottom:2px'>Models</h4><table>{''.join(rows)}</table>"
 
 
 def show_about(parent: QWidget, device: DeviceGuess) -> None:

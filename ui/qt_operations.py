@@ -255,5 +255,11 @@ class OperationsPanel(QWidget):
         for panel in self.panels.values():
             panel.set_modality(modality)
 
-    def panel_for(self, name: str) -> OperationPanel:
-        return next(p for p in self.panels.values() if any(op.name == name for op in p.operations))
+    def show_operation(self, name: str) -> bool:
+        """Bring ``name``'s tab and form to the front; False when no tab offers it."""
+        for panel in self.panels.values():
+            if any(op.name == name for op in panel.operations):
+                self.tabs.setCurrentWidget(panel)
+                panel.select(name)
+                return True
+        return False

@@ -121,7 +121,6 @@ class ResultWorkflow(QObject):
         viewer.update()
         self.link = ViewLink(viewer, self.after, entry.origin)
         self.bar.set_overlays(self.after.overlay_names(), self.after.overlay_name)
-        self.bar.label.setText(entry.label())
         self.shown = entry
         self._layout()
         window.update_title()

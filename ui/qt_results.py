@@ -113,7 +113,8 @@ class ResultEntry:
         """File name without extension: modality, series, operation, scope, and SYNTHETIC when generated."""
         scan = self.source
         scope = "series" if self.origin is None else f"{self.origin[0]}{self.origin[1] + 1}"
-        parts = [scan.modality, str(scan.series_number or "series"), self.operation.name, scope]
+        number = [str(scan.series_number)] if scan.series_number is not None else []
+        parts = [scan.modality, *number, self.operation.name, scope]
         if self.synthetic:
             parts.append("SYNTHETIC")
         return "_".join(parts)
