@@ -346,7 +346,7 @@ def _cli(monkeypatch, user: str, passphrase: str):
     return run
 
 
-def test_clean_with_db_keeps_the_result_and_audits_it(target, tmp_path, monkeypatch):
+def test_clean_with_db_keeps_the_result_and_audits_it(target, tmp_path, monkeypatch, capsys):
     from medscan.io import load
 
     db, blobs = target
@@ -367,6 +367,10 @@ def test_clean_with_db_keeps_the_result_and_audits_it(target, tmp_path, monkeypa
         log = [(e.user_name, e.action, e.outcome) for e in session.scalars(select(AuditEntry))]
     assert log.count(("rad", "process", "ok")) == 2
 
+    capsys.readouterr()
+    assert run("db", "list", "--results", *where) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3 and "highlight" in listed[1]
     researcher = _cli(monkeypatch, "res", "res-pass")
     with pytest.raises(MedscanError, match="process refused for researcher"):
         researcher("clean", "highlight", str(STUDY), "-o", str(tmp_path / "res.nii.gz"), *where)

@@ -132,6 +132,8 @@ def cmd_db_list(args: argparse.Namespace) -> int:
 
     from medscan.db.models import Series, Study
 
+    if args.results:
+        return _list_results(args)
     with _open(args) as database, database.transaction() as session:
         database.audit("open", "series list")
         rows = session.execute(select(Series, Study).join(Study)).all()
@@ -139,6 +141,22 @@ def cmd_db_list(args: argparse.Namespace) -> int:
         for series, study in rows:
             print(f"{series.id:>5}  {series.modality:<4} {series.number if series.number is not None else '-':>6}  "
                   f"{study.study_date:<10} {series.description}")
+    return 0
+
+
+def _list_results(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from medscan.db.models import Result
+
+    with _open(args) as database, database.transaction() as session:
+        database.audit("open", "result list")
+        print(f"{'id':>5}  {'series':>6}  {'operation':<12} {'model':<28} created")
+        for result in session.scalars(select(Result).order_by(Result.id)):
+            model = f"{result.model_name or '-'} {result.model_version or ''}".strip()
+            mark = "  SYNTHETIC" if result.synthetic else ""
+            print(f"{result.id:>5}  {result.series_ref:>6}  {result.operation:<12} {model:<28} "
+                  f"{result.created_at:%Y-%m-%d %H:%M}{mark}")
     return 0
 
 
@@ -231,7 +249,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_user.add_argument("name")
     add_user.add_argument("--role", required=True, choices=("radiologist", "technician", "researcher", "admin"))
     add("import", "register the series of a DICOM folder", cmd_db_import).add_argument("path")
-    add("list", "list the series", cmd_db_list)
+    add("list", "list the series (or, with --results, the kept results)", cmd_db_list).add_argument(
+        "--results", action="store_true", help="list results kept by clean/generate --db instead")
     export = add("export", "export a series (de-identified unless --identifiable) or a stored result", cmd_db_export)
     export.add_argument("series", type=int, nargs="?", help="series id from 'medscan db list'")
     export.add_argument("--result", type=int, help="a stored result (from clean/generate --db) instead, as NIfTI")
