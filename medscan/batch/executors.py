@@ -67,7 +67,7 @@ class DaskExecutor:
             raise MedscanError("--scheduler", "needs the 'distributed' package (pip install distributed)") from None
         if isinstance(scheduler, str):
             try:
-                self._client = Client(scheduler, timeout="20s", set_as_default=False)
+                self._client = Client(scheduler, timeout="20s")  # default client: distributed.wait needs one
             except (OSError, TimeoutError) as exc:
                 raise MedscanError(scheduler, f"cannot reach the Dask scheduler ({exc})") from None
             self._owned = True
