@@ -443,11 +443,17 @@ def test_an_operation_error_is_one_line_in_a_dialog_and_the_window_stays_usable(
 # ----------------------------------------------------------------------------------------------
 # Responsiveness, About, the screenshot entry point, start-up
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.slow  # a timing measurement over a ~30 s CPU denoise of the whole sample series
+@pytest.mark.slow  # a timing measurement over a ~20 s CPU denoise of the whole sample series
 def test_the_window_answers_within_100_ms_while_the_whole_series_is_denoised(qtbot, window, ct_scan):
+    """Inference runs in a worker on all cores but one, so the event loop keeps ticking.
+
+    Measured once the model is loaded (a preview first, as a reader would): importing torch the
+    first time holds Python's GIL in C code for up to a few hundred ms, which no thread can avoid.
+    """
     from PyQt6.QtCore import QTimer
 
     show(qtbot, window, ct_scan)
+    wait_for_result(qtbot, window, lambda: window.workflow.preview("denoise"))
     ticks: list[float] = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import itertools
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,14 +52,26 @@ def preview_scan(scan: Scan, stack: Reformat, slice_index: int, volume: int) -> 
     return dataclasses.replace(scan.derive(plane, entry, affine=affine), volume_labels=[])
 
 
+def leave_a_core_for_the_window() -> None:
+    """Once torch is loaded (by the operation itself), let it use all cores but one: the event loop
+    keeps a core, so the window answers while a model runs. Never imports torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        wanted = max(1, (os.cpu_count() or 2) - 1)
+        if torch.get_num_threads() > wanted:
+            torch.set_num_threads(wanted)
+
+
 def operation_job(ctx: JobContext, name: str, scan: Scan, device: str, params: dict[str, Any]) -> Result:
     """Run one registered operation in a worker; cancelling raises inside the engine's progress callback."""
     import medscan.ops as ops
 
     operation = ops.get(name)
     ctx.report(0, 0, "starting (the first run loads the model)")
+    leave_a_core_for_the_window()
 
     def progress(done: int, total: int) -> None:
+        leave_a_core_for_the_window()
         ctx.report(done, total, "planes")
         ctx.check()
 
