@@ -456,3 +456,23 @@ def test_keyring_refused_cleanly_where_there_is_none(tmp_path, monkeypatch):
         assert list(tmp_path.iterdir()) == []  # nothing created
     finally:
         keyring.set_keyring(previous)
+
+
+def test_denoise_with_db_keeps_model_version_and_fidelity_figures(tmp_path, monkeypatch):
+    from medscan.io import load, save
+    from medscan.scan import Scan
+
+    full = load(STUDY)  # four slices keep the CPU inference short
+    crop = tmp_path / "crop.nii.gz"
+    save(Scan(voxels=full.voxels[15:19], affine=full.affine, modality="MR"), crop)
+    target = (str(tmp_path / "dn.db"), None)
+    _new(target).close()
+    run = _cli(monkeypatch, "rad", "rad-pass")
+    assert run("clean", "denoise", str(crop), "-o", str(tmp_path / "dn.nii.gz"), "--db", target[0],
+               "--device", "cpu") == 0
+    with _open(target) as database, database.transaction() as session:
+        result = session.scalars(select(Result)).one()
+        assert result.operation == "denoise" and result.model_name and result.model_version
+        assert {"structure_fraction", "method_noise_std", "flagged"} <= set(result.quality)
+        assert result.parameters == {"strength": 1.0, "model": result.model_name, "device": "cpu"}
+        assert result.synthetic is False
