@@ -174,8 +174,11 @@ def test_device_choice_is_remembered_and_passed_to_the_operation(qtbot, make_win
     second = make_window()
     assert second.opsPanel.device_choice() == "cpu"
     show(qtbot, second, crop(ct_scan, 10, 1))
-    entry = wait_for_result(qtbot, second, lambda: second.workflow.preview("highlight"))
-    assert seen == ["cpu"] and entry.device == "cpu"
+    second.opsPanel.panels["clean"].select("highlight")
+    with qtbot.waitSignal(second.workflow.resultShown, timeout=RUN_TIMEOUT_MS) as blocker:
+        second.actionPreview.trigger()  # Ctrl+P
+    entry = blocker.args[0]
+    assert entry.operation.name == "highlight" and entry.device == "cpu" and seen == ["cpu"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 With ``--screenshot`` the window opens PATH, shows its first series, waits until loading is done,
 writes a PNG of the whole window (``QWidget.grab``) and exits 0; any error is one line on stderr
 and exit status 1. ``--operation NAME`` first runs that registered operation (default parameters)
-on the slice on screen and shows before/after, so docs can show a real comparison. Without a
+on the slice on screen and shows before/after at 200%, so docs can show a real comparison. Without a
 display (no ``DISPLAY``/``WAYLAND_DISPLAY``) the screenshot mode uses Qt's offscreen platform by
 itself, so it works in CI and docs builds.
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 SCREENSHOT_SIZE = (1440, 900)
 SCREENSHOT_TIMEOUT_MS = 120_000
+COMPARE_ZOOM = 2.0  # --operation pictures: at fit-to-window a denoised slice looks like its input
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -129,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         window.resize(*SCREENSHOT_SIZE)
         # Wait for the series (and the result) to be shown, then one paint.
         window.scanShown.connect(shown)
-        window.workflow.resultShown.connect(lambda _entry: QTimer.singleShot(300, capture))
+        def compared(_entry) -> None:
+            window.viewer.zoom_by(COMPARE_ZOOM)  # linked: both views, so that fine texture can be compared
+            QTimer.singleShot(300, capture)
+
+        window.workflow.resultShown.connect(compared)
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS,
                           lambda: fail("", f"{args.path}: timed out after {SCREENSHOT_TIMEOUT_MS // 1000} s"))
     window.show()

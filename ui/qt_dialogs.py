@@ -32,6 +32,9 @@ CONTROLS = [
     ("Ctrl+O, Ctrl+Shift+O", "open a DICOM folder / a file"),
     ("Ctrl+E, Ctrl+Shift+E", "export NIfTI / PNG of the slice"),
     ("Ctrl+I", "DICOM header of the series"),
+    ("Ctrl+P, Ctrl+R", "preview the chosen operation on the slice / run it on the series"),
+    ("Ctrl+Shift+W", "close the before/after comparison"),
+    ("Drag the swipe divider", "move the before/after boundary (Swipe mode)"),
     ("Esc", "cancel running jobs"),
 ]
 

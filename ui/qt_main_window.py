@@ -191,6 +191,15 @@ class MainWindow(QMainWindow):
         self.opsPanel.deviceChanged.connect(self._on_device_choice)
         self.opsPanel.set_modality(None)
         self.menuView.addAction(self.opsDock.toggleViewAction())
+        first = self.menuTools.actions()[0] if self.menuTools.actions() else None
+        self.actionPreview = QAction("&Preview on slice", self, shortcut=QKeySequence("Ctrl+P"))
+        self.actionRunSeries = QAction("&Run on series", self, shortcut=QKeySequence("Ctrl+R"))
+        self.actionCloseCompare = QAction("&Close comparison", self, shortcut=QKeySequence("Ctrl+Shift+W"))
+        self.actionPreview.triggered.connect(lambda: self.opsPanel.request("preview"))
+        self.actionRunSeries.triggered.connect(lambda: self.opsPanel.request("run"))
+        self.actionCloseCompare.triggered.connect(self.workflow.close)
+        self.menuTools.insertActions(first, [self.actionPreview, self.actionRunSeries, self.actionCloseCompare])
+        self.menuTools.insertSeparator(first)
         self._show_device()
 
     def _on_device_choice(self, choice: str) -> None:
@@ -385,6 +394,8 @@ class MainWindow(QMainWindow):
         self.actionSeriesHeader.setEnabled(has_scan and self.scan.header is not None)  # type: ignore[union-attr]
         self.presetCombo.setEnabled(has_scan)
         self.sliceSlider.setEnabled(has_scan)
+        for action in (self.actionPreview, self.actionRunSeries):
+            action.setEnabled(has_scan)
 
     # ------------------------------------------------------------------------------------------
     # Export

@@ -255,6 +255,13 @@ class OperationsPanel(QWidget):
         for panel in self.panels.values():
             panel.set_modality(modality)
 
+    def request(self, what: str) -> None:
+        """Press the current tab's Preview ('preview') or Run ('run') button, if it is usable."""
+        panel = self.tabs.currentWidget()
+        button = getattr(panel, "preview_button" if what == "preview" else "run_button", None)
+        if button is not None and button.isEnabled():
+            button.click()
+
     def show_operation(self, name: str) -> bool:
         """Bring ``name``'s tab and form to the front; False when no tab offers it."""
         for panel in self.panels.values():

@@ -178,7 +178,7 @@ class ResultsPanel(QWidget):
         self.details = QTextBrowser()
         self.details.setObjectName("resultDetails")
         self.details.setMinimumHeight(80)
-        self.details.setPlaceholderText("Results of Preview and Run appear above; choose one to compare.")
+        self.details.setPlaceholderText("Choose a result to compare it.")
         self.keep_button = QPushButton("Keep")
         self.keep_button.setToolTip("Keep this result and continue working on it (a series result becomes the "
                                     "series shown)")

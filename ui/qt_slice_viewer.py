@@ -441,6 +441,10 @@ class SliceViewer(QWidget):
         painter.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
         texts = self.overlay_text()
 
+        def block_width(lines: list[tuple[str, str]]) -> float:
+            return max((QFontMetricsF(bold if role in ("title", "alert", "caption") else font).horizontalAdvance(text)
+                        for text, role in lines), default=0.0)
+
         def draw(lines: list[tuple[str, str]], x: float, y: float, right: bool, upward: bool) -> None:
             ordered = list(reversed(lines)) if upward else lines
             for index, (text, role) in enumerate(ordered):
@@ -450,6 +454,15 @@ class SliceViewer(QWidget):
                 tx = x - width if right else x
                 ty = (y - index * line) if upward else (y + index * line + fm.ascent())
                 _shadow_text(painter, QPointF(tx, ty), text, colors[role])
+
+        def clear_of(left: list[tuple[str, str]], right: list[tuple[str, str]], label: str, label_fm) -> int:
+            """How many text lines the centred edge label must step over so as not to touch a corner block."""
+            half = label_fm.horizontalAdvance(label) / 2 + 14
+            hits = [len(block) for block, reach in ((left, margin + block_width(left)),
+                                                    (right, self.width_px - margin - block_width(right)))
+                    if (block is left and reach > self.width_px / 2 - half)
+                    or (block is right and reach < self.width_px / 2 + half)]
+            return max(hits, default=0)
 
         w, h = self.width_px, self.height_px
         draw(texts["top_left"], margin, margin, right=False, upward=False)
@@ -468,8 +481,12 @@ class SliceViewer(QWidget):
         positions = {
             "left": QPointF(margin, h / 2 + fm.ascent() / 2),
             "right": QPointF(w - margin - fm.horizontalAdvance(labels.get("right", "")), h / 2 + fm.ascent() / 2),
-            "top": QPointF(w / 2 - fm.horizontalAdvance(labels.get("top", "")) / 2, margin + fm.ascent()),
-            "bottom": QPointF(w / 2 - fm.horizontalAdvance(labels.get("bottom", "")) / 2, h - margin - fm.descent()),
+            "top": QPointF(w / 2 - fm.horizontalAdvance(labels.get("top", "")) / 2,
+                           margin + fm.ascent() + line * clear_of(texts["top_left"], texts["top_right"],
+                                                                 labels.get("top", ""), fm)),
+            "bottom": QPointF(w / 2 - fm.horizontalAdvance(labels.get("bottom", "")) / 2,
+                              h - margin - fm.descent() - line * clear_of(texts["bottom_left"], texts["bottom_right"],
+                                                                         labels.get("bottom", ""), fm)),
         }
         for edge, point in positions.items():
             _shadow_text(painter, point, labels.get(edge, ""), colour)
