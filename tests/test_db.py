@@ -476,3 +476,20 @@ def test_denoise_with_db_keeps_model_version_and_fidelity_figures(tmp_path, monk
         assert {"structure_fraction", "method_noise_std", "flagged"} <= set(result.quality)
         assert result.parameters == {"strength": 1.0, "model": result.model_name, "device": "cpu"}
         assert result.synthetic is False
+
+
+def test_export_of_an_image_with_burned_in_text_is_refused_and_audited(tmp_path):
+    us = DATA / "conformance" / "pydicom_data" / "gdcm-US-ALOKA-16.dcm"
+    if not us.is_file():
+        pytest.skip("pydicom_data is not present")
+    database = _new((str(tmp_path / "us.db"), None))
+    database.login("rad", "rad-pass")
+    series_id = database.import_folder(us)[0]
+    for out in (tmp_path / "us_dicom", tmp_path / "us.nii.gz"):
+        with pytest.raises(MedscanError, match="burned-in"):
+            database.export_series(series_id, out, identifiable=False, deid_secret=b"k" * 32)
+        assert not out.exists()
+    with database.transaction() as session:
+        refused = [e.detail for e in session.scalars(select(AuditEntry).where(AuditEntry.outcome == "refused"))]
+    assert len(refused) == 2 and all("burned-in" in d for d in refused)
+    database.close()

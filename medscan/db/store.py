@@ -262,18 +262,22 @@ class Database:
                 raise MedscanError(self.label, f"no series with id {series_id}")
             source = series.source_path
             paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_ref == series_id))]
-        if nifti:
-            deidentify_to_nifti(source or os.path.commonpath(paths), out, files=[str(p) for p in paths])
-            self.audit("export", target, detail="de-identified NIfTI")
-            return Path(out)
-        with tempfile.TemporaryDirectory(prefix="medscan-export-") as staging:
-            for index, path in enumerate(sorted(set(paths))):
-                os.symlink(path.resolve(), Path(staging) / f"{index:06d}.dcm")
-            if identifiable:
-                shutil.copytree(staging, out, symlinks=False)
+        kind = "de-identified NIfTI" if nifti else "identifiable" if identifiable else "de-identified"
+        try:
+            if nifti:
+                deidentify_to_nifti(source or os.path.commonpath(paths), out, files=[str(p) for p in paths])
             else:
-                deidentify_folder(staging, out, DeidOptions(date_shift=True), secret=deid_secret)
-        self.audit("export", target, detail="identifiable" if identifiable else "de-identified")
+                with tempfile.TemporaryDirectory(prefix="medscan-export-") as staging:
+                    for index, path in enumerate(sorted(set(paths))):
+                        os.symlink(path.resolve(), Path(staging) / f"{index:06d}.dcm")
+                    if identifiable:
+                        shutil.copytree(staging, out, symlinks=False)
+                    else:
+                        deidentify_folder(staging, out, DeidOptions(date_shift=True), secret=deid_secret)
+        except MedscanError as exc:  # e.g. burned-in text: the refusal is kept too
+            self.audit("export", target, outcome="refused", detail=f"{kind}: {str(exc)[:200]}")
+            raise
+        self.audit("export", target, detail=kind)
         return Path(out)
 
     def export_result(self, result_id: int, out: str | Path) -> Path:
