@@ -95,6 +95,16 @@ def test_table_matches_the_dicom_dictionary():
     assert by_keyword["PatientBirthDate"].shift == "Z" and by_keyword["StructureSetDate"].shift == "C"
 
 
+def test_the_sources_hold_every_dicom_file_of_shared_data():
+    """The Done-when says every DICOM file in ../shared/data: no folder outside SOURCES may hold one."""
+    outside = [p for p in DATA.rglob("*") if p.is_file() and not any(s in p.parents for s in SOURCES)]
+    assert outside  # NIfTI volumes, masks and notes live there
+    for path in outside:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+        assert head[128:132] != b"DICM" and not path.name.lower().endswith(".dcm"), path
+
+
 def test_every_file_is_exported_without_identifying_values(exported):
     _out, reports = exported
     deid = Deidentifier(SECRET)
