@@ -235,6 +235,29 @@ def test_denoise_preview_on_the_slice_opens_a_linked_before_after(qtbot, window,
     assert errors == []
 
 
+def test_preview_in_a_reformatted_plane_and_a_4d_volume_takes_what_is_on_screen(qtbot, window, ct_scan):
+    from medscan.scan import Scan
+
+    show(qtbot, window, crop(ct_scan, 6, 6))
+    window.actionCoronal.trigger()
+    window.viewer.set_slice(300)
+    entry = wait_for_result(qtbot, window, lambda: window.workflow.preview("highlight"))
+    assert entry.origin == ("coronal", 300, 0) and entry.before.voxels.shape == (1, 6, 512)
+    np.testing.assert_array_equal(entry.before.voxels[0], window.viewer.current_plane())
+    assert window.afterViewer.plane == "coronal" and window.afterViewer.covered
+    np.testing.assert_array_equal(window.afterViewer.before_plane(), window.viewer.current_plane())
+
+    voxels = np.stack([ct_scan.voxels[4:7], ct_scan.voxels[4:7] + 100.0])
+    four_d = Scan(voxels=voxels, affine=ct_scan.affine, modality="CT", units="HU", volume_labels=["a", "b"])
+    show(qtbot, window, four_d)
+    window.volumeSpin.setValue(2)
+    entry = wait_for_result(qtbot, window, lambda: window.workflow.preview("highlight"))
+    assert entry.origin == ("axial", 1, 1) and entry.before.voxels.shape == (1, 512, 512)
+    np.testing.assert_array_equal(entry.before.voxels[0], voxels[1, 1])
+    window.volumeSpin.setValue(1)
+    assert not window.afterViewer.covered and "of volume 2" in window.afterViewer.uncovered_text
+
+
 def test_swipe_flicker_and_the_method_noise_overlay(qtbot, window, ct_scan):
     show(qtbot, window, crop(ct_scan, 10, 1))
     entry = wait_for_result(qtbot, window, lambda: window.workflow.preview("denoise"))
@@ -330,6 +353,16 @@ def test_denoise_on_the_series_compare_export_keep_and_discard(qtbot, window, ct
     back = load(target)
     np.testing.assert_allclose(back.voxels, entry.after.voxels, atol=0.01)
     np.testing.assert_allclose(back.affine, entry.after.affine, atol=1e-4)
+    target = tmp_path / "denoised_dicom"
+    with qtbot.waitSignal(window.exported, timeout=RUN_TIMEOUT_MS):
+        qtbot.mouseClick(results.dicom_button, Qt.MouseButton.LeftButton)
+    assert Path(suggested[1]).name == "CT_denoise_series_derived"
+    back = load(target)
+    np.testing.assert_allclose(back.voxels, entry.after.voxels, atol=0.5)  # integer pixels with rescale
+    import pydicom
+
+    written = pydicom.dcmread(sorted(target.iterdir())[0], stop_before_pixels=True)
+    assert "DERIVED" in written.ImageType and "denoise" in written.DerivationDescription
 
     qtbot.mouseClick(results.keep_button, Qt.MouseButton.LeftButton)
     assert window.scan is entry.after and not after.isVisible()
