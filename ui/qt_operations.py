@@ -45,8 +45,10 @@ FLOAT_RANGE = 1e9
 
 
 def _float_decimals(param: Param) -> int:
-    span = (param.maximum or 0) - (param.minimum or 0)
-    return 2 if 0 < span <= 10 else 3 if span == 0 else 1
+    """Two decimals for small bounded factors (strength 0-1.5), one for open-ended values such as HU."""
+    if param.minimum is None or param.maximum is None:
+        return 1
+    return 2 if param.maximum - param.minimum <= 10 else 1
 
 
 def param_widget(param: Param) -> QWidget:
