@@ -56,11 +56,14 @@ class SliceBank:
             volume = scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0]
             # Slices in all three orientations: in-plane and reformatted views widen what the model sees.
             views = [volume] + [np.moveaxis(volume, axis, 0) for axis in (1, 2)]
+            volume_lo, volume_hi = intensity_window(volume)
             for view in views:
                 for image in view:
                     if min(image.shape) < min_size or float(image.std()) == 0.0:
                         continue
                     lo, hi = intensity_window(image)
+                    if hi - lo < 0.05 * (volume_hi - volume_lo):
+                        continue  # a nearly empty edge slice: its window would blow stray pixels up to 1e6
                     slices.append(((image - lo) / (hi - lo)).astype(np.float32))
                     sources.append(item)
         return cls(slices=slices, sources=sources)
