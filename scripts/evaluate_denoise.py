@@ -13,7 +13,8 @@ Protocol (fixed, so that figures from different runs and models can be compared)
 * Conditions: Gaussian sigma 5 % and 10 % of the window (CT and MR), Rician 5 % (MR magnitude; added in
   physical units, where zero means no signal). Noise is seeded per (item, slice, condition), so subsets
   (``--quick``) see exactly the noise of the full run.
-* Methods: ours is blind (``denoise_planes`` estimates sigma itself, from the noisy slice in physical units);
+* Methods: ours is blind to the noise level (``denoise_planes`` estimates sigma itself, from the noisy slice in
+  physical units) and is told the noise model (Rician or not), as the operation infers it from the modality;
   BM3D and non-local means are given the true sigma; TV's weight is tuned once per sigma on TRAIN items
   (grid search maximising mean whole-image PSNR on a few train slices), never on held-out data.
 * Metrics: PSNR and SSIM (Wang et al. settings: Gaussian window sigma 1.5, population covariance) over the
@@ -345,10 +346,12 @@ def evaluate(items: tuple[str, ...], slices_per_item: int, tv_weights: dict[str,
                 noisy_phys = add_noise(clean_phys, kind, sigma_phys, slice_seed(item, k, key))
                 noisy = normalise(noisy_phys, window)
                 outputs: dict[str, Timed] = {"noisy": Timed(noisy, 0.0, 0.0)}
+                rician = kind == "rician"
                 if noisy.shape not in warmed:  # oneDNN picks kernels per shape: keep that out of the timing
                     denoise_planes(noisy_phys[None], model, device, batch=1)
                     warmed.add(noisy.shape)
-                ours = timed(lambda n=noisy_phys: denoise_planes(n[None], model, device, batch=1)[0])
+                ours = timed(lambda n=noisy_phys, r=rician: denoise_planes(n[None], model, device, rician=r,
+                                                                           batch=1)[0])
                 ours_phys = ours.output
                 outputs["ours"] = Timed(normalise(ours_phys, window), ours.wall_s, ours.cpu_s)
                 outputs["bm3d"] = timed(lambda n=noisy, s=fraction: run_bm3d(n, s))

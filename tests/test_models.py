@@ -13,8 +13,23 @@ from medscan.train.tasks import DenoiseTask
 from medscan.train.trainer import TrainConfig, train
 
 TINY = {"kind": "residual_denoiser",
-        "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 2, "out_channels": 1,
-                     "channels": [8, 16], "strides": [2], "num_res_units": 1}}
+        "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
+                     "channels": [8, 16], "strides": [2], "num_res_units": 1, "norm": None, "bias": False}}
+
+
+def test_bias_free_denoiser_is_scale_equivariant() -> None:
+    """Why the shipped denoiser has no biases or norms: a study's intensity scale cannot shift its output."""
+    import torch
+
+    model = build_network(TINY).eval()
+    with torch.no_grad():
+        model.gain.fill_(0.7)
+        x, sigma, flag = torch.rand(2, 1, 32, 32), torch.tensor([0.05, 0.1]), torch.tensor([0.0, 1.0])
+        plain = model(x, sigma, flag)
+        scaled = model(3.5 * x, 3.5 * sigma, flag)
+        assert plain.abs().mean() > 1e-4
+        torch.testing.assert_close(scaled, 3.5 * plain, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(model(x, sigma, 1 - flag), plain)  # the noise model is heard
 
 
 def test_split_is_by_subject() -> None:

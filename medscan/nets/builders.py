@@ -15,16 +15,26 @@ class ResidualDenoiser(nn.Module):
     non-blind ones; predicting the residual keeps the output anchored to the measured image.
     """
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, in_channels: int = 2) -> None:
         super().__init__()
         self.backbone = backbone
+        self.in_channels = in_channels
         # Start as the identity (zero predicted noise, ReZero-style gain): training then only ever
         # learns to remove, instead of first unlearning the large random residuals of a fresh network.
         self.gain = nn.Parameter(torch.zeros(1))
 
-    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor, rician: torch.Tensor | None = None) -> torch.Tensor:
+        """``rician`` (N,) is 1 for magnitude images (MR), whose noise is not zero-mean in dark regions.
+
+        A blind model cannot tell the two apart in a dark patch, so a three-channel model is told; the
+        flag enters as ``flag * sigma`` so that a bias-free backbone stays scale-equivariant.
+        """
         sigma_map = sigma.reshape(-1, 1, 1, 1).expand_as(noisy)
-        return self.gain * self.backbone(torch.cat([noisy, sigma_map], dim=1))
+        channels = [noisy, sigma_map]
+        if self.in_channels == 3:
+            flag = torch.zeros(len(noisy), device=noisy.device) if rician is None else rician.to(noisy)
+            channels.append(flag.reshape(-1, 1, 1, 1) * sigma_map)
+        return self.gain * self.backbone(torch.cat(channels, dim=1))
 
 
 def build_network(config: dict[str, Any]) -> nn.Module:
@@ -36,7 +46,7 @@ def build_network(config: dict[str, Any]) -> nn.Module:
 
     backbone = getattr(nets, arch)(**backbone_cfg)
     if kind == "residual_denoiser":
-        return ResidualDenoiser(backbone)
+        return ResidualDenoiser(backbone, in_channels=int(config["backbone"].get("in_channels", 2)))
     if kind == "plain":
         return backbone
     raise ValueError(f"unknown network kind {kind!r}")

@@ -33,7 +33,11 @@ def _finish(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry) -> Result:
     return Result(scan=derived, maps={"method_noise": method_noise}, fidelity=report, notes=notes)
 
 
-def denoise(scan: Scan, *, strength: float, model: str, device: str, progress: ProgressCallback | None) -> Result:
+NOISE_MODELS = ("auto", "gaussian", "rician")
+
+
+def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
+            progress: ProgressCallback | None) -> Result:
     # torch and the model load here, not at import: the CLI and GUI start without them.
     from medscan.nets.device import pick_device
     from medscan.ops.inference import cached_model, denoise_planes
@@ -43,9 +47,11 @@ def denoise(scan: Scan, *, strength: float, model: str, device: str, progress: P
         raise MedscanError(where, f"denoise is trained for CT and MR, not {scan.modality}")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
-    cleaned = denoise_planes(_planes(scan), network, torch_device, strength=strength, progress=progress)
-    entry = ProvenanceEntry("denoise", {"strength": strength}, model=model, model_version=str(card.get("version")),
-                            software=f"medscan {__version__}")
+    rician = noise == "rician" or (noise == "auto" and scan.modality == "MR")  # MR magnitude: Rician
+    cleaned = denoise_planes(_planes(scan), network, torch_device, strength=strength, rician=rician,
+                             progress=progress)
+    entry = ProvenanceEntry("denoise", {"strength": strength, "noise": "rician" if rician else "gaussian"},
+                            model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
     return _finish(scan, cleaned, entry)
 
 
@@ -56,6 +62,8 @@ register(Operation(
     summary="Remove noise blindly (the noise level is estimated per slice); units and geometry are kept.",
     params=(
         Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5),
+        Param("noise", "choice", "auto", "noise model: auto = Rician for MR (magnitude images), Gaussian for CT",
+              choices=NOISE_MODELS),
         Param("model", "str", DENOISE_MODEL, "shipped model to use"),
     ),
     function=denoise,

@@ -54,8 +54,11 @@ BIAS_SMOOTHING_PX = 4.0
 
 
 def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.device, *, strength: float = 1.0,
-                   batch: int = 4, progress: ProgressCallback | None = None) -> np.ndarray:
-    """Denoise (N, H, W) planes in their own units; strength scales the removed noise (0 = unchanged)."""
+                   rician: bool = False, batch: int = 4, progress: ProgressCallback | None = None) -> np.ndarray:
+    """Denoise (N, H, W) planes in their own units; strength scales the removed noise (0 = unchanged).
+
+    ``rician``: the planes are magnitude images (MR), whose noise lifts dark regions.
+    """
     out = np.empty_like(planes, dtype=np.float32)
     total = len(planes)
     with torch.inference_mode():
@@ -68,7 +71,8 @@ def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.dev
             sigma = estimate_sigma(x)
             padded, (h, w) = _pad_to(x, 16)
             with autocast(device):
-                residual = model(padded, sigma).float()[..., :h, :w]
+                flag = torch.full((len(padded),), float(rician), device=device)
+                residual = model(padded, sigma, flag).float()[..., :h, :w]
             residual = constrain_residual(x, residual, sigma)
             cleaned = (x - strength * residual)[:, 0].cpu().numpy()
             out[start:start + batch] = cleaned * (hi - lo) + lo

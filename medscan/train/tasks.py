@@ -26,14 +26,15 @@ class DenoiseTask:
         noisy = add_gaussian(clean, sigma, generator)
         rician = add_rician(clean, sigma, generator)
         ct = add_ct_noise(clean, sigma, generator)
-        noisy = torch.where((kind >= 6).reshape(-1, 1, 1, 1) & (kind < 9).reshape(-1, 1, 1, 1), rician, noisy)
-        noisy = torch.where((kind == 9).reshape(-1, 1, 1, 1), ct, noisy)
-        return (noisy, estimate_sigma(noisy)), clean
+        is_rician = (kind >= 5) & (kind < 8)
+        noisy = torch.where(is_rician.reshape(-1, 1, 1, 1), rician, noisy)
+        noisy = torch.where((kind >= 8).reshape(-1, 1, 1, 1), ct, noisy)
+        return (noisy, estimate_sigma(noisy), is_rician.float()), clean
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        noisy, sigma = inputs
-        return noisy - model(noisy, sigma)
+        noisy, sigma, rician = inputs
+        return noisy - model(noisy, sigma, rician)
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
