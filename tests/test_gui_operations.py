@@ -22,7 +22,8 @@ import pytest
 pytest.importorskip("PyQt6.QtWidgets")
 pytest.importorskip("pytestqt")
 
-from PyQt6.QtCore import QEvent, QPointF, QSettings, Qt
+import test_gui
+from PyQt6.QtCore import QEvent, QPointF, Qt
 from PyQt6.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -33,33 +34,18 @@ from PyQt6.QtWidgets import (
     QMessageBox,
     QSpinBox,
 )
+from test_gui import CT, ROOT, run_gui, send_mouse
 
-ROOT = Path(__file__).resolve().parent.parent
-CT = ROOT / "samples" / "ct_abdomen_siemens"
+# The window tests' fixtures, shared: error dialogs captured (autouse), a private QSettings file.
+errors = test_gui.errors
+settings = test_gui.settings
+
 RUN_TIMEOUT_MS = 120_000
 
 
 # ----------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "medscan-gui.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture(autouse=True)
-def errors(monkeypatch):
-    """Error dialogs, captured as (title, text) instead of blocking the test."""
-    shown: list[tuple[str, str]] = []
-
-    def critical(parent, title, text, *args, **kwargs):
-        shown.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "critical", staticmethod(critical))
-    return shown
-
-
 @pytest.fixture
 def make_window(qtbot, settings):
     """Build the window when the test says so (after registering any test operations)."""
@@ -117,8 +103,6 @@ def wait_for_result(qtbot, window, start):
 
 
 def drag(widget, button, start, end):
-    from test_gui import send_mouse
-
     send_mouse(widget, QEvent.Type.MouseButtonPress, start, button, button)
     send_mouse(widget, QEvent.Type.MouseMove, end, Qt.MouseButton.NoButton, button)
     send_mouse(widget, QEvent.Type.MouseButtonRelease, end, button)
@@ -512,12 +496,6 @@ def test_about_lists_the_model_cards(window, monkeypatch):
     (text,) = shown
     cards = list_cards()
     assert cards and all(f"<b>{card.name}</b>" in text and f"v{card.version}" in text for card in cards)
-
-
-def run_gui(*args, timeout=180):
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ui.app", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_screenshot_with_an_operation_shows_before_and_after(tmp_path):
