@@ -52,11 +52,24 @@ def studies(tmp_path: Path):
     return make
 
 
-@pytest.fixture
-def database(tmp_path: Path):
-    db = Database.create(tmp_path / "studies.db", KEY, scrypt_n=2**12)
+def _open_new(target: str, blobs: str | None) -> Database:
+    db = Database.create(target, KEY, blob_dir=blobs, scrypt_n=2**12)
     db.add_user(USER, "technician", USER_KEY)
     db.login(USER, USER_KEY)
+    return db
+
+
+@pytest.fixture
+def database(tmp_path: Path):
+    db = _open_new(str(tmp_path / "studies.db"), None)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def any_database(target):
+    """The same batch on SQLCipher and on a real PostgreSQL server (a department's shared database)."""
+    db = _open_new(*target)
     yield db
     db.close()
 
@@ -97,8 +110,9 @@ def test_spec_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
     assert spec.output == {"folder": str(tmp_path / "out"), "format": "nifti"}
 
 
-def test_local_pool_and_dask_cluster_give_identical_results(studies, database) -> None:
+def test_local_pool_and_dask_cluster_give_identical_results(studies, any_database) -> None:
     distributed = pytest.importorskip("distributed")
+    database = any_database
     folders = studies(3)
     spec = _spec(folders, {"database": True})
     local_job = create_job(database, spec, "local")
