@@ -32,8 +32,6 @@ import os
 import platform
 import sys
 import time
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,20 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medscan.train.data import DATA_ROOT, HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
+from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
+from medscan.train.metrics import (
+    Timed,
+    body_mask,
+    choose_slices,
+    load_volume,
+    normalise,
+    pm,
+    psnr,
+    slice_seed,
+    ssim,
+    summarize,
+    timed,
+)
 
 MODEL_NAME = "denoise_unet2d"
 CONDITIONS: tuple[tuple[str, str, float, tuple[str, ...]], ...] = (
@@ -64,73 +75,6 @@ DISC_RADIUS_PX = 6
 # --------------------------------------------------------------------------------------------------
 # Metric helpers (imported by tests/test_evaluate.py)
 # --------------------------------------------------------------------------------------------------
-
-def body_mask(image: np.ndarray) -> np.ndarray:
-    """Foreground (the patient) of a slice: Otsu threshold, largest connected component, holes filled.
-
-    Background air/empty k-space is trivially easy to denoise and dominates whole-image PSNR on small bodies;
-    scoring inside the body tells whether anatomy got better. Lungs and ventricles are holes, so they count.
-    """
-    from skimage.filters import threshold_otsu
-
-    image = np.asarray(image, dtype=np.float64)
-    if float(image.max()) == float(image.min()):
-        return np.zeros(image.shape, dtype=bool)
-    mask = image > threshold_otsu(image)
-    mask = ndimage.binary_opening(mask, iterations=2)  # cut thin bridges to the table / coil
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros(image.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = labels == int(np.argmax(sizes))
-    largest = ndimage.binary_closing(largest, iterations=2)
-    return ndimage.binary_fill_holes(largest)
-
-
-def psnr(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None, data_range: float = 1.0) -> float:
-    """PSNR in dB over all pixels or those in ``mask``; ``inf`` for identical images (no division warning)."""
-    diff = np.asarray(reference, np.float64) - np.asarray(estimate, np.float64)
-    if mask is not None:
-        diff = diff[mask]
-    if diff.size == 0:
-        raise ValueError("empty mask: PSNR undefined")
-    mse = float(np.mean(diff**2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(data_range**2 / mse))
-
-
-def ssim(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None, data_range: float = 1.0) -> float:
-    """SSIM with Wang et al.'s settings; with ``mask`` the SSIM map is averaged over the mask only."""
-    from skimage.metrics import structural_similarity
-
-    _, ssim_map = structural_similarity(np.asarray(reference, np.float64), np.asarray(estimate, np.float64),
-                                        data_range=data_range, gaussian_weights=True, sigma=1.5,
-                                        use_sample_covariance=False, full=True)
-    if mask is None:
-        return float(ssim_map.mean())
-    if not mask.any():
-        raise ValueError("empty mask: SSIM undefined")
-    return float(ssim_map[mask].mean())
-
-
-def summarize(values: list[float]) -> dict[str, float | int]:
-    """Mean and sample sd over slices; infinite values (identical images) are kept out of both and counted."""
-    arr = np.asarray(values, dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    return {
-        "mean": float(finite.mean()) if finite.size else float("nan"),
-        "sd": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-        "n": int(arr.size),
-        "n_infinite": int(arr.size - finite.size),
-    }
-
-
-def slice_seed(*parts: object) -> int:
-    """A stable seed from names (crc32): the same slice and condition get the same noise in every run."""
-    return zlib.crc32(":".join(str(p) for p in parts).encode())
-
 
 def add_noise(clean: np.ndarray, kind: str, sigma: float, seed: int) -> np.ndarray:
     """Seeded Gaussian or Rician noise (same sigma units as ``clean``), via the project's degradations."""
@@ -181,20 +125,6 @@ def paste_disc(image: np.ndarray, mask: np.ndarray, radius: int, value: float) -
 # Methods
 # --------------------------------------------------------------------------------------------------
 
-@dataclass
-class Timed:
-    output: np.ndarray
-    wall_s: float
-    cpu_s: float
-
-
-def timed(function: Callable[[], np.ndarray]) -> Timed:
-    """Wall and process CPU seconds: CPU time stays honest when another job (training) shares the cores."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    output = function()
-    return Timed(np.asarray(output, dtype=np.float32), time.perf_counter() - wall, time.process_time() - cpu)
-
-
 def run_bm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
     import bm3d
 
@@ -212,36 +142,6 @@ def run_tv(noisy: np.ndarray, weight: float) -> np.ndarray:
     from skimage.restoration import denoise_tv_chambolle
 
     return denoise_tv_chambolle(noisy, weight=weight)
-
-
-def load_volume(item: str) -> tuple[np.ndarray, str]:
-    """(slices, H, W) float32 in physical units and the modality of a data item."""
-    from medscan.io import load
-
-    scan = load(DATA_ROOT / item)
-    volume = scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0]
-    return np.asarray(volume, dtype=np.float32), scan.modality
-
-
-def normalise(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    lo, hi = window
-    return ((np.asarray(image, np.float64) - lo) / (hi - lo)).astype(np.float32)
-
-
-def choose_slices(volume: np.ndarray, count: int) -> list[int]:
-    """``count`` slice indices spread evenly (bin centres) over the slices with a substantial body section.
-
-    The section is measured against one Otsu threshold for the whole volume: a per-slice threshold would
-    call a nearly empty end slice "all body" (its own window is a few units wide).
-    """
-    from skimage.filters import threshold_otsu
-
-    threshold = threshold_otsu(volume[:, ::4, ::4])
-    areas = (volume > threshold).sum(axis=(1, 2))
-    candidates = np.flatnonzero(areas >= 0.5 * areas.max())
-    count = min(count, candidates.size)
-    positions = ((np.arange(count) + 0.5) * candidates.size / count).astype(int)
-    return [int(candidates[p]) for p in positions]
 
 
 def tune_tv(sigmas: list[float], per_item: int) -> dict[str, Any]:
@@ -444,8 +344,6 @@ def aggregate(collected: Collected) -> dict[str, Any]:
     return tables
 
 
-def _pm(stat: dict[str, float | int], digits: int) -> str:
-    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
 
 
 def print_tables(tables: dict[str, Any]) -> None:
@@ -457,9 +355,9 @@ def print_tables(tables: dict[str, Any]) -> None:
         print("|---|---|---|---|---|---|---|")
         for method in METHODS:
             m = table["methods"][method]
-            timing = ("—", "—") if method == "noisy" else (_pm(m["wall_s"], 3), _pm(m["cpu_s"], 3))
-            print(f"| {labels[method]} | {_pm(m['psnr'], 2)} | {_pm(m['psnr_body'], 2)} | {_pm(m['ssim'], 4)} | "
-                  f"{_pm(m['ssim_body'], 4)} | {timing[0]} | {timing[1]} |")
+            timing = ("—", "—") if method == "noisy" else (pm(m["wall_s"], 3), pm(m["cpu_s"], 3))
+            print(f"| {labels[method]} | {pm(m['psnr'], 2)} | {pm(m['psnr_body'], 2)} | {pm(m['ssim'], 4)} | "
+                  f"{pm(m['ssim_body'], 4)} | {timing[0]} | {timing[1]} |")
         print(f"\nours − BM3D: {table['ours_minus_bm3d_db']:+.2f} dB whole, "
               f"{table['ours_minus_bm3d_db_body']:+.2f} dB body; ours is "
               f"{table['speedup_vs_bm3d_wall']:.0f}x faster than BM3D (wall), "
@@ -468,20 +366,20 @@ def print_tables(tables: dict[str, Any]) -> None:
         units = "HU" if table["modality"] == "CT" else "units"
         print(f"fidelity guard, ours: flagged {f['ours_flagged']}/{table['slices']} (structure "
               f"{f['ours_flagged_structure']}, mean shift {f['ours_flagged_shift']}), structure_fraction "
-              f"{_pm(f['ours_structure_fraction'], 4)} (max {f['ours_structure_fraction_max']:.4f}), mean shift in "
-              f"homogeneous tissue {_pm(f['ours_mean_shift'], 2)} {units} "
+              f"{pm(f['ours_structure_fraction'], 4)} (max {f['ours_structure_fraction_max']:.4f}), mean shift in "
+              f"homogeneous tissue {pm(f['ours_mean_shift'], 2)} {units} "
               f"(max |.| {f['ours_mean_shift_abs_max']:.2f}); "
-              f"bias vs clean {_pm(f['ours_bias_vs_clean'], 2)} {units}")
+              f"bias vs clean {pm(f['ours_bias_vs_clean'], 2)} {units}")
         print(f"fidelity guard, ours + pasted disc r={DISC_RADIUS_PX}px: flagged {f['hallucinated_flagged']}/"
               f"{table['slices']} (by structure {f['hallucinated_flagged_structure']}), structure_fraction "
-              f"{_pm(f['hallucinated_structure_fraction'], 4)} "
+              f"{pm(f['hallucinated_structure_fraction'], 4)} "
               f"(min {f['hallucinated_structure_fraction_min']:.4f})")
         print(f"control, clean slice as output (perfect denoiser): flagged {f['oracle_flagged']}/{table['slices']}, "
-              f"structure_fraction {_pm(f['oracle_structure_fraction'], 4)}, mean shift "
-              f"{_pm(f['oracle_mean_shift'], 2)} {units}")
+              f"structure_fraction {pm(f['oracle_structure_fraction'], 4)}, mean shift "
+              f"{pm(f['oracle_mean_shift'], 2)} {units}")
         print(f"diagnostic: largest coherent blob ours max {f['ours_largest_blob_px_max']} px, with disc min "
               f"{f['hallucinated_largest_blob_px_min']} px (disc {np.pi * DISC_RADIUS_PX**2:.0f} px); share of the "
-              f"disc the guard's map marks {_pm(f['hallucinated_disc_marked_fraction'], 2)}")
+              f"disc the guard's map marks {pm(f['hallucinated_disc_marked_fraction'], 2)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,10 @@ slice's intensity window) and a ``torch.Generator`` so that every training pair 
 
 from medscan.degrade.blur import gaussian_blur, gaussian_kernel
 from medscan.degrade.noise import add_ct_noise, add_gaussian, add_poisson_gaussian, add_rician, estimate_sigma
-from medscan.degrade.resample import downsample, downsample_slices
+from medscan.degrade.resample import downsample, downsample_rows, downsample_slices
 
 __all__ = [
-    "add_ct_noise", "add_gaussian", "add_poisson_gaussian", "add_rician", "downsample", "downsample_slices",
+    "add_ct_noise", "add_gaussian", "add_poisson_gaussian", "add_rician", "downsample", "downsample_rows",
+    "downsample_slices",
     "estimate_sigma", "gaussian_blur", "gaussian_kernel",
 ]

@@ -40,6 +40,10 @@ class ResidualDenoiser(nn.Module):
 def build_network(config: dict[str, Any]) -> nn.Module:
     """``config`` is the card's ``network`` entry: {"kind": ..., "backbone": {...MONAI kwargs}}."""
     kind = config["kind"]
+    if kind == "residual_upsampler":  # super-resolve and sharpen: {"kind": ..., "args": {scale, base, ...}}
+        from medscan.nets.upsampler import ResidualUpsampler
+
+        return ResidualUpsampler(**config.get("args", {}))
     backbone_cfg = dict(config["backbone"])
     arch = backbone_cfg.pop("arch", "UNet")
     from monai.networks import nets  # imported lazily: MONAI is heavy and only needed for inference

@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medscan.degrade import add_ct_noise, add_gaussian, add_rician, estimate_sigma
+from medscan.degrade import (
+    add_ct_noise,
+    add_gaussian,
+    add_rician,
+    downsample,
+    downsample_rows,
+    estimate_sigma,
+    gaussian_blur,
+)
 
 
 class DenoiseTask:
@@ -42,3 +50,69 @@ class DenoiseTask:
 
 
 TASKS = {"denoise": DenoiseTask}
+
+
+CLEAN_RANGE = (-0.5, 2.0)  # a near-empty slice's percentile window can blow a few pixels up to 1e6
+
+
+class SharpenTask:
+    """Blind deblurring: Gaussian PSF of a random width (scanner/reconstruction blur) plus mild noise.
+
+    Blur is applied in the normalised window like everything else; the network sees only the blurred slice,
+    because a user never knows the PSF of the scan in front of them.
+    """
+
+    def __init__(self, sigma_range: tuple[float, float] = (0.5, 2.5), noise_range: tuple[float, float] = (0.0, 0.02)):
+        self.sigma_range = sigma_range
+        self.noise_range = noise_range
+
+    def make_batch(
+        self, clean: torch.Tensor, generator: torch.Generator
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        clean = clean.clamp(*CLEAN_RANGE)
+        n = clean.shape[0]
+        lo, hi = self.sigma_range
+        sigmas = torch.empty(n).uniform_(lo, hi, generator=generator)
+        blurred = torch.cat([gaussian_blur(clean[i:i + 1], float(s)) for i, s in enumerate(sigmas)])
+        noise = torch.empty(n).uniform_(*self.noise_range, generator=generator)
+        return (add_gaussian(blurred, noise, generator),), clean
+
+    @staticmethod
+    def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return model(inputs[0])
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(prediction, target)
+
+
+class SuperResolveTask:
+    """Super-resolution from what a coarser acquisition measures: area averages over the larger voxel.
+
+    ``axis="in-plane"`` averages ``scale`` x ``scale`` blocks (a coarser matrix); ``axis="through-plane"``
+    averages ``scale`` rows only (thick slices seen in a reformatted view, a box slice profile).
+    """
+
+    def __init__(self, scale: int = 2, axis: str = "in-plane", noise_range: tuple[float, float] = (0.0, 0.005)):
+        if axis not in ("in-plane", "through-plane"):
+            raise ValueError(f"unknown axis {axis!r}")
+        self.scale, self.axis, self.noise_range = scale, axis, noise_range
+
+    def make_batch(
+        self, clean: torch.Tensor, generator: torch.Generator
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        clean = clean.clamp(*CLEAN_RANGE)
+        low = downsample(clean, self.scale) if self.axis == "in-plane" else downsample_rows(clean, self.scale)
+        noise = torch.empty(clean.shape[0]).uniform_(*self.noise_range, generator=generator)
+        return (add_gaussian(low, noise, generator),), clean
+
+    @staticmethod
+    def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return model(inputs[0])
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(prediction, target)
+
+
+TASKS.update({"sharpen": SharpenTask, "super_resolve": SuperResolveTask})

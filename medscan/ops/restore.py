@@ -1,0 +1,162 @@
+"""Sharpen (a Clean operation) and super-resolve (a Generate operation): the residual-upsampler models.
+
+Both run slice by slice in each slice's own intensity window and write back in the input's units.
+Sharpening keeps the grid and goes through the fidelity guard like every Clean result; super-resolution
+creates samples that were never measured, so its output is marked synthetic and gets a new affine whose
+voxel centres tile exactly the field of view of the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medscan import __version__
+from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.scan import MedscanError, ProvenanceEntry, Scan
+
+SHARPEN_MODEL = "sharpen_edsr2d"
+SUPERRES_MODELS = {("in-plane", 2): "superres_x2", ("in-plane", 4): "superres_x4", ("through-plane", 2): "superres_z2"}
+
+
+def _check_modality(scan: Scan, operation: str) -> None:
+    if scan.modality not in ("CT", "MR"):
+        raise MedscanError(scan.source_path or scan.description, f"{operation} is trained for CT and MR, "
+                                                                 f"not {scan.modality}")
+
+
+def run_planes(planes: np.ndarray, model, device, *, batch: int = 4,
+               progress: ProgressCallback | None = None) -> np.ndarray:
+    """Apply a residual-upsampler to (N, h, w) planes in their own units; returns (N, h*sy, w*sx) float32."""
+    import torch
+
+    from medscan.nets.device import autocast
+    from medscan.nets.normalize import intensity_window
+    from medscan.ops.inference import _pad_to
+
+    sy, sx = model.scale
+    n, h, w = planes.shape
+    out = np.empty((n, h * sy, w * sx), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            chunk = np.asarray(planes[start:start + batch], dtype=np.float32)
+            windows = np.array([intensity_window(p) for p in chunk], np.float32).reshape(-1, 2, 1, 1)
+            lo, hi = windows[:, 0], windows[:, 1]
+            # A flat plane (air above the body in a reformat) has no window: any positive span maps it to 0.
+            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
+            x = torch.from_numpy((chunk - lo) / span)[:, None].to(device)
+            padded, _ = _pad_to(x, model.pad_multiple)
+            with autocast(device):
+                y = model(padded).float()[..., :h * sy, :w * sx]
+            out[start:start + batch] = y[:, 0].cpu().numpy() * span + lo
+            if progress is not None:
+                progress(min(start + batch, n), n)
+    return out
+
+
+def sharpen(scan: Scan, *, strength: float, model: str, device: str, progress: ProgressCallback | None) -> Result:
+    from medscan.nets.device import pick_device
+    from medscan.ops.clean import _finish, _planes
+    from medscan.ops.inference import cached_model
+
+    _check_modality(scan, "sharpen")
+    torch_device = pick_device(device)
+    network, card = cached_model(model, torch_device)
+    planes = _planes(scan)
+    restored = run_planes(planes, network, torch_device, progress=progress)
+    # strength blends the learned detail: 0 returns the input, 1 the model's estimate of the unblurred slice.
+    sharpened = planes + strength * (restored - planes)
+    entry = ProvenanceEntry("sharpen", {"strength": strength}, model=model, model_version=str(card.get("version")),
+                            software=f"medscan {__version__}")
+    return _finish(scan, sharpened, entry)
+
+
+register(Operation(
+    name="sharpen",
+    family="clean",
+    title="Sharpen",
+    summary="Undo blur (deblur) blindly, slice by slice; units and geometry are kept.",
+    params=(
+        Param("strength", "float", 1.0, "share of the restored detail to add (0 keeps the input)", 0.0, 1.5),
+        Param("model", "str", SHARPEN_MODEL, "shipped model to use"),
+    ),
+    function=sharpen,
+))
+
+
+def upsampled_affine(affine: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
+    """The affine of a grid refined by ``factors`` along (i, j, k), covering the same field of view.
+
+    Voxel size divides by the factor; the first new centre sits half a new voxel inside the old voxel's
+    edge, i.e. at old index (1/f - 1)/2, so the new voxels tile exactly the old voxels' extent.
+    """
+    refine = np.eye(4)
+    for axis, f in enumerate(factors):
+        refine[axis, axis] = 1.0 / f
+        refine[axis, 3] = (1.0 / f - 1.0) / 2.0
+    return np.asarray(affine, np.float64) @ refine
+
+
+def _through_plane(volume: np.ndarray, network, device, progress: ProgressCallback | None,
+                   done: int, total: int) -> np.ndarray:
+    """(K, H, W) -> (2K, H, W): the model runs on the (K, W) reformats, rows along the slice direction."""
+    reformats = np.ascontiguousarray(volume.transpose(1, 0, 2))  # (H, K, W)
+
+    def step(finished: int, _: int) -> None:
+        if progress is not None:
+            progress(done + finished, total)
+
+    refined = run_planes(reformats, network, device, progress=step)  # (H, 2K, W)
+    return np.ascontiguousarray(refined.transpose(1, 0, 2))
+
+
+def super_resolve(scan: Scan, *, scale: str, axis: str, model: str, device: str,
+                  progress: ProgressCallback | None) -> Result:
+    from medscan.nets.device import pick_device
+    from medscan.ops.inference import cached_model
+
+    _check_modality(scan, "super-resolve")
+    factor = int(scale)
+    name = model if model != "auto" else SUPERRES_MODELS.get((axis, factor))
+    if name is None:
+        raise MedscanError("--scale", f"{axis} super-resolution is available at x2 only, not x{factor}")
+    torch_device = pick_device(device)
+    network, card = cached_model(name, torch_device)
+    expected = (factor, factor) if axis == "in-plane" else (factor, 1)
+    if tuple(network.scale) != expected:
+        raise MedscanError(name, f"model scales by {tuple(network.scale)}, {axis} x{factor} needs {expected}")
+    volumes = scan.voxels.reshape(-1, *scan.volume_shape)
+    if axis == "in-plane":
+        planes = volumes.reshape(-1, *scan.volume_shape[1:])
+        refined = run_planes(planes, network, torch_device, progress=progress)
+        voxels = refined.reshape(*scan.voxels.shape[:-2], *refined.shape[-2:])
+        factors = (factor, factor, 1)
+    else:
+        if scan.volume_shape[0] < 2:
+            raise MedscanError(scan.source_path or scan.description, "through-plane needs at least 2 slices")
+        per_volume = scan.volume_shape[1]
+        total = per_volume * len(volumes)
+        stacked = [_through_plane(v, network, torch_device, progress, i * per_volume, total)
+                   for i, v in enumerate(volumes)]
+        voxels = np.stack(stacked).reshape(*scan.voxels.shape[:-3], -1, *scan.volume_shape[1:])
+        factors = (1, 1, factor)
+    entry = ProvenanceEntry("super_resolve", {"scale": factor, "axis": axis, "synthetic": True}, model=name,
+                            model_version=str(card.get("version")), software=f"medscan {__version__}")
+    derived = scan.derive(voxels, entry, affine=upsampled_affine(scan.affine, factors), synthetic=True)
+    notes = [f"super-resolved x{factor} {axis}: the new samples are generated, not measured (SYNTHETIC)"]
+    return Result(scan=derived, notes=notes)
+
+
+register(Operation(
+    name="super_resolve",
+    family="generate",
+    title="Super-resolve",
+    summary="Refine the grid x2 or x4 in-plane, or x2 through-plane for thick slices; the output is SYNTHETIC.",
+    params=(
+        Param("scale", "choice", "2", "refinement factor (through-plane: 2 only)", choices=("2", "4")),
+        Param("axis", "choice", "in-plane", "in-plane (rows and columns) or through-plane (slice direction)",
+              choices=("in-plane", "through-plane")),
+        Param("model", "str", "auto", "shipped model to use (auto: the one for this scale and axis)"),
+    ),
+    function=super_resolve,
+    synthetic=True,
+))
