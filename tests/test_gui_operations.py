@@ -282,6 +282,17 @@ def test_swipe_flicker_and_the_method_noise_overlay(qtbot, window, ct_scan):
     assert "comparing" not in window.windowTitle()
 
 
+def test_compare_mode_and_overlay_opacity_are_remembered(make_window, settings):
+    first = make_window()
+    first.workflow.set_mode("flicker")
+    first.compareBar.opacity.setValue(40)
+    first.close()
+    second = make_window()
+    assert second.workflow.mode == "flicker" and second.compareBar.mode_button("flicker").isChecked()
+    assert second.afterViewer.overlay_opacity == pytest.approx(0.4)
+    assert not second.afterViewer.isVisible()  # nothing compared yet
+
+
 def test_signed_overlay_is_transparent_where_nothing_changed():
     from ui.qt_compare import signed_overlay
 
@@ -404,7 +415,8 @@ def test_generate_results_are_synthetic_in_list_overlay_title_and_export_name(qt
         function=fake_generate, synthetic=True))
     window = make_window()
     generate = window.opsPanel.panels["generate"]
-    assert generate.empty is None and "SYNTHETIC" in generate.chooser.currentText()
+    generate.select("fake_generate")
+    assert generate.empty is None and generate.chooser.currentText() == "SYNTHETIC · Fake upsample"
     widgets = generate.forms["fake_generate"].widgets
     assert isinstance(widgets["method"], QComboBox) and widgets["method"].currentText() == "cubic"
     assert isinstance(widgets["sharpen"], QCheckBox) and widgets["sharpen"].isChecked()
@@ -420,7 +432,8 @@ def test_generate_results_are_synthetic_in_list_overlay_title_and_export_name(qt
     assert entry.params["method"] == "linear" and entry.after.synthetic and entry.synthetic
 
     results = window.opsPanel.results
-    assert results.list.currentItem().text().startswith("SYNTHETIC · ")
+    label = f"SYNTHETIC · #{entry.number} Fake upsample · axial slice 2 · method linear"
+    assert results.list.currentItem().text() == label
     assert "SYNTHETIC" in results.details.toPlainText() and "made up by linear" in results.details.toPlainText()
     overlay = [text for text, _ in window.afterViewer.overlay_text()["top_right"]]
     assert "SYNTHETIC - not acquired" in overlay and any("SYNTHETIC" in t and "AFTER" in t for t in overlay)
@@ -437,6 +450,44 @@ def test_generate_results_are_synthetic_in_list_overlay_title_and_export_name(qt
     qtbot.mouseClick(results.dicom_button, Qt.MouseButton.LeftButton)
     assert Path(suggested[0]).name == "CT_fake_generate_axial2_SYNTHETIC_derived"
     assert not window.jobs.active  # cancelled in the dialog: nothing runs
+
+
+def fake_through_plane(scan, *, device, progress):
+    """A stand-in super-resolution: twice the slices over the same extent, so a new grid."""
+    from medscan.ops import Result
+    from medscan.scan import ProvenanceEntry
+
+    affine = scan.affine.copy()
+    affine[:3, 2] /= 2
+    voxels = np.repeat(scan.voxels, 2, axis=-3)
+    result = scan.derive(voxels, ProvenanceEntry("fake_through_plane"), affine=affine, synthetic=True)
+    return Result(scan=result, maps={"uncertainty": np.ones_like(voxels)})
+
+
+def test_a_result_on_a_finer_grid_is_compared_side_by_side_by_position(qtbot, make_window, ct_scan, monkeypatch):
+    from medscan.ops import Operation
+
+    register(monkeypatch, Operation(name="fake_through_plane", family="generate", title="Fake slices",
+                                    summary="Twice the slices.", params=(), function=fake_through_plane,
+                                    synthetic=True))
+    window = make_window()
+    series = show(qtbot, window, crop(ct_scan, 4, 4))
+    entry = wait_for_result(qtbot, window, lambda: window.workflow.run_series("fake_through_plane"))
+    viewer, after, bar = window.viewer, window.afterViewer, window.compareBar
+    assert entry.after.voxels.shape == (8, 512, 512) and not after.same_grid
+    assert not bar.mode_button("swipe").isEnabled() and not bar.mode_button("flicker").isEnabled()
+    assert [bar.overlay.itemData(i) for i in range(bar.overlay.count())] == ["", "uncertainty"]
+    window.workflow.set_mode("swipe")  # refused quietly: side by side stays
+    assert after.mode == "side" and viewer.isVisible()
+
+    viewer.set_slice(3)
+    assert after.slice_index == 6  # the same position: 2 mm slices became 1 mm slices
+    np.testing.assert_allclose(entry.after.index_to_world([[0, 0, 6]]), series.index_to_world([[0, 0, 3]]))
+    after.set_slice(4)
+    assert viewer.slice_index == 2
+    viewer.zoom_by(1.5)
+    assert after.zoom == pytest.approx(1.5)  # both drawn in millimetres: the same anatomy on screen
+    assert after.image_transform().m11() * 512 == pytest.approx(viewer.image_transform().m11() * 512)
 
 
 def test_an_operation_error_is_one_line_in_a_dialog_and_the_window_stays_usable(qtbot, make_window, ct_scan,

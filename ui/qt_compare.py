@@ -6,6 +6,11 @@ draggable divider, after right of it) or a flicker (the two alternate in place, 
 what changed). A signed map - after minus before, or an operation's own map such as the method
 noise - is drawn on top in orange (positive) and blue (negative) with an opacity control.
 
+A result on another grid (super-resolution: more pixels or slices over the same field of view) is
+compared side by side only: the views are drawn in millimetres, so zoom and pan already agree, and
+the slice shown is the one nearest in patient position. Swipe, flicker and the difference need the
+same pixels on both sides and are offered only then.
+
 Only display work happens here (windowing, colouring); the maps come from the engine's Result.
 """
 
@@ -19,7 +24,7 @@ from PyQt6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen, QTransform
 from PyQt6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QWidget
 
-from medscan.view import Reformat
+from medscan.view import Reformat, index_to_patient
 from medscan.view import reformat as reformat_volume
 from ui.qt_slice_viewer import SliceViewer, _shadow_text, format_value
 
@@ -76,6 +81,7 @@ class CompareViewer(SliceViewer):
         self.uncovered_text = ""
         self.slice_proxy: Callable[[int], None] | None = None  # a preview's scrolling drives the main view
         self.slice_label = ""  # a preview's place in the series, instead of 'Im 1 / 1'
+        self.same_grid = True  # before and after share pixels: swipe, flicker and difference possible
         self._swipe_drag = False
         self._cache: dict[str, tuple[tuple, np.ndarray, QImage]] = {}
         self._flicker = QTimer(self)
@@ -84,13 +90,16 @@ class CompareViewer(SliceViewer):
 
     # -- what is compared ------------------------------------------------------------------------
     def set_comparison(self, before: Scan, after: Scan, maps: dict[str, np.ndarray], caption: str) -> None:
-        """Show ``after`` with ``before`` (same geometry) and the maps that match its shape."""
-        if before.voxels.shape != after.voxels.shape:
-            raise ValueError(f"before {before.voxels.shape} and after {after.voxels.shape} differ")
-        self.before_scan = before
+        """Show ``after`` with ``before`` and the maps that match its shape (on the same grid: also swipe,
+        flicker and the difference)."""
+        self.same_grid = before.voxels.shape == after.voxels.shape and np.allclose(before.affine, after.affine,
+                                                                                   atol=1e-4)
+        self.before_scan = before if self.same_grid else None
         self.maps = {name: m for name, m in maps.items() if np.shape(m) == after.voxels.shape}
-        if self.overlay_name not in (DIFFERENCE, *self.maps):
+        if self.overlay_name not in self.overlay_names():
             self.overlay_name = ""
+        if not self.same_grid:
+            self.set_mode("side")
         self.caption = caption
         self.covered = True
         self.set_scan(after)
@@ -99,10 +108,11 @@ class CompareViewer(SliceViewer):
         self._flicker.stop()
         self.before_scan, self.before_stack, self.maps = None, None, {}
         self.slice_proxy, self.slice_label = None, ""
+        self.same_grid = True
         self.set_scan(None)
 
     def overlay_names(self) -> list[str]:
-        return [DIFFERENCE, *self.maps]
+        return [DIFFERENCE, *self.maps] if self.same_grid else list(self.maps)
 
     def set_scan(self, scan: Scan | None, preset: str | None = None) -> None:
         super().set_scan(scan, preset)
@@ -124,6 +134,8 @@ class CompareViewer(SliceViewer):
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown compare mode {mode!r}")
+        if mode != "side" and not self.same_grid:
+            raise ValueError("swipe and flicker need before and after on the same grid")
         self.mode = mode
         self.showing_before = False
         if mode == "flicker":
@@ -169,7 +181,7 @@ class CompareViewer(SliceViewer):
 
     def overlay_plane(self) -> np.ndarray | None:
         """The signed map shown as overlay on the current slice, in the scan's units."""
-        if not self.overlay_name or self.before_stack is None or self.scan is None:
+        if not self.overlay_name or self.stack is None or self.scan is None:
             return None
         if self.overlay_name == DIFFERENCE:
             return self.current_plane() - self.before_plane()
@@ -218,11 +230,13 @@ class CompareViewer(SliceViewer):
         super().paintEvent(event)
 
     def paint_layers(self, painter: QPainter, transform: QTransform) -> None:
-        if self.before_stack is None:
+        if self.scan is None:
             return
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, transform.m11() < 4)
-        if self.mode == "flicker" and self.showing_before:
+        if self.before_stack is None:
+            pass
+        elif self.mode == "flicker" and self.showing_before:
             painter.setTransform(transform)
             painter.drawImage(QPointF(0, 0), self._before_image())
         elif self.mode == "swipe":
@@ -235,7 +249,7 @@ class CompareViewer(SliceViewer):
         if overlay is not None:
             painter.drawImage(QPointF(0, 0), overlay)
         painter.restore()
-        if self.mode == "swipe":
+        if self.mode == "swipe" and self.before_stack is not None:
             self._paint_divider(painter)
 
     def swipe_x(self) -> float:
@@ -359,7 +373,7 @@ class ViewLink(QObject):
             if self.origin is None:
                 follower.set_plane(leader.plane)
                 follower.set_volume(leader.volume)
-                follower.set_slice(leader.slice_index)
+                follower.set_slice(self._nearest(leader, follower))
                 return
             plane, index, volume = self.origin
             here = (leader.plane, leader.slice_index, leader.volume) == self.origin
@@ -376,7 +390,20 @@ class ViewLink(QObject):
         self._guarded(lambda: self.leader.set_window(center, width, preset))
 
     def _follower_slice(self, index: int, _count: int) -> None:
-        self._guarded(lambda: self.leader.set_slice(index))
+        self._guarded(lambda: self.leader.set_slice(self._nearest(self.follower, self.leader)))
+
+    @staticmethod
+    def _nearest(source: SliceViewer, target: SliceViewer) -> int:
+        """The target slice nearest in patient position to the source's (the same index on the same grid)."""
+        if source.stack is None or target.stack is None:
+            return source.slice_index
+        if source.stack.shape[0] == target.stack.shape[0] and np.allclose(source.stack.affine, target.stack.affine,
+                                                                          atol=1e-4):
+            return source.slice_index
+        _, rows, cols = source.stack.shape
+        centre = index_to_patient(source.stack.affine, (cols - 1) / 2, (rows - 1) / 2, source.slice_index)
+        index = np.linalg.solve(target.stack.affine[:3, :3], centre - target.stack.affine[:3, 3])[2]
+        return int(np.clip(round(float(index)), 0, target.slice_count - 1))
 
     def _leader_view(self) -> None:
         self.follower.set_view(self.leader.zoom, self.leader.pan)
@@ -447,6 +474,14 @@ class CompareBar(QWidget):
     def set_mode(self, mode: str) -> None:
         for button in self.mode_buttons.buttons():
             button.setChecked(button.objectName() == f"compare_{mode}")
+
+    def set_modes_available(self, same_grid: bool) -> None:
+        """Swipe and flicker only where before and after share pixels."""
+        for mode in ("swipe", "flicker"):
+            button = self.mode_button(mode)
+            button.setEnabled(same_grid)
+            button.setToolTip("" if same_grid else "The result is on another grid (e.g. super-resolved): side by "
+                                                   "side only")
 
     def mode_button(self, mode: str) -> QToolButton:
         return next(b for b in self.mode_buttons.buttons() if b.objectName() == f"compare_{mode}")

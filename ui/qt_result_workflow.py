@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from ui.qt_compare import ViewLink
+from ui.qt_compare import MODES, ViewLink
 from ui.qt_results import ResultEntry, operation_job, preview_scan
 
 if TYPE_CHECKING:
@@ -47,8 +47,12 @@ class ResultWorkflow(QObject):
         self.results.discardRequested.connect(self.discard)
         self.results.exportRequested.connect(self.export)
         self.bar.modeChanged.connect(self.set_mode)
-        self.bar.overlayChanged.connect(self.after.set_overlay)
+        self.bar.overlayChanged.connect(self._on_overlay)
         self.bar.closeRequested.connect(self.close)
+        if window.persist:  # the last compare mode and overlay opacity (not for reproducible screenshots)
+            mode = window.settings.value("compare/mode", "side", type=str)
+            self.set_mode(mode if mode in MODES else "side")
+            self.bar.opacity.setValue(window.settings.value("compare/opacity", 60, type=int))
 
     # -- running ---------------------------------------------------------------------------------
     def preview(self, name: str, params: dict[str, Any] | None = None) -> Job | None:
@@ -116,7 +120,9 @@ class ResultWorkflow(QObject):
             viewer.set_slice(index)
         caption = f"AFTER · {entry.operation.title}" + (" · SYNTHETIC" if entry.synthetic else "")
         self.after.set_comparison(entry.before, entry.after, entry.result.maps, caption)
-        self.after.set_mode(self.mode)
+        self.bar.set_modes_available(self.after.same_grid)
+        self.after.set_mode(self.mode if self.after.same_grid else "side")
+        self.bar.set_mode(self.after.mode)
         viewer.caption = "BEFORE"
         viewer.update()
         self.link = ViewLink(viewer, self.after, entry.origin)
@@ -129,9 +135,17 @@ class ResultWorkflow(QObject):
     def set_mode(self, mode: str) -> None:
         """'side' (two linked views), 'swipe' or 'flicker' (one view, before and after in place)."""
         self.mode = mode
-        self.after.set_mode(mode)
-        self.bar.set_mode(mode)
+        if self.after.same_grid:
+            self.after.set_mode(mode)
+        self.bar.set_mode(self.after.mode)
         self._layout()
+        if self.window.persist:
+            self.window.settings.setValue("compare/mode", mode)
+
+    def _on_overlay(self, name: str, opacity: float) -> None:
+        self.after.set_overlay(name, opacity)
+        if self.window.persist:
+            self.window.settings.setValue("compare/opacity", round(opacity * 100))
 
     def close(self) -> None:
         if self.shown is None:
@@ -156,7 +170,7 @@ class ResultWorkflow(QObject):
         comparing = self.shown is not None
         self.bar.setVisible(comparing)
         self.after.setVisible(comparing)
-        self.window.viewer.setVisible(not comparing or self.mode == "side")
+        self.window.viewer.setVisible(not comparing or self.after.mode == "side")
 
     # -- keep, discard, export -------------------------------------------------------------------
     def keep(self, entry: ResultEntry) -> None:

@@ -117,8 +117,11 @@ class ResultEntry:
         return f"{plane} slice {index + 1}"
 
     def label(self) -> str:
-        """List and title text, e.g. 'SYNTHETIC · #3 Upsample · series'."""
+        """List and title text, e.g. '#3 Denoise · series · strength 0.5' (parameters that differ from the defaults)."""
         bits = ["SYNTHETIC" if self.synthetic else "", f"#{self.number} {self.operation.title}", self.scope]
+        defaults = self.operation.defaults()
+        bits += [f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                 for name, value in self.params.items() if value != defaults.get(name)]
         if self.flagged:
             bits.append("flagged")
         return ("✓ " if self.kept else "") + " · ".join(bit for bit in bits if bit)
