@@ -275,8 +275,7 @@ class MainWindow(QMainWindow):
 
     def show_scan(self, scan: Scan, summary: SeriesSummary | None = None) -> None:
         """Put ``scan`` in the viewer with the preset last chosen for its modality."""
-        if hasattr(self, "workflow"):
-            self.workflow.close()
+        self.workflow.close()
         self.scan = scan
         self.current = summary
         preset = self.settings.value(f"preset/{scan.modality}", "", type=str) or None
@@ -478,7 +477,7 @@ class MainWindow(QMainWindow):
         QMessageBox.critical(self, title, message)
 
     def _show_device(self) -> None:
-        choice = self.opsPanel.device_choice() if hasattr(self, "workflow") else "auto"
+        choice = self.opsPanel.device_choice()
         label = "CPU (chosen)" if choice == "cpu" else self.device.label
         if choice == "cuda" and not self.device.label.startswith("CUDA"):
             label = f"CUDA chosen, but {self.device.label}"
