@@ -437,7 +437,6 @@ class CompareBar(QWidget):
             self.mode_buttons.addButton(button)
             layout.addWidget(button)
         layout.addSpacing(8)
-        layout.addWidget(QLabel("Overlay"))
         self.overlay = QComboBox()
         self.overlay.setToolTip("A signed map drawn over the after image: orange where the value rose, blue where "
                                 "it fell")
@@ -448,7 +447,7 @@ class CompareBar(QWidget):
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
-        self.opacity.setFixedWidth(90)
+        self.opacity.setFixedWidth(80)
         self.opacity.setToolTip("Overlay opacity")
         self.opacity.valueChanged.connect(self._emit_overlay)
         self.opacity_label = QLabel("60%")
@@ -465,7 +464,7 @@ class CompareBar(QWidget):
     def set_overlays(self, names: list[str], current: str) -> None:
         self.overlay.blockSignals(True)
         self.overlay.clear()
-        self.overlay.addItem("None", "")
+        self.overlay.addItem("No overlay", "")
         for name in names:
             self.overlay.addItem(map_title(name), name)
         self.overlay.setCurrentIndex(max(0, self.overlay.findData(current)))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import (
-    QHBoxLayout,
+    QGridLayout,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -186,14 +186,14 @@ class ResultsPanel(QWidget):
         self.keep_button.setToolTip("Keep this result and continue working on it (a series result becomes the "
                                     "series shown)")
         self.discard_button = QPushButton("Discard")
-        self.nifti_button = QPushButton("NIfTI…")
+        self.nifti_button = QPushButton("Export NIfTI…")
         self.nifti_button.setToolTip("Export this result as a NIfTI volume")
-        self.dicom_button = QPushButton("DICOM…")
+        self.dicom_button = QPushButton("Export DICOM…")
         self.dicom_button.setToolTip("Export this result as a derived DICOM series")
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()
         buttons.setSpacing(4)
-        for button in (self.keep_button, self.discard_button, self.nifti_button, self.dicom_button):
-            buttons.addWidget(button)
+        for index, button in enumerate((self.keep_button, self.discard_button, self.nifti_button, self.dicom_button)):
+            buttons.addWidget(button, index // 2, index % 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
