@@ -490,6 +490,19 @@ def test_a_result_on_a_finer_grid_is_compared_side_by_side_by_position(qtbot, ma
     assert after.image_transform().m11() * 512 == pytest.approx(viewer.image_transform().m11() * 512)
 
 
+def test_an_unexpected_error_in_the_window_is_a_dialog_not_an_abort(window, monkeypatch, errors):
+    from ui.app import install_error_hook
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    install_error_hook(window)
+    try:
+        raise KeyError("overlay")
+    except KeyError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    assert errors == [("Unexpected error", "KeyError: 'overlay'")]
+    assert window.isVisible()
+
+
 def test_an_operation_error_is_one_line_in_a_dialog_and_the_window_stays_usable(qtbot, make_window, ct_scan,
                                                                                monkeypatch, errors):
     from medscan.ops import Operation, Param

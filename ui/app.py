@@ -55,6 +55,23 @@ def _install_qt_message_filter() -> None:
     qInstallMessageHandler(handler)
 
 
+def install_error_hook(window) -> None:
+    """A slip in our own code while handling an event becomes a one-line dialog, not an abort.
+
+    PyQt6 aborts the process on an exception escaping a slot unless ``sys.excepthook`` was replaced;
+    the traceback goes to the ``medscan.ui`` log for us, the message to the person at the window.
+    """
+    import logging
+
+    from ui.qt_workers import describe_error
+
+    def hook(kind, value, traceback) -> None:
+        logging.getLogger("medscan.ui").error("unexpected error", exc_info=(kind, value, traceback))
+        window.report_error("Unexpected error", describe_error(value))
+
+    sys.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:
@@ -91,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_dark_theme(app)
 
     window = MainWindow(persist=not args.screenshot)
+    previous_hook = sys.excepthook
+    install_error_hook(window)
     outcome = {"status": 0}
 
     def finish(status: int) -> None:
@@ -140,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.path:
         QTimer.singleShot(0, lambda: window.open_path(args.path))
-    status = app.exec()
+    try:
+        status = app.exec()
+    finally:
+        sys.excepthook = previous_hook  # the window is gone (the self-test goes on in this process)
     return outcome["status"] or status
 
 
