@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -117,24 +116,14 @@ def _open_database(args: argparse.Namespace, path: Path):
 
 def _keep(database, args: argparse.Namespace, path: Path, record, result, params: dict) -> int:
     """Store ``result`` with what produced it; the input series is registered first (DICOM or NIfTI)."""
-    from medscan.ops import get
+    from medscan.db.results import keep_result
 
     if record is None:
         series_id = database.register_file(path, result.scan.modality)
     else:
         series_id = database.import_listing(SimpleNamespace(series=[record]), str(path))[0]
-    entries = [e for e in result.scan.provenance if e.operation == args.operation_name] or [None]
-    last = entries[-1]
-    quality = result.fidelity.as_dict() if result.fidelity is not None else {}
-    if result.notes:
-        quality["notes"] = list(result.notes)
-    return database.store_result(
-        series_id, result.scan.voxels, operation=args.operation_name, affine=result.scan.affine,
-        model_name=last.model if last else None, model_version=last.model_version if last else None,
-        parameters={**params, "device": args.device}, quality=quality,
-        synthetic=result.synthetic or get(args.operation_name).synthetic,
-        provenance=[asdict(e) for e in result.scan.provenance],
-    )
+    return keep_result(database, series_id, result, operation=args.operation_name,
+                       parameters={**params, "device": args.device})
 
 
 def _run_jobs(args: argparse.Namespace, path: Path, out: Path, jobs: list, params: dict, database) -> int:

@@ -12,7 +12,6 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import asdict
 from typing import Any
 
 from medscan.scan import MedscanError
@@ -124,14 +123,12 @@ def execute_task(payload: dict[str, Any]) -> dict[str, Any]:
             raise MedscanError(payload["label"], "fidelity guard refused the result: " + "; ".join(report.reasons))
         done = {"worker": outcome["worker"]}
         if payload["output"].get("database"):
-            quality = report.as_dict() if report is not None else {}
+            from medscan.db.results import keep_result
+
             done["seconds"] = time.perf_counter() - started
-            database.store_result(
-                payload["series_ref"], result.scan.voxels, operation=payload["operation"], affine=result.scan.affine,
-                model_name=result.scan.provenance[-1].model, model_version=result.scan.provenance[-1].model_version,
-                parameters=payload["parameters"], quality=quality, synthetic=result.scan.synthetic,
-                provenance=[asdict(entry) for entry in result.scan.provenance],
-                before_commit=lambda session, result_id: _claim(session, payload, result_ref=result_id, **done))
+            keep_result(database, payload["series_ref"], result, operation=payload["operation"],
+                        parameters={**payload["parameters"], "device": payload["device"]},
+                        before_commit=lambda session, result_id: _claim(session, payload, result_ref=result_id, **done))
             outcome["output"] = "database"
         else:
             from medscan.batch.jobs import output_path, staging_dir
