@@ -11,8 +11,9 @@ Protocol (shared with ``evaluate_denoise.py`` through ``medscan.train.metrics``)
 * Our models run exactly as the operations run them (``medscan.ops.restore.run_planes``: the degraded slice in
   physical units, normalised to its own window), so the figures are those a user gets.
 * sharpen: clean slice blurred with a Gaussian PSF (sigma 1.0, 1.5, 2.0 px) plus 1 % Gaussian noise (seeded per
-  slice). Baselines: Richardson-Lucy (``skimage.restoration.richardson_lucy``) given the true PSF, and unsharp
-  mask; RL iterations and unsharp radius/amount are tuned per sigma on TRAIN slices (grid search, mean PSNR).
+  slice). Ours is given the true PSF sigma (as RL is) and, in a second row, run blind. Baselines: Richardson-Lucy
+  (``skimage.restoration.richardson_lucy``) given the true PSF, and unsharp mask; RL iterations and unsharp
+  radius/amount are tuned per sigma on TRAIN slices (grid search, mean PSNR), never on held-out data.
 * sr_x2 / sr_x4: the clean slice area-averaged over s x s blocks (what a coarser matrix measures), then restored
   to the original grid. Baselines: bicubic and Lanczos (OpenCV, pixel-centre aligned).
 * sr_z2: the whole volume with pairs of slices box-averaged (a slice twice as thick), restored along the slice
@@ -49,19 +50,20 @@ from medscan.train.metrics import (
 
 MODELS = {"sharpen": "sharpen_edsr2d", "sr_x2": "superres_x2", "sr_x4": "superres_x4", "sr_z2": "superres_z2"}
 METHODS = {
-    "sharpen": ("input", "ours", "richardson_lucy", "unsharp"),
+    "sharpen": ("input", "ours", "ours_blind", "richardson_lucy", "unsharp"),
     "sr_x2": ("ours", "bicubic", "lanczos"),
     "sr_x4": ("ours", "bicubic", "lanczos"),
     "sr_z2": ("ours", "linear", "lanczos"),
 }
 PRIMARY_BASELINE = {"sharpen": "richardson_lucy", "sr_x2": "bicubic", "sr_x4": "bicubic", "sr_z2": "linear"}
 TARGET_DB = {"sharpen": 0.0, "sr_x2": 1.5, "sr_x4": 1.0, "sr_z2": 1.5}
-LABELS = {"input": "blurred input", "ours": "ours", "richardson_lucy": "Richardson-Lucy (true PSF, tuned)",
+LABELS = {"input": "blurred input", "ours": "ours", "ours_blind": "ours, blind (PSF not given)",
+          "richardson_lucy": "Richardson-Lucy (true PSF, tuned)",
           "unsharp": "unsharp mask (tuned)", "bicubic": "bicubic", "lanczos": "Lanczos", "linear": "linear"}
 BLUR_SIGMAS = (1.0, 1.5, 2.0)
 BLUR_NOISE = 0.01  # of the window: mild, like a standard-dose reconstruction
 RL_GRID = (2, 4, 6, 10, 15, 25, 40)
-UNSHARP_GRID = tuple((r, a) for r in (1.0, 2.0) for a in (0.5, 1.0, 2.0, 3.0, 5.0))  # radius in PSF sigmas
+UNSHARP_GRID = tuple((r, a) for r in (0.5, 1.0, 2.0) for a in (0.25, 0.5, 1.0, 2.0, 4.0))  # radius in PSF sigmas
 TUNING_ITEMS = (
     "train/ct01_upper_abdomen_siemens.nii.gz",
     "train-extra/ct03_head_ge_4mm_detilted.nii.gz",
@@ -167,7 +169,7 @@ def _score(record: dict[str, Any], clean: np.ndarray, outputs: dict[str, Timed],
 _WARMED: set[tuple[int, ...]] = set()
 
 
-def _ours(model, planes_phys: np.ndarray) -> Timed:
+def _ours(model, planes_phys: np.ndarray, condition: float = 0.0) -> Timed:
     import torch
 
     from medscan.ops.restore import run_planes
@@ -175,7 +177,7 @@ def _ours(model, planes_phys: np.ndarray) -> Timed:
     if planes_phys.shape not in _WARMED:  # oneDNN picks kernels per shape: keep that out of the timing
         run_planes(planes_phys, model, torch.device("cpu"), batch=1)
         _WARMED.add(planes_phys.shape)
-    return timed(lambda: run_planes(planes_phys, model, torch.device("cpu"), batch=1))
+    return timed(lambda: run_planes(planes_phys, model, torch.device("cpu"), batch=1, condition=condition))
 
 
 def evaluate_sharpen(items: tuple[str, ...], per_item: int, model, tuned: dict[str, Any]) -> list[dict[str, Any]]:
@@ -188,11 +190,13 @@ def evaluate_sharpen(items: tuple[str, ...], per_item: int, model, tuned: dict[s
             clean = normalise(volume[k], window)
             for sigma in BLUR_SIGMAS:
                 blurred = blur(clean, sigma, BLUR_NOISE, slice_seed(item, k, "blur", sigma))
-                ours = _ours(model, (blurred * (hi - lo) + lo)[None])
+                ours = _ours(model, (blurred * (hi - lo) + lo)[None], condition=sigma)
+                blind = _ours(model, (blurred * (hi - lo) + lo)[None])
                 radius, amount = tuned["unsharp"][str(sigma)]
                 outputs = {
                     "input": Timed(blurred, 0.0, 0.0),
                     "ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s),
+                    "ours_blind": Timed(normalise(blind.output[0], window), blind.wall_s, blind.cpu_s),
                     "richardson_lucy": timed(lambda b=blurred, s=sigma: richardson_lucy(b, s, tuned["rl"][str(s)])),
                     "unsharp": timed(lambda b=blurred, r=radius, a=amount: unsharp(b, r, a)),
                 }
@@ -288,7 +292,7 @@ def aggregate(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         table["ours_minus_baseline_db"] = ours["psnr"]["mean"] - base["psnr"]["mean"]
         table["ours_minus_baseline_db_body"] = ours["psnr_body"]["mean"] - base["psnr_body"]["mean"]
         for method in METHODS[task]:
-            if method not in ("ours", "input"):
+            if method not in ("ours", "ours_blind", "input"):
                 table[f"ours_minus_{method}_db"] = ours["psnr"]["mean"] - table["methods"][method]["psnr"]["mean"]
         table["baseline"] = baseline
         table["target_db"] = TARGET_DB[task]

@@ -89,13 +89,14 @@ def test_untrained_upsampler_is_exactly_the_classical_method() -> None:
     z2 = build_network({"kind": "residual_upsampler", "args": {"scale": [2, 1], "base": "linear"}})
     assert z2(x).shape == (2, 1, 24, 16)
     sharp = build_network({"kind": "residual_upsampler",
-                           "args": {"scale": [1, 1], "base": "identity", "unshuffle": 2}})
-    assert torch.equal(sharp(x), x)
+                           "args": {"scale": [1, 1], "base": "identity", "unshuffle": 2, "conditioned": True}})
+    assert torch.equal(sharp(x, torch.tensor([1.0, 0.0])), x) and torch.equal(sharp(x), x)
 
 
 @pytest.mark.parametrize("task, task_args, net", [
     ("super_resolve", {"scale": 2, "axis": "through-plane"}, {"scale": [2, 1], "base": "linear"}),
-    ("sharpen", {"sigma_range": (1.5, 2.0)}, {"scale": [1, 1], "base": "identity", "unshuffle": 2}),
+    ("sharpen", {"sigma_range": (1.5, 2.0)}, {"scale": [1, 1], "base": "identity", "unshuffle": 2,
+                                              "conditioned": True}),
 ])
 def test_a_tiny_training_run_lowers_the_loss(tmp_path, task, task_args, net) -> None:
     bank = SliceBank.from_items(["train/ct02_abdomen_pelvis_3mm.nii.gz"])
@@ -122,13 +123,16 @@ def test_sharpen_undoes_blur_in_hu_and_keeps_geometry(ct) -> None:
     clean = ct.voxels[8:12]
     blurred = gaussian_blur(torch.from_numpy(clean.copy())[:, None], 1.5)[:, 0].numpy()
     scan = ct.derive(np.concatenate([ct.voxels[:8], blurred, ct.voxels[12:]]), ProvenanceEntry("blur"))
-    result = run("sharpen", scan)
+    result = run("sharpen", scan, psf_sigma=1.5)
     out = result.scan
     assert out.voxels.shape == ct.voxels.shape and np.allclose(out.affine, ct.affine) and out.units == "HU"
     assert not out.synthetic and out.provenance[-1].operation == "sharpen"
     body = clean > -500
     assert _rmse(out.voxels[8:12][body], clean[body]) < 0.85 * _rmse(blurred[body], clean[body])
     assert result.fidelity is not None and result.maps["method_noise"].shape == ct.voxels.shape
+    blind = run("sharpen", scan).scan.voxels  # PSF not given
+    assert _rmse(blind[8:12][body], clean[body]) < 0.95 * _rmse(blurred[body], clean[body])
+    assert out.provenance[-1].parameters["psf_sigma_px"] == 1.5
     gentle = run("sharpen", scan, strength=0.0).scan.voxels
     assert np.allclose(gentle, scan.voxels)
 

@@ -25,7 +25,7 @@ class ResBlock(nn.Module):
                                   nn.Conv2d(features, features, 3, padding=1))
         self.res_scale = res_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         return x + self.res_scale * self.body(x)
 
 
@@ -48,11 +48,12 @@ class ResidualUpsampler(nn.Module):
     """``scale`` (rows, cols) super-resolution or, with scale (1, 1), deblurring, as a residual over ``base``.
 
     ``unshuffle`` folds 2x2 input pixels into channels first so a same-size task (deblurring) runs its
-    body at quarter cost with twice the receptive field.
+    body at quarter cost with twice the receptive field. ``conditioned`` adds one input channel holding a
+    per-image degradation level (the PSF sigma for deblurring; 0 means unknown, i.e. blind).
     """
 
     def __init__(self, scale: tuple[int, int] | list[int] = (2, 2), base: str = "bicubic", features: int = 32,
-                 blocks: int = 6, unshuffle: int = 1) -> None:
+                 blocks: int = 6, unshuffle: int = 1, conditioned: bool = False) -> None:
         super().__init__()
         if base not in BASES:
             raise ValueError(f"unknown base {base!r}")
@@ -60,7 +61,8 @@ class ResidualUpsampler(nn.Module):
         self.base = base
         self.unshuffle = int(unshuffle)
         self.ry, self.rx = self.scale[0] * self.unshuffle, self.scale[1] * self.unshuffle
-        self.head = nn.Conv2d(self.unshuffle**2, features, 3, padding=1)
+        self.conditioned = bool(conditioned)
+        self.head = nn.Conv2d(self.unshuffle**2 + int(self.conditioned), features, 3, padding=1)
         self.body = nn.Sequential(*[ResBlock(features) for _ in range(blocks)],
                                   nn.Conv2d(features, features, 3, padding=1))
         self.tail = nn.Conv2d(features, self.ry * self.rx, 3, padding=1)
@@ -71,13 +73,16 @@ class ResidualUpsampler(nn.Module):
     def pad_multiple(self) -> int:
         return self.unshuffle
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         base = classical_upsample(x, self.scale, self.base)
         # Centre the input so the learned part does not depend on the window's offset.
         mean = x.mean(dim=(-2, -1), keepdim=True)
         z = x - mean
         if self.unshuffle > 1:
             z = F.pixel_unshuffle(z, self.unshuffle)
+        if self.conditioned:
+            level = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype) if condition is None else condition
+            z = torch.cat([z, level.to(z.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *z.shape[-2:])], dim=1)
         features = self.head(z)
         features = features + self.body(features)
         return base + _to_grid(self.tail(features), self.ry, self.rx)

@@ -58,13 +58,15 @@ CLEAN_RANGE = (-0.5, 2.0)  # a near-empty slice's percentile window can blow a f
 class SharpenTask:
     """Blind deblurring: Gaussian PSF of a random width (scanner/reconstruction blur) plus mild noise.
 
-    Blur is applied in the normalised window like everything else; the network sees only the blurred slice,
-    because a user never knows the PSF of the scan in front of them.
+    The network is told the PSF sigma when it is known (like Richardson-Lucy) and 0 for a ``blind_fraction`` of
+    the batch, so one model serves a user who knows the scanner's PSF and one who does not.
     """
 
-    def __init__(self, sigma_range: tuple[float, float] = (0.5, 2.5), noise_range: tuple[float, float] = (0.0, 0.02)):
+    def __init__(self, sigma_range: tuple[float, float] = (0.5, 2.5), noise_range: tuple[float, float] = (0.0, 0.02),
+                 blind_fraction: float = 0.25):
         self.sigma_range = sigma_range
         self.noise_range = noise_range
+        self.blind_fraction = blind_fraction
 
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
@@ -75,11 +77,12 @@ class SharpenTask:
         sigmas = torch.empty(n).uniform_(lo, hi, generator=generator)
         blurred = torch.cat([gaussian_blur(clean[i:i + 1], float(s)) for i, s in enumerate(sigmas)])
         noise = torch.empty(n).uniform_(*self.noise_range, generator=generator)
-        return (add_gaussian(blurred, noise, generator),), clean
+        blind = torch.rand(n, generator=generator) < self.blind_fraction
+        return (add_gaussian(blurred, noise, generator), torch.where(blind, 0.0, sigmas)), clean
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return model(inputs[0])
+        return model(*inputs)
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
