@@ -371,6 +371,21 @@ def test_denoise_on_the_series_compare_export_keep_and_discard(qtbot, window, ct
     assert errors == []
 
 
+def test_a_kept_result_stands_in_for_its_series_until_the_series_is_chosen_again(qtbot, window):
+    from test_gui import open_and_show
+
+    original = open_and_show(qtbot, window, CT)
+    entry = wait_for_result(qtbot, window, lambda: window.workflow.run_series("highlight"))
+    window.workflow.keep(entry)
+    assert window.scan is entry.after and window.showing_result
+    assert window.windowTitle().endswith("kept highlight result")
+    with qtbot.waitSignal(window.scanShown, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.browser.activate(0)  # the series itself, as loaded from disk
+    reloaded = blocker.args[0]
+    assert reloaded.provenance == [] and not window.showing_result
+    np.testing.assert_array_equal(reloaded.voxels, original.voxels)
+
+
 def test_cancelling_a_series_denoise_stops_the_engine(qtbot, window, ct_scan):
     show(qtbot, window, ct_scan)
     job = window.workflow.run_series("denoise")

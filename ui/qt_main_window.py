@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         self.device = guess_device()
         self.error_handler = self._error_dialog  # the screenshot mode swaps in stderr + exit
         self._loading: SeriesSummary | None = None
+        self.showing_result = False  # a kept operation result stands in for the current series
 
         self._setup_status_bar()
         self._setup_actions()
@@ -263,7 +264,8 @@ class MainWindow(QMainWindow):
 
     def load_series(self, summary: SeriesSummary) -> Job | None:
         """Decode a listed series in the background and show it (a newer choice cancels an older one)."""
-        if summary.record is None or summary is self._loading or (summary is self.current and self.scan):
+        shown = summary is self.current and self.scan is not None and not self.showing_result
+        if summary.record is None or summary is self._loading or shown:
             return None
         self.jobs.cancel("load")
         self._loading = summary
@@ -273,11 +275,15 @@ class MainWindow(QMainWindow):
         job.finished.connect(lambda: setattr(self, "_loading", None) if self._loading is summary else None)
         return job
 
-    def show_scan(self, scan: Scan, summary: SeriesSummary | None = None) -> None:
-        """Put ``scan`` in the viewer with the preset last chosen for its modality."""
+    def show_scan(self, scan: Scan, summary: SeriesSummary | None = None, result: bool = False) -> None:
+        """Put ``scan`` in the viewer with the preset last chosen for its modality.
+
+        ``result`` marks a kept result of ``summary``'s series: choosing that series again reloads it.
+        """
         self.workflow.close()
         self.scan = scan
         self.current = summary
+        self.showing_result = result
         preset = self.settings.value(f"preset/{scan.modality}", "", type=str) or None
         self._fill_presets(scan.modality)
         self.viewer.set_scan(scan, preset)
@@ -303,6 +309,8 @@ class MainWindow(QMainWindow):
         title = summary.title if summary is not None else scan.description
         patient = summary.patient_name if summary is not None and summary.patient_name else "Anonymous"
         text = f"medscan — {'SYNTHETIC ' if scan.synthetic else ''}{scan.modality} {title} — {patient}"
+        if self.showing_result and scan.provenance:
+            text += f" — kept {scan.provenance[-1].operation} result"
         shown = self.workflow.shown
         if shown is not None:
             text += f" — comparing {shown.label()}"

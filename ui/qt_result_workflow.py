@@ -180,7 +180,7 @@ class ResultWorkflow(QObject):
         entry.kept = True
         self.results.refresh(entry)
         self.close()
-        self.window.show_scan(entry.after, entry.source_summary)
+        self.window.show_scan(entry.after, entry.source_summary, result=True)
         self.window.statusbar.showMessage(f"Kept {entry.label()}: now showing the result", 8000)
 
     def discard(self, entry: ResultEntry) -> None:
