@@ -260,6 +260,8 @@ def test_swipe_flicker_and_the_method_noise_overlay(qtbot, window, ct_scan):
     assert after.showing_before and after.overlay_text()["top_right"][0][0].startswith("BEFORE")
     after.toggle_flicker()
     assert not after.showing_before
+    qtbot.keyClick(after, Qt.Key.Key_Space)  # by hand: the timer stops
+    assert after.showing_before and not after._flicker.isActive()
 
     qtbot.mouseClick(bar.mode_button("side"), Qt.MouseButton.LeftButton)
     assert window.viewer.isVisible() and not after._flicker.isActive()

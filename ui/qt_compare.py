@@ -295,6 +295,15 @@ class CompareViewer(SliceViewer):
         else:
             super().step_slice(delta)
 
+    def keyPressEvent(self, event) -> None:
+        """Space in flicker mode: flip by hand (and stop the timer), for a slow look at one change."""
+        if self.mode == "flicker" and event.key() == Qt.Key.Key_Space:
+            self._flicker.stop()
+            self.toggle_flicker()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
     def mousePressEvent(self, event) -> None:
         near_divider = abs(event.position().x() - self.swipe_x()) < 8
         if self.mode == "swipe" and event.button() == Qt.MouseButton.LeftButton and near_divider:

@@ -35,6 +35,7 @@ CONTROLS = [
     ("Ctrl+P, Ctrl+R", "preview the chosen operation on the slice / run it on the series"),
     ("Ctrl+Shift+W", "close the before/after comparison"),
     ("Drag the swipe divider", "move the before/after boundary (Swipe mode)"),
+    ("Space", "flip before/after by hand (Flicker mode)"),
     ("Esc", "cancel running jobs"),
 ]
 
