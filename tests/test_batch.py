@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from medscan.batch.executors import DaskExecutor, LocalExecutor, WorkerLost
-from medscan.batch.jobs import STAGING, create_job, job_status
+from medscan.batch.jobs import STAGING, create_job, job_status, requeue_failed
 from medscan.batch.runner import run_job
 from medscan.batch.spec import load_spec, parse_spec
 from medscan.batch.worker import execute_task
@@ -180,6 +180,18 @@ def test_corrupt_inputs_fail_alone_with_one_line_errors(studies, database, tmp_p
     assert all("\n" not in e and "Traceback" not in e for e in errors)
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 2
     assert not (tmp_path / "out" / STAGING).exists()
+    # Fix the truncated file and retry: the series task now succeeds; the unreadable file stays failed.
+    shutil.copy(good[0] / victim.name, victim)
+    ds = pydicom.dcmread(victim)
+    ds.SeriesInstanceUID = new_uid
+    ds.save_as(victim, enforce_file_format=True)
+    assert requeue_failed(database, job) == 1
+    executor = LocalExecutor(1)
+    try:
+        status = run_job(database, job, executor, KEY)
+    finally:
+        executor.close()
+    assert status.counts == {"done": 3, "failed": 1} and len(list((tmp_path / "out").glob("*.nii.gz"))) == 3
 
 
 def test_kill_9_mid_batch_then_resume_processes_every_series_once(studies, database, tmp_path: Path) -> None:

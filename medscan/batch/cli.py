@@ -56,12 +56,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from medscan.batch.jobs import BATCH_ROLES, job_status
+    from medscan.batch.jobs import BATCH_ROLES, job_status, requeue_failed
     from medscan.db.cli import open_database
 
     database, passphrase = open_database(args)
     with database:
         database.require_role("batch", f"job {args.job}", BATCH_ROLES)
+        if args.retry_failed:
+            print(f"job {args.job}: {requeue_failed(database, args.job)} failed task(s) queued again")
         if job_status(database, args.job).state in ("done", "cancelled"):
             _print_status(job_status(database, args.job))
             return 0
@@ -127,7 +129,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return parser
 
     add("run", "create a job from a YAML/JSON spec and run it", cmd_run, runs=True).add_argument("spec")
-    add("resume", "finish a job that was interrupted", cmd_resume, runs=True).add_argument("job", type=int)
+    resume = add("resume", "finish a job that was interrupted", cmd_resume, runs=True)
+    resume.add_argument("job", type=int)
+    resume.add_argument("--retry-failed", action="store_true",
+                        help="run failed tasks again (e.g. after fixing their files); unreadable inputs stay failed")
     add("status", "progress and errors of a job", cmd_status).add_argument("job", type=int)
     add("list", "all jobs", cmd_list)
     add("cancel", "stop a job; finished series are kept, nothing half-written is left", cmd_cancel) \

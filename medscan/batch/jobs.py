@@ -168,6 +168,18 @@ def recover(database: Database, job_id: int) -> int:
     return requeued
 
 
+def requeue_failed(database: Database, job_id: int) -> int:
+    """Queue the failed tasks of a job again (not those whose input could not even be listed)."""
+    with database.transaction() as session:
+        tasks = [t for t in session.scalars(select(Task).where(Task.job_ref == job_id, Task.state == "failed"))
+                 if t.inputs.get("files")]
+        for task in tasks:
+            task.state, task.error = "queued", ""
+        if tasks:
+            session.execute(update(Job).where(Job.id == job_id).values(state="queued"))
+        return len(tasks)
+
+
 def clean_staging(output: dict[str, Any], job_id: int, database: Database) -> None:
     """Remove the half-written outputs of a job's unfinished attempts (never a published series)."""
     root = Path(output["folder"]) / STAGING
