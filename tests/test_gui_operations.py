@@ -138,10 +138,17 @@ def test_clean_tab_is_built_from_the_registry_and_generate_explains_it_is_empty(
     assert clean.summary.text() == get("denoise").summary
     assert not clean.preview_button.isEnabled()  # nothing shown yet
 
-    if not operations("generate"):
-        generate = panel.panels["generate"]
-        assert generate.empty is not None and "SYNTHETIC" in generate.empty.text()
     assert [panel.tabs.tabText(i) for i in range(panel.tabs.count())] == ["Clean", "Generate"]
+
+
+def test_generate_tab_explains_itself_when_no_generate_operation_is_installed(make_window, monkeypatch):
+    from medscan.ops import registry
+
+    clean_only = {name: op for name, op in registry._REGISTRY.items() if op.family != "generate"}
+    monkeypatch.setattr(registry, "_REGISTRY", clean_only)
+    generate = make_window().opsPanel.panels["generate"]
+    assert generate.operations == [] and generate.preview_button is None
+    assert "No Generate operations are installed" in generate.empty.text() and "SYNTHETIC" in generate.empty.text()
 
 
 def test_device_choice_is_remembered_and_passed_to_the_operation(qtbot, make_window, settings, ct_scan, monkeypatch):
