@@ -141,6 +141,19 @@ def test_clean_tab_is_built_from_the_registry_and_generate_explains_it_is_empty(
     assert [panel.tabs.tabText(i) for i in range(panel.tabs.count())] == ["Clean", "Generate"]
 
 
+def test_operations_are_offered_only_for_the_modalities_they_support(qtbot, window):
+    from medscan.scan import Scan
+
+    pet = Scan(voxels=np.ones((2, 8, 8), np.float32), affine=np.eye(4), modality="PT")
+    show(qtbot, window, pet)
+    clean = window.opsPanel.panels["clean"]
+    clean.select("denoise")
+    assert not clean.preview_button.isEnabled() and not clean.run_button.isEnabled()
+    assert "Not for PT" in clean.summary.text()
+    window.actionPreview.trigger()  # the shortcut does nothing either
+    assert not window.jobs.active
+
+
 def test_generate_tab_explains_itself_when_no_generate_operation_is_installed(make_window, monkeypatch):
     from medscan.ops import registry
 
