@@ -312,7 +312,7 @@ def test_compare_mode_and_overlay_opacity_are_remembered(make_window, settings):
     second = make_window()
     assert second.workflow.mode == "flicker" and second.compareBar.mode_button("flicker").isChecked()
     assert second.afterViewer.overlay_opacity == pytest.approx(0.4)
-    assert not second.afterViewer.isVisible()  # nothing compared yet
+    assert not second.afterViewer.isVisible() and not second.afterViewer._flicker.isActive()  # nothing compared
 
 
 def test_signed_overlay_is_transparent_where_nothing_changed():

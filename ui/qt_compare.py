@@ -138,7 +138,7 @@ class CompareViewer(SliceViewer):
             raise ValueError("swipe and flicker need before and after on the same grid")
         self.mode = mode
         self.showing_before = False
-        if mode == "flicker":
+        if mode == "flicker" and self.before_stack is not None:  # only while something is compared
             self._flicker.start()
         else:
             self._flicker.stop()
