@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 from medscan.scan import MedscanError, Scan
 
-PROCESS_ROLES = ("radiologist", "technician", "admin")  # who may add results to a database
 FAMILIES = {"clean": "improve a measured scan (never invents anatomy)",
             "generate": "create what was not measured (marked SYNTHETIC)"}
 
@@ -104,6 +103,7 @@ def _open_database(args: argparse.Namespace, path: Path):
     if not args.db:
         return None
     from medscan.db.cli import open_database
+    from medscan.db.results import PROCESS_ROLES
 
     database, _ = open_database(args)
     try:

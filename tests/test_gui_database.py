@@ -86,3 +86,30 @@ def test_batch_jobs_view_shows_progress_errors_and_cancels(qtbot, db_path, tmp_p
     assert dialog.table.item(0, 2).text() == "cancelled" and not dialog.cancel_button.isEnabled()
     dialog.timer.stop()
     database.close()
+
+
+def test_kept_series_result_goes_to_the_database_when_signed_in(qtbot, tmp_path, db_path) -> None:
+    from medscan.db.models import Result
+    from ui.qt_database import open_session
+    from ui.qt_main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "window.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, persist=False)
+    qtbot.addWidget(window)
+    assert not window.database.actionBatchJobs.isEnabled() and "No study database" in window.database.status.text()
+    window.database.set_session(open_session(str(db_path), "", USER, KEY, USER_KEY))
+    assert window.database.actionBatchJobs.isEnabled() and USER in window.database.status.text()
+    with qtbot.waitSignal(window.scanShown, timeout=60_000):
+        window.open_path(SAMPLES / "mr_brain_t1_sag_siemens")
+    with qtbot.waitSignal(window.workflow.resultShown, timeout=120_000):
+        window.workflow.run_series("highlight")
+    entry = window.workflow.shown
+    with qtbot.waitSignal(window.database.kept, timeout=60_000) as kept:
+        window.workflow.keep(entry)
+    database = window.database.session.database
+    result, voxels = database.load_result(kept.args[0])
+    assert result.operation == "highlight" and voxels.shape == entry.after.voxels.shape
+    assert result.provenance[-1]["operation"] == "highlight"
+    with database.transaction() as session:
+        assert session.query(Result).count() == 1
+    window.close()

@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.path:
         QTimer.singleShot(0, lambda: window.open_path(args.path))
+    if not args.screenshot and window.settings.value("database/target"):
+        # Someone here works with a study database: sign in now (Cancel works without one).
+        QTimer.singleShot(0, window.database.sign_in)
     try:
         status = app.exec()
     finally:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from PyQt6.QtCore import QSettings
+from PyQt6.QtCore import QObject, QSettings, pyqtSignal
+from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -122,3 +123,108 @@ class LoginDialog(QDialog):
         self.settings.setValue("database/user", self.user.text().strip())
         self.accept()
         return True
+
+
+def keep_job(_ctx: Any, database: Any, record: Any, path: str, result: Any, operation: str,
+             parameters: dict[str, Any]) -> int:
+    """Worker job: register the source series (DICOM record or NIfTI file), then keep the result."""
+    from types import SimpleNamespace
+
+    from medscan.db.results import keep_result
+
+    if record is None:
+        series_id = database.register_file(path, result.scan.modality)
+    else:
+        series_id = database.import_listing(SimpleNamespace(series=[record]), path)[0]
+    return keep_result(database, series_id, result, operation=operation, parameters=parameters)
+
+
+class DatabaseController(QObject):
+    """The window's side of the study database: sign in and out, keep results, see batch jobs."""
+
+    sessionChanged = pyqtSignal(object)  # DatabaseSession or None
+    kept = pyqtSignal(int)  # result id
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.window = window
+        self.session: DatabaseSession | None = None
+        self.jobs_dialog: QDialog | None = None
+        self.actionSignIn = QAction("Sign &in to study database…", window)
+        self.actionSignIn.triggered.connect(self.sign_in)
+        self.actionSignOut = QAction("Sign &out of study database", window)
+        self.actionSignOut.triggered.connect(self.sign_out)
+        self.actionBatchJobs = QAction("&Batch jobs…", window)
+        self.actionBatchJobs.triggered.connect(self.show_batch_jobs)
+        file_menu = window.menuFile
+        file_menu.insertActions(window.actionQuit, [self.actionSignIn, self.actionSignOut])
+        file_menu.insertSeparator(window.actionQuit)
+        window.menuTools.addAction(self.actionBatchJobs)
+        self.status = QLabel()
+        window.statusbar.addPermanentWidget(self.status)
+        self._update()
+
+    def sign_in(self) -> bool:
+        dialog = LoginDialog(self.window.settings, self.window)
+        if not dialog.exec() or dialog.session is None:
+            return False
+        self.set_session(dialog.session)
+        return True
+
+    def set_session(self, session: DatabaseSession | None) -> None:
+        if self.session is not None and self.session is not session:
+            self.session.close()
+        self.session = session
+        self._update()
+        self.sessionChanged.emit(session)
+
+    def sign_out(self) -> None:
+        if self.jobs_dialog is not None:
+            self.jobs_dialog.close()
+        self.set_session(None)
+
+    def _update(self) -> None:
+        signed_in = self.session is not None
+        self.actionSignOut.setEnabled(signed_in)
+        self.actionBatchJobs.setEnabled(signed_in)
+        self.status.setText(f"DB: {self.session.label}" if signed_in else "No study database")
+
+    def show_batch_jobs(self) -> None:
+        from ui.qt_batch_jobs import BatchJobsDialog
+
+        if self.session is None:
+            return
+        self.jobs_dialog = BatchJobsDialog(self.session.database, self.window)
+        self.jobs_dialog.show()
+
+    def keep(self, entry: Any) -> Any:
+        """Keep a series result in the database too (when signed in): role checked, work in a job."""
+        from medscan.db.results import PROCESS_ROLES
+
+        if self.session is None or entry.origin is not None:
+            return None
+        summary = entry.source_summary
+        path = summary.path if summary is not None else (entry.source.source_path or "")
+        try:
+            self.session.database.require_role("process", path, PROCESS_ROLES)
+        except MedscanError as exc:
+            self.window.report_error("Not kept in the database", str(exc))
+            return None
+        parameters = {**entry.params, "device": entry.device}
+        job = self.window.jobs.run(f"Keeping {entry.operation.name} in the database", keep_job,
+                                   self.session.database, getattr(summary, "record", None), path, entry.result,
+                                   entry.operation.name, parameters, kind="export")
+        job.succeeded.connect(self._on_kept)
+        job.failed.connect(lambda message: self.window.report_error("Not kept in the database", message))
+        return job
+
+    def _on_kept(self, result_id: int) -> None:
+        self.window.statusbar.showMessage(f"Kept as result {result_id} in {self.session.database.label}", 8000)
+        self.kept.emit(result_id)
+
+    def close(self) -> None:
+        if self.jobs_dialog is not None:
+            self.jobs_dialog.close()
+        if self.session is not None:
+            self.session.close()
+            self.session = None

@@ -19,6 +19,7 @@ from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox
 
 from ui import qt_dialogs
 from ui.qt_compare import CompareBar, CompareViewer
+from ui.qt_database import DatabaseController
 from ui.qt_operations import OperationsPanel
 from ui.qt_result_workflow import ResultWorkflow
 from ui.qt_slice_viewer import CUSTOM, SliceViewer, preset_label, window_presets
@@ -116,6 +117,7 @@ class MainWindow(QMainWindow):
         self._setup_actions()
         self._setup_viewer_controls()
         self._setup_operations()
+        self.database = DatabaseController(self)
         self.resizeDocks([self.studyDock, self.jobsDock], [620, 110], Qt.Orientation.Vertical)
         self.resizeDocks([self.studyDock, self.opsDock], [300, 330], Qt.Orientation.Horizontal)
         self.seriesDetails.setHtml("")
@@ -569,6 +571,7 @@ class MainWindow(QMainWindow):
         self._memory_timer.stop()
         self.workflow.close()
         self.jobs.shutdown()
+        self.database.close()
         super().closeEvent(event)
 
     def dragEnterEvent(self, event) -> None:

@@ -179,6 +179,7 @@ class ResultWorkflow(QObject):
             return
         entry.kept = True
         self.results.refresh(entry)
+        self.window.database.keep(entry)  # also in the study database, when signed in
         self.close()
         self.window.show_scan(entry.after, entry.source_summary, result=True)
         self.window.statusbar.showMessage(f"Kept {entry.label()}: now showing the result", 8000)

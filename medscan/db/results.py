@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+PROCESS_ROLES = ("radiologist", "technician", "admin")  # who may add results to a database
+
 
 def keep_result(database: Any, series_id: int, result: Any, *, operation: str, parameters: dict[str, Any],
                 before_commit: Callable[[Session, int], None] | None = None) -> int:
