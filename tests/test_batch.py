@@ -299,3 +299,38 @@ def test_dead_workers_are_retried_up_to_the_bound(studies, database, tmp_path: P
     with database.transaction() as session:
         attempts = dict(session.execute(select(Task.label, Task.attempts).where(Task.job_ref == job)).all())
     assert attempts == {first: 2, second: 2}
+
+
+def test_a_killed_worker_process_is_replaced_and_its_task_retried(studies, database, tmp_path: Path) -> None:
+    import threading
+
+    import psutil
+
+    folders = studies(2)
+    spec = _spec(folders, {"folder": str(tmp_path / "out"), "format": "nifti"})
+    job = create_job(database, spec, "spec")
+    executor = LocalExecutor(1)
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(status=run_job(database, job, executor, KEY)))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            with database.transaction() as session:
+                running = session.scalar(select(func.count()).select_from(Task).where(Task.state == "running"))
+            workers = psutil.Process().children(recursive=True)
+            busy = [w for w in workers if "python" in w.name().lower() and w.cpu_percent(0.2) > 5]
+            if running and busy:
+                victim = busy[0]
+        assert victim is not None, "no busy worker process appeared"
+        victim.kill()
+        runner.join(timeout=300)
+    finally:
+        executor.close()
+    status = outcome["status"]
+    assert status.state == "done" and status.counts == {"done": 2}
+    with database.transaction() as session:
+        attempts = sorted(session.scalars(select(Task.attempts).where(Task.job_ref == job)))
+    assert attempts[-1] == 2  # the task whose worker died ran again, on a new worker
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 2
