@@ -15,12 +15,12 @@ from medscan.scan import MedscanError, ProvenanceEntry, Scan
 DENOISE_MODEL = "denoise_unet2d"
 
 
-def _planes(scan: Scan) -> np.ndarray:
+def scan_planes(scan: Scan) -> np.ndarray:
     """All 2-D planes (slices of every volume) as (N, H, W) without copying."""
     return scan.voxels.reshape(-1, *scan.voxels.shape[-2:])
 
 
-def _finish(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry) -> Result:
+def clean_result(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry) -> Result:
     from medscan.ops.fidelity import assess
 
     cleaned = cleaned.reshape(scan.voxels.shape)
@@ -34,6 +34,14 @@ def _finish(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry) -> Result:
 
 
 NOISE_MODELS = ("auto", "gaussian", "rician")
+STRENGTH = Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5)
+NOISE = Param("noise", "choice", "auto", "noise model: auto = Rician for MR (magnitude images), Gaussian for CT",
+              choices=NOISE_MODELS)
+
+
+def is_rician(scan: Scan, noise: str) -> bool:
+    """MR magnitude images carry Rician noise (it lifts dark regions); CT noise is zero-mean."""
+    return noise == "rician" or (noise == "auto" and scan.modality == "MR")
 
 
 def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
@@ -47,12 +55,12 @@ def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
         raise MedscanError(where, f"denoise is trained for CT and MR, not {scan.modality}")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
-    rician = noise == "rician" or (noise == "auto" and scan.modality == "MR")  # MR magnitude: Rician
-    cleaned = denoise_planes(_planes(scan), network, torch_device, strength=strength, rician=rician,
+    rician = is_rician(scan, noise)
+    cleaned = denoise_planes(scan_planes(scan), network, torch_device, strength=strength, rician=rician,
                              progress=progress)
     entry = ProvenanceEntry("denoise", {"strength": strength, "noise": "rician" if rician else "gaussian"},
                             model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
-    return _finish(scan, cleaned, entry)
+    return clean_result(scan, cleaned, entry)
 
 
 register(Operation(
@@ -61,9 +69,8 @@ register(Operation(
     title="Denoise",
     summary="Remove noise blindly (the noise level is estimated per slice); units and geometry are kept.",
     params=(
-        Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5),
-        Param("noise", "choice", "auto", "noise model: auto = Rician for MR (magnitude images), Gaussian for CT",
-              choices=NOISE_MODELS),
+        STRENGTH,
+        NOISE,
         Param("model", "str", DENOISE_MODEL, "shipped model to use"),
     ),
     function=denoise,
@@ -84,7 +91,7 @@ def highlight(scan: Scan, *, strength: float, center: float, width: float, devic
     if width <= 0:
         center, width = default_window(scan)
     lo, hi = center - width / 2, center + width / 2
-    planes = _planes(scan)
+    planes = scan_planes(scan)
     out = np.empty_like(planes)
     clahe = cv2.createCLAHE(clipLimit=float(strength), tileGridSize=(8, 8))
     for index, plane in enumerate(planes):

@@ -60,13 +60,13 @@ def run_planes(planes: np.ndarray, model, device, *, batch: int = 4, condition: 
 def sharpen(scan: Scan, *, strength: float, psf_sigma: float, model: str, device: str,
             progress: ProgressCallback | None) -> Result:
     from medscan.nets.device import pick_device
-    from medscan.ops.clean import _planes
+    from medscan.ops.clean import scan_planes
     from medscan.ops.inference import cached_model
 
     _check_modality(scan, "sharpen")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
-    planes = _planes(scan)
+    planes = scan_planes(scan)
     restored = run_planes(planes, network, torch_device, condition=psf_sigma, progress=progress)
     # strength blends the learned detail: 0 returns the input, 1 the model's estimate of the unblurred slice.
     sharpened = planes + strength * (restored - planes)

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from medscan import __version__
+from medscan.ops.clean import DENOISE_MODEL, NOISE, STRENGTH, clean_result, is_rician, scan_planes
 from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
@@ -97,18 +98,17 @@ def fine_tune(model, planes: np.ndarray, *, seconds: float, rician: bool, device
     return tuned.eval(), steps
 
 
-def adapt(scan: Scan, *, seconds: float, strength: float, model: str, device: str,
+def adapt(scan: Scan, *, seconds: float, strength: float, noise: str, model: str, device: str,
           progress: ProgressCallback | None) -> Result:
     from medscan.nets.device import pick_device
-    from medscan.ops.clean import _finish, _planes
     from medscan.ops.inference import cached_model, denoise_planes
 
     if scan.modality not in ("CT", "MR"):
         raise MedscanError(scan.source_path or scan.description, f"adapt is for CT and MR, not {scan.modality}")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
-    planes = _planes(scan)
-    rician = scan.modality == "MR"
+    planes = scan_planes(scan)
+    rician = is_rician(scan, noise)
     total = TRAIN_SHARE + len(planes)
     tuned, steps = fine_tune(network, planes, seconds=seconds, rician=rician, device=torch_device,
                              progress=(lambda d, _t: progress(d, total)) if progress else None)
@@ -118,7 +118,7 @@ def adapt(scan: Scan, *, seconds: float, strength: float, model: str, device: st
                                       "noise": "rician" if rician else "gaussian"},
                             model=model, model_version=f"{card.get('version')}+adapted",
                             software=f"medscan {__version__}")
-    return _finish(scan, cleaned, entry)
+    return clean_result(scan, cleaned, entry)
 
 
 register(Operation(
@@ -128,8 +128,9 @@ register(Operation(
     summary="Fine-tune the denoiser on this study's own noise (self-supervised, time-bounded), then denoise.",
     params=(
         Param("seconds", "float", 60.0, "time spent learning this study's noise", 5.0, 600.0),
-        Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5),
-        Param("model", "str", "denoise_unet2d", "shipped model to start from"),
+        STRENGTH,
+        NOISE,
+        Param("model", "str", DENOISE_MODEL, "shipped model to start from"),
     ),
     function=adapt,
 ))
