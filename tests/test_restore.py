@@ -210,3 +210,23 @@ def test_cli_rejects_an_unknown_scale(tmp_path) -> None:
                            "-o", str(tmp_path / "x.nii.gz"), "--scale", "3"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr and "3" in done.stderr
+
+
+def test_sharpen_guard_passes_a_consistent_restoration_and_flags_a_pasted_one(ct) -> None:
+    from medscan.ops.fidelity import assess
+    from medscan.ops.restore import reblur
+
+    clean = ct.voxels[9:11]
+    rng = np.random.default_rng(3)
+    blurred = gaussian_blur(torch.from_numpy(clean.copy())[:, None], 1.5)[:, 0].numpy()
+    noisy = (blurred + rng.normal(0, 10, clean.shape)).astype(np.float32)
+    shifted = ct.affine.copy()
+    shifted[:3, 3] += 9 * shifted[:3, 2]
+    scan = ct.derive(noisy, ProvenanceEntry("blur"), affine=shifted)  # every slice blurred by the stated PSF
+    result = run("sharpen", scan, psf_sigma=1.5)
+    assert not result.fidelity.flagged, result.fidelity.reasons
+    restored = result.scan.voxels.copy()
+    yy, xx = np.mgrid[:512, :512]
+    restored[0][(yy - 300) ** 2 + (xx - 200) ** 2 < 8**2] += 300  # an invented bright nodule
+    faked, _ = assess(noisy, reblur(restored, 1.5), units="HU")
+    assert faked.flagged
