@@ -312,7 +312,7 @@ def evaluate(items: tuple[str, ...], slices_per_item: int, tv_weights: dict[str,
                 m = record["methods"]
                 print(f"  slice {k:3d} {key:11s} PSNR noisy {m['noisy']['psnr']:5.2f} ours {m['ours']['psnr']:5.2f} "
                       f"bm3d {m['bm3d']['psnr']:5.2f} nlm {m['nlm']['psnr']:5.2f} tv {m['tv']['psnr']:5.2f} | "
-                      f"s ours {ours.wall_s:.2f} bm3d {outputs['bm3d'].wall_s:.2f}", flush=True)
+                      f"s ours {ours.wall_s:.2f} bm3d {m['bm3d']['wall_s']:.2f}", flush=True)
     return collected
 
 
