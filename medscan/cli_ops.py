@@ -6,7 +6,6 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 from medscan.scan import MedscanError, Scan
 
@@ -116,12 +115,9 @@ def _open_database(args: argparse.Namespace, path: Path):
 
 def _keep(database, args: argparse.Namespace, path: Path, record, result, params: dict) -> int:
     """Store ``result`` with what produced it; the input series is registered first (DICOM or NIfTI)."""
-    from medscan.db.results import keep_result
+    from medscan.db.results import keep_result, register_source
 
-    if record is None:
-        series_id = database.register_file(path, result.scan.modality)
-    else:
-        series_id = database.import_listing(SimpleNamespace(series=[record]), str(path))[0]
+    series_id = register_source(database, record, path, result.scan.modality)
     return keep_result(database, series_id, result, operation=args.operation_name,
                        parameters={**params, "device": args.device})
 

@@ -128,14 +128,9 @@ class LoginDialog(QDialog):
 def keep_job(_ctx: Any, database: Any, record: Any, path: str, result: Any, operation: str,
              parameters: dict[str, Any]) -> int:
     """Worker job: register the source series (DICOM record or NIfTI file), then keep the result."""
-    from types import SimpleNamespace
+    from medscan.db.results import keep_result, register_source
 
-    from medscan.db.results import keep_result
-
-    if record is None:
-        series_id = database.register_file(path, result.scan.modality)
-    else:
-        series_id = database.import_listing(SimpleNamespace(series=[record]), path)[0]
+    series_id = register_source(database, record, path, result.scan.modality)
     return keep_result(database, series_id, result, operation=operation, parameters=parameters)
 
 

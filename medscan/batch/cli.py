@@ -113,14 +113,14 @@ def _print_status(status: Any) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from medscan.db.cli import add_database_arguments
+
     batch = subparsers.add_parser("batch", help="resumable batch jobs over many series (local pool or Dask)")
     sub = batch.add_subparsers(dest="batch_command", required=True)
 
     def add(name: str, help_text: str, func: Any, *, runs: bool = False) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text)
-        parser.add_argument("--db", required=True, help="SQLite file, or a postgresql:// URL")
-        parser.add_argument("--blobs", help="blob folder (default: <db>.blobs; required for PostgreSQL)")
-        parser.add_argument("--user", help="account name (default: MEDSCAN_USER or the login name)")
+        add_database_arguments(parser)
         if runs:
             parser.add_argument("--workers", type=int, help="local worker processes (default 1), or tasks in "
                                                               "flight on a Dask cluster (default: its threads)")

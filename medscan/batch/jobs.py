@@ -89,8 +89,8 @@ def create_job(database: Database, spec: BatchSpec, source: str) -> int:
                             for line in listing.skipped]
     unique: dict[tuple, PlannedTask] = {}
     for task in planned:  # a series named by two inputs is processed once
-        identity = tuple(sorted(task.inputs.get("identity", {}).items()))
-        unique.setdefault((tuple(task.inputs.get("files", [])), identity, task.error), task)
+        named = tuple(sorted(task.inputs.get("identity", {}).items()))
+        unique.setdefault((tuple(task.inputs.get("files", [])), named, task.error), task)
     if not unique:
         raise MedscanError(source, "the inputs hold no series to process")
     if not spec.to_database:
@@ -111,9 +111,13 @@ def create_job(database: Database, spec: BatchSpec, source: str) -> int:
 
 def _planned(prefix: str, record: Any, series_id: int) -> PlannedTask:
     label = f"{prefix} {record.key} {record.modality} {record.description}".strip()
-    identity = {"uid": record.series_uid, "number": record.series_number, "sub": record.sub_index}
-    return PlannedTask(label=label, inputs={"files": record.files, "key": record.key, "identity": identity},
+    return PlannedTask(label=label, inputs={"files": record.files, "key": record.key, "identity": identity(record)},
                        series_ref=series_id)
+
+
+def identity(record: Any) -> dict[str, Any]:
+    """What names a series within its own files; a key like 'n2' depends on the rest of the folder."""
+    return {"uid": record.series_uid, "number": record.series_number, "sub": record.sub_index}
 
 
 def _series_files(database: Database, item: dict[str, Any], source: str) -> list[tuple[int, list[str]]]:

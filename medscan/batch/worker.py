@@ -94,13 +94,13 @@ def _claim(session: Any, payload: dict[str, Any], **values: Any) -> None:
 
 
 def _load(payload: dict[str, Any]) -> Any:
+    from medscan.batch.jobs import identity
     from medscan.io.dicom import list_series, load_series
 
     inputs = payload["inputs"]
     listing = list_series(payload["label"], files=inputs["files"])
-    for record in listing.series:  # not by key: a key like 'n2' depends on the rest of the folder
-        identity = {"uid": record.series_uid, "number": record.series_number, "sub": record.sub_index}
-        if identity == inputs["identity"]:
+    for record in listing.series:
+        if identity(record) == inputs["identity"]:
             return load_series(record)
     reason = listing.skipped[0] if listing.skipped else f"series {inputs['key']} is no longer there"
     raise MedscanError(payload["label"], reason)

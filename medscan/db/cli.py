@@ -215,6 +215,13 @@ def cmd_db_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    """--db, --blobs and --user, as every command that opens the study database takes them."""
+    parser.add_argument("--db", required=True, help="SQLite file, or a postgresql:// URL")
+    parser.add_argument("--blobs", help="blob folder (default: <db>.blobs; required for PostgreSQL)")
+    parser.add_argument("--user", help="account name (default: MEDSCAN_USER or the login name)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``deidentify`` and ``db`` to the main parser's subcommands."""
     deid = subparsers.add_parser("deidentify", help="de-identified copies of a DICOM folder (PS3.15 Basic Profile)")
@@ -237,9 +244,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
         parser = db_sub.add_parser(name, help=help_text)
-        parser.add_argument("--db", required=True, help="SQLite file, or a postgresql:// URL")
-        parser.add_argument("--blobs", help="blob folder (default: <db>.blobs; required for PostgreSQL)")
-        parser.add_argument("--user", help="account name (default: MEDSCAN_USER or the login name)")
+        add_database_arguments(parser)
         parser.set_defaults(func=func)
         return parser
 

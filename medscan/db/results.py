@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 PROCESS_ROLES = ("radiologist", "technician", "admin")  # who may add results to a database
+
+
+def register_source(database: Any, record: Any, path: str | Path, modality: str) -> int:
+    """The database series a result derives from: a DICOM series record, or (record None) a NIfTI file."""
+    if record is None:
+        return database.register_file(path, modality)
+    return database.import_listing(SimpleNamespace(series=[record]), str(path))[0]
 
 
 def keep_result(database: Any, series_id: int, result: Any, *, operation: str, parameters: dict[str, Any],

@@ -27,25 +27,22 @@ def _neighbour_pair(x, generator):
     import torch
 
     n, _, h, w = x.shape
-    h2, w2 = h // 2, w // 2
-    cells = x[..., : 2 * h2, : 2 * w2].reshape(n, 1, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, 1, h2, w2, 4)
-    first = torch.randint(0, 4, (n, 1, h2, w2), generator=generator)
+    first = torch.randint(0, 4, (n, 1, h // 2, w // 2), generator=generator)
     # Positions 0 1 / 2 3 in the cell; the neighbours of p share a row or a column with it.
     neighbours = torch.tensor([[1, 2], [0, 3], [0, 3], [1, 2]])
-    second = neighbours[first, torch.randint(0, 2, (n, 1, h2, w2), generator=generator)]
-    take = lambda index: torch.gather(cells, -1, index.unsqueeze(-1)).squeeze(-1)  # noqa: E731
-    return take(first), take(second), (first, second)
+    second = neighbours[first, torch.randint(0, 2, first.shape, generator=generator)]
+    picks = (first, second)
+    return (*_subsample(x, picks), picks)
 
 
 def _subsample(y, picks):
+    """The two sub-images that ``picks`` (cell positions 0-3) select from ``y``."""
     import torch
 
-    first, second = picks
     n, _, h, w = y.shape
     h2, w2 = h // 2, w // 2
     cells = y[..., : 2 * h2, : 2 * w2].reshape(n, 1, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, 1, h2, w2, 4)
-    return (torch.gather(cells, -1, first.unsqueeze(-1)).squeeze(-1),
-            torch.gather(cells, -1, second.unsqueeze(-1)).squeeze(-1))
+    return tuple(torch.gather(cells, -1, index.unsqueeze(-1)).squeeze(-1) for index in picks)
 
 
 def fine_tune(model, planes: np.ndarray, *, seconds: float, rician: bool, device=None, seed: int = 0,
