@@ -15,12 +15,12 @@ def _executor(args: argparse.Namespace) -> Any:
     return LocalExecutor(args.workers or 1)
 
 
-def _run(database: Any, job_id: int, passphrase: str, args: argparse.Namespace) -> int:
+def _run(database: Any, job_id: int, passphrase: str, executor: Any) -> int:
+    """Run the job on ``executor`` (closed afterwards), printing a line per finished task."""
     from medscan.batch.jobs import job_status
     from medscan.batch.runner import run_job
 
     total = job_status(database, job_id).total
-    executor = _executor(args)
     print(f"job {job_id}: {total} task(s) on {executor.description}", flush=True)
     finished = job_status(database, job_id).finished
 
@@ -51,8 +51,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     database, passphrase = open_database(args)
     with database:
-        job_id = create_job(database, spec, str(args.spec))
-        return _run(database, job_id, passphrase, args)
+        executor = _executor(args)  # an unreachable cluster is reported before any job is written
+        try:
+            job_id = create_job(database, spec, str(args.spec))
+        except BaseException:
+            executor.close()
+            raise
+        return _run(database, job_id, passphrase, executor)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -67,7 +72,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if job_status(database, args.job).state in ("done", "cancelled"):
             _print_status(job_status(database, args.job))
             return 0
-        return _run(database, args.job, passphrase, args)
+        return _run(database, args.job, passphrase, _executor(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
