@@ -275,7 +275,7 @@ class Database:
                     else:
                         deidentify_folder(staging, out, DeidOptions(date_shift=True), secret=deid_secret)
         except MedscanError as exc:  # e.g. burned-in text: the refusal is kept too
-            self.audit("export", target, outcome="refused", detail=f"{kind}: {str(exc)[:200]}")
+            self.audit("export", target, outcome="refused", detail=f"{kind}: {exc.problem[:200]}")
             raise
         self.audit("export", target, detail=kind)
         return Path(out)
