@@ -20,7 +20,7 @@ ProgressCallback = Callable[[int, int], None]  # (done, total); raise to cancel
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # "float" | "int" | "choice" | "bool" | "str"
+    kind: str  # "float" | "int" | "choice" | "bool" | "str" | "mask"
     default: Any
     help: str
     minimum: float | None = None
@@ -29,6 +29,8 @@ class Param:
 
     def check(self, value: Any) -> Any:
         """Convert and validate a value from the CLI or GUI; raise a message naming the parameter."""
+        if self.kind == "mask" and isinstance(value, np.ndarray):
+            return value.astype(bool, copy=False)  # drawn in the GUI; the CLI gives a file path instead
         try:
             if self.kind == "float":
                 value = float(value)
