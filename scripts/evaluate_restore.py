@@ -338,11 +338,11 @@ def print_tables(task: str, tables: dict[str, Any]) -> None:
               f"{'met' if table['target_met'] else 'NOT met'})")
 
 
-def write_card_figures(task: str, tables: dict[str, Any], meta: dict[str, Any]) -> Path:
+def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Put the figures into the model card; only the card changes, so the weights' sha256 still holds."""
     from medscan.nets.weights import load_card
 
-    card = load_card(MODELS[task])
+    card = load_card(model)
     data = dict(card.data)
     data["evaluation"] = {**meta, "tables": tables}
     tmp = card.path.with_suffix(".json.tmp")
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         payload["tasks"][task] = {**meta, "model": card.name, "sha256": card.data["sha256"], "tables": tables,
                                   "per_slice": records}
         if args.cards and not args.quick:
-            print(f"figures written to {write_card_figures(task, tables, meta)}")
+            print(f"figures written to {write_card_figures(MODELS[task], tables, meta)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2, default=float))

@@ -44,6 +44,10 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         from medscan.nets.upsampler import ResidualUpsampler
 
         return ResidualUpsampler(**config.get("args", {}))
+    if kind == "esrgan_generator":  # GAN super-resolve: {"kind": ..., "args": {scale, features, blocks, growth}}
+        from medscan.nets.esrgan import ESRGANGenerator
+
+        return ESRGANGenerator(**config.get("args", {}))
     backbone_cfg = dict(config["backbone"])
     arch = backbone_cfg.pop("arch", "UNet")
     from monai.networks import nets  # imported lazily: MONAI is heavy and only needed for inference

@@ -131,3 +131,50 @@ def choose_slices(volume: np.ndarray, count: int) -> list[int]:
 def pm(stat: dict[str, float | int], digits: int) -> str:
     """``mean ± sd`` of a ``summarize`` result, for the Markdown tables."""
     return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+# No-reference sharpness (compared with the high-resolution original, which a reference metric then is not
+# needed for): how much fine detail an output carries, independent of whether that detail is in the right place.
+
+def gradient_energy(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean squared forward difference along rows and columns (in the image's units squared), over ``mask``."""
+    image = np.asarray(image, np.float64)
+    dy = np.diff(image, axis=0)[:, :-1]
+    dx = np.diff(image, axis=1)[:-1, :]
+    energy = dy * dy + dx * dx
+    if mask is not None:
+        energy = energy[np.asarray(mask)[:-1, :-1]]
+    return float(energy.mean())
+
+
+def radial_power_spectrum(image: np.ndarray, bins: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of a Hann-windowed image: (bin centres in cycles/pixel, 0..0.5; power).
+
+    The window keeps the image border (a jump under the periodic FFT) from leaking into the high frequencies.
+    """
+    image = np.asarray(image, np.float64)
+    h, w = image.shape
+    windowed = (image - image.mean()) * np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.fft2(windowed)) ** 2 / (h * w)
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    radius = np.hypot(fy, fx).ravel()
+    edges = np.linspace(0.0, 0.5, bins + 1)
+    index = np.digitize(radius, edges) - 1
+    inside = (index >= 0) & (index < bins)
+    total = np.bincount(index[inside], power.ravel()[inside], minlength=bins)
+    count = np.bincount(index[inside], minlength=bins)
+    return (edges[:-1] + edges[1:]) / 2, total / np.maximum(count, 1)
+
+
+def spectrum_match(reference: np.ndarray, estimate: np.ndarray, band: tuple[float, float]) -> tuple[float, float]:
+    """(log-spectral distance, mean log power ratio) of ``estimate`` to ``reference`` in ``band`` (cycles/px), dB.
+
+    The distance is the RMS over radial bins of 10·log10(P_est / P_ref): 0 when the estimate carries the
+    original's energy at every frequency of the band. The signed mean says which way: negative is too smooth
+    (missing high-frequency energy), positive too much (over-sharpened or noisy).
+    """
+    freq, p_ref = radial_power_spectrum(reference)
+    _, p_est = radial_power_spectrum(estimate)
+    keep = (freq >= band[0]) & (freq <= band[1]) & (p_ref > 0)
+    ratio_db = 10 * np.log10(np.maximum(p_est[keep], 1e-30) / p_ref[keep])
+    return float(np.sqrt(np.mean(ratio_db ** 2))), float(np.mean(ratio_db))

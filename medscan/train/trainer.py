@@ -35,11 +35,36 @@ class TrainConfig:
     task_args: dict[str, Any] = field(default_factory=dict)
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rng_state: dict) -> None:
+def save_checkpoint(path: Path, step: int, rng: np.random.Generator, generator: torch.Generator,
+                    **parts: Any) -> None:
+    """Atomically save ``parts`` (anything with a state_dict: models, optimizers, schedulers), the step and both
+    random streams, so a resumed run draws exactly the batches the uninterrupted one would have."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "rng": rng_state}, tmp)
+    torch.save({**{name: part.state_dict() for name, part in parts.items()}, "step": step,
+                "rng": {"numpy": rng.bit_generator.state, "torch": generator.get_state()}}, tmp)
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, rng: np.random.Generator, generator: torch.Generator, **parts: Any) -> int:
+    """Restore what ``save_checkpoint`` wrote into ``parts`` and the random streams; the step reached (0: none)."""
+    if not path.exists():
+        return 0
+    state = torch.load(path, weights_only=False)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    rng.bit_generator.state = state["rng"]["numpy"]
+    generator.set_state(state["rng"]["torch"])
+    return int(state["step"])
+
+
+def open_log(path: Path, header: list[str], resume: bool):
+    """The CSV training log: appended to when resuming, else started with ``header``; (file, writer)."""
+    new_log = not path.exists() or not resume
+    log = open(path, "w" if new_log else "a", newline="")  # noqa: SIM115 - kept open for the whole run
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(header)
+    return log, writer
 
 
 def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, progress: bool = True) -> dict[str, Any]:
@@ -56,22 +81,9 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     checkpoint = workdir / "checkpoint.pt"
-    start = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["step"])
-        rng.bit_generator.state = state["rng"]["numpy"]
-        generator.set_state(state["rng"]["torch"])
+    start = load_checkpoint(checkpoint, rng, generator, model=model, optimizer=optimizer, scheduler=scheduler)
     bank = bank or SliceBank.from_items(config.train_items)
-    log_path = workdir / "log.csv"
-    new_log = not log_path.exists() or start == 0
-    log = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115 - kept open for the whole run
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "loss", "lr", "seconds"])
+    log, writer = open_log(workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -98,8 +110,7 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, step,
-                             {"numpy": rng.bit_generator.state, "torch": generator.get_state()})
+            save_checkpoint(checkpoint, step, rng, generator, model=model, optimizer=optimizer, scheduler=scheduler)
     log.close()
     if bar is not None:
         bar.close()
