@@ -123,8 +123,8 @@ def _keep(database, args: argparse.Namespace, path: Path, record, result, params
 
 
 def _run_jobs(args: argparse.Namespace, path: Path, out: Path, jobs: list, params: dict, database) -> int:
-    from medscan.io import save
     from medscan.io.dicom import load_series
+    from medscan.io.result_files import save_result
     from medscan.ops import run
 
     several = len(jobs) > 1
@@ -143,11 +143,13 @@ def _run_jobs(args: argparse.Namespace, path: Path, out: Path, jobs: list, param
             if report is not None and report.flagged and args.refuse_flagged:
                 raise MedscanError(path, "fidelity guard refused the result: " + "; ".join(report.reasons))
             target = out / _safe_name(f"{key}_{scan.description}") if several else out
-            written = save(result.scan, target)
+            written, *companions = save_result(result.scan, result.maps, target)
             summary = ""
             if report is not None:
                 summary = f" (method noise sd {report.method_noise_std:.3g}, structure {report.structure_fraction:.2%})"
             print(f"wrote {written}{summary}")
+            for path in companions:
+                print(f"wrote {path}")
             if database is not None:
                 result_id = _keep(database, args, path, record, result, params)
                 print(f"kept result {result_id} in {database.label}")

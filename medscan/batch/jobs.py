@@ -56,11 +56,19 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "series"
 
 
-def output_path(output: dict[str, Any], task_id: int, label: str) -> Path:
-    """Where a folder job puts a task's series; the task id keeps names unique across jobs."""
+def output_path(output: dict[str, Any], task_id: int, label: str, operation: str) -> Path:
+    """Where a folder job puts a task's series; the task id keeps names unique across jobs.
+
+    A Generate operation's output is named synthetic (its companions are published before it, so the
+    image existing means the whole output was published).
+    """
+    from medscan.io.result_files import synthetic_path
+    from medscan.ops import get
+
     name = f"t{task_id:05d}_{safe_name(label)}"
     suffix = ".nii.gz" if output["format"] == "nifti" else ""
-    return Path(output["folder"]) / f"{name}{suffix}"
+    path = Path(output["folder"]) / f"{name}{suffix}"
+    return synthetic_path(path) if get(operation).synthetic else path
 
 
 def staging_dir(output: dict[str, Any], task_id: int, attempt: int) -> Path:
@@ -162,8 +170,9 @@ def recover(database: Database, job_id: int) -> int:
     requeued = 0
     with database.transaction() as session:
         for task in session.scalars(select(Task).where(Task.job_ref == job_id, Task.state == "running")):
-            if not spec.to_database and output_path(spec.output, task.id, task.label).exists():
-                task.state, task.output = "done", str(output_path(spec.output, task.id, task.label))
+            final = None if spec.to_database else output_path(spec.output, task.id, task.label, spec.operation)
+            if final is not None and final.exists():
+                task.state, task.output = "done", str(final)
             else:
                 task.state = "queued"
                 requeued += 1

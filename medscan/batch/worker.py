@@ -132,16 +132,18 @@ def execute_task(payload: dict[str, Any]) -> dict[str, Any]:
             outcome["output"] = "database"
         else:
             from medscan.batch.jobs import output_path, staging_dir
-            from medscan.io import save
+            from medscan.io.result_files import save_result
 
-            final = output_path(payload["output"], payload["task_id"], payload["label"])
+            final = output_path(payload["output"], payload["task_id"], payload["label"], payload["operation"])
             staging = staging_dir(payload["output"], payload["task_id"], payload["attempt"])
             staging.mkdir(parents=True, exist_ok=True)
-            written = save(result.scan, staging / final.name)
+            image, *companions = save_result(result.scan, result.maps, staging / final.name)
             done["seconds"] = time.perf_counter() - started
             with database.transaction() as session:
                 _claim(session, payload, output=str(final), **done)
-                os.rename(written, final)  # publish: the last step before the row commits
+                for path in companions:  # a synthetic NIfTI's uncertainty and generated-region files
+                    os.rename(path, final.parent / path.name)
+                os.rename(image, final)  # publish: the last step before the row commits
             database.audit("process", payload["label"], detail=f"{payload['operation']} -> {final}")
             outcome["output"] = str(final)
         outcome.update(state="done", seconds=time.perf_counter() - started)

@@ -41,7 +41,8 @@ HEADER_KEYWORDS = (
     "WindowCenterWidthExplanation", "AcquisitionNumber", "XRayTubeCurrent", "ExposureTime", "Exposure",
     "DeidentificationMethodCodeSequence", "ScanningSequence", "SequenceVariant", "ScanOptions",
     "MRAcquisitionType", "EchoTrainLength", "InversionTime", "FlipAngle", "ImagingFrequency", "ImagedNucleus",
-    "SequenceName", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
+    "SequenceName", "InPlanePhaseEncodingDirection", "LossyImageCompression", "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
 )
 # Transfer syntaxes that lose information: derived series must keep saying so (LossyImageCompression 01).
 LOSSY_TRANSFER_SYNTAXES = {
@@ -780,8 +781,16 @@ def load_series(record: SeriesRecord) -> Scan:
         volume_labels=[row[0].label for row in layout.grid] if n_t > 1 else [],
         repetition_time_s=_repetition_time(record.header),
         source_path=os.path.commonpath(record.files) if record.files else "",
+        synthetic=_is_synthetic(record.header),
     )
     return scan
+
+
+def _is_synthetic(header: object) -> bool:
+    """A series medscan (or another tool) generated says so in ImageType; it must stay marked when reopened."""
+    image_type = getattr(header, "ImageType", None) or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return any(str(v).upper() == "SYNTHETIC" for v in values)
 
 
 def _repetition_time(header: Dataset) -> float | None:

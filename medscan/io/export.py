@@ -18,7 +18,7 @@ import datetime as _dt
 import os
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -429,35 +429,51 @@ def write_derived_series(
     *,
     series_number_offset: int = 1000,
     description_prefix: str = "medscan",
+    extra: Callable[[Path, list[Path]], None] | None = None,
 ) -> Path:
     """Write ``scan`` as a new DICOM series (one file per slice and volume) into ``out_dir``.
 
     The files are written into a hidden sibling folder that is renamed onto ``out_dir`` only
     once complete, so a half-written series never appears there. ``out_dir`` must not exist
     or be empty. The input scan is not modified. Returns ``out_dir``.
+
+    ``extra(folder, files)`` may add companion objects (e.g. an uncertainty series and a SEG of a
+    generated region) to the staging folder before it is published, so they appear together or not at all.
+    A synthetic series' file names say so.
     """
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
-    if not np.all(np.isfinite(scan.voxels)):
-        raise MedscanError(out_dir, "scan holds NaN or infinite values, which DICOM cannot store")
-    sop_class = _SOP_CLASS_BY_MODALITY.get(scan.modality, SecondaryCaptureImageStorage)
-    encoding = choose_pixel_encoding(scan.voxels)
-    template = _series_template(scan, sop_class, encoding, series_number_offset, description_prefix)
-
-    nk = scan.volume_shape[0]
-    total = nk * scan.n_volumes
-    width = max(5, len(str(total)))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = out_dir.parent / f".tmp-{out_dir.name}-{secrets.token_hex(4)}"
     tmp_dir.mkdir()
     try:
-        for t in range(scan.n_volumes):
-            for k in range(nk):
-                number = t * nk + k + 1
-                ds = _instance(template, scan, encoding, t, k, number)
-                pydicom.dcmwrite(tmp_dir / f"IM_{number:0{width}d}.dcm", ds, enforce_file_format=True)
+        files = write_series_files(scan, tmp_dir, series_number_offset=series_number_offset,
+                                   description_prefix=description_prefix,
+                                   file_prefix="SYNTHETIC_IM" if scan.synthetic else "IM", label=out_dir)
+        if extra is not None:
+            extra(tmp_dir, files)
         publish_folder(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_series_files(scan: Scan, folder: Path, *, series_number_offset: int, description_prefix: str,
+                       file_prefix: str, label: str | Path) -> list[Path]:
+    """One new series' instances written into an existing (staging) ``folder``; returns their paths."""
+    if not np.all(np.isfinite(scan.voxels)):
+        raise MedscanError(label, "scan holds NaN or infinite values, which DICOM cannot store")
+    sop_class = _SOP_CLASS_BY_MODALITY.get(scan.modality, SecondaryCaptureImageStorage)
+    encoding = choose_pixel_encoding(scan.voxels)
+    template = _series_template(scan, sop_class, encoding, series_number_offset, description_prefix)
+    nk = scan.volume_shape[0]
+    width = max(5, len(str(nk * scan.n_volumes)))
+    files = []
+    for t in range(scan.n_volumes):
+        for k in range(nk):
+            number = t * nk + k + 1
+            ds = _instance(template, scan, encoding, t, k, number)
+            files.append(folder / f"{file_prefix}_{number:0{width}d}.dcm")
+            pydicom.dcmwrite(files[-1], ds, enforce_file_format=True)
+    return files

@@ -13,6 +13,7 @@ from medscan.scan import LPS_TO_RAS, MedscanError, ProvenanceEntry, Scan
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _MODALITY_PREFIX = "medscan modality="
+_SYNTHETIC_MARK = "SYNTHETIC"
 
 
 def is_nifti(path: str | Path) -> bool:
@@ -56,12 +57,17 @@ def read_nifti(path: str | Path) -> Scan:
         repetition_time_s=tr,
         source_path=str(path),
         provenance=[ProvenanceEntry("read_nifti", {"file": path.name})],
+        synthetic=_SYNTHETIC_MARK in _descrip(image).split(),
     )
 
 
-def _modality_from_header(image: nib.Nifti1Image) -> str | None:
+def _descrip(image: nib.Nifti1Image) -> str:
     descrip = image.header.get("descrip")
-    text = descrip.tobytes().decode("latin-1", "ignore").strip("\x00 ") if descrip is not None else ""
+    return descrip.tobytes().decode("latin-1", "ignore").strip("\x00 ") if descrip is not None else ""
+
+
+def _modality_from_header(image: nib.Nifti1Image) -> str | None:
+    text = _descrip(image)
     if text.startswith(_MODALITY_PREFIX):
         return text[len(_MODALITY_PREFIX):].split()[0] or None
     return None
@@ -91,7 +97,9 @@ def write_nifti(scan: Scan, path: str | Path) -> Path:
     header.set_xyzt_units("mm", "sec")
     if voxels.ndim == 4 and scan.repetition_time_s:
         header.set_zooms((*scan.spacing, scan.repetition_time_s))
-    header["descrip"] = f"{_MODALITY_PREFIX}{scan.modality}"[:79].encode()
+    # The SYNTHETIC mark travels in the header, so generated voxels stay marked when the file is reopened.
+    mark = f" {_SYNTHETIC_MARK}" if scan.synthetic else ""
+    header["descrip"] = f"{_MODALITY_PREFIX}{scan.modality}{mark}"[:79].encode()
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
     if path.parent and not path.parent.exists():
