@@ -1,0 +1,59 @@
+"""Motion-artefact correction for MR: k-space motion (medscan.degrade.motion) in, the still slice out.
+
+MR only: CT has no k-space acquisition and its motion looks nothing like phase-encoding ghosts. The model is
+direction-specific: the simulated phase-encoding axis is always -2 (ghosts run vertically), so inference
+turns each slice until its phase-encoding axis is there. Anatomy still appears in every orientation, because
+the slice bank turns and flips the clean patches before the motion is simulated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medscan.degrade.motion import SEVERITIES, add_motion
+from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
+from medscan.train.tasks import TASKS
+
+# MR subjects of the shared split (held-out MR: mr03 and paired/brain_tcga_fg_6692, as for every model).
+MR_TRAIN_ITEMS = tuple(i for i in TRAIN_ITEMS if i.split("/")[-1].startswith("mr") or i.startswith("paired/"))
+MR_HELDOUT_ITEMS = tuple(i for i in HELDOUT_ITEMS if "/mr" in i or i.startswith("paired/"))
+CLEAN_RANGE = (0.0, 2.0)  # magnitude images are non-negative; cap stray pixels of near-empty windows
+
+
+class MotionCorrectTask:
+    """Blind motion correction over all three severities, each slice's amplitudes scaled by a random factor.
+
+    A ``still_fraction`` of the batch has no motion at all, so the model learns to leave a clean slice alone.
+    The network predicts the correction (residual) added to the corrupted slice.
+    """
+
+    def __init__(self, scale_range: tuple[float, float] = (0.3, 1.0), still_fraction: float = 0.1) -> None:
+        self.scale_range = scale_range
+        self.still_fraction = still_fraction
+
+    def make_batch(
+        self, clean: torch.Tensor, generator: torch.Generator
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        clean = clean.clamp(*CLEAN_RANGE)
+        n = clean.shape[0]
+        names = list(SEVERITIES)
+        kinds = torch.randint(0, len(names), (n,), generator=generator)
+        scale = torch.empty(n).uniform_(*self.scale_range, generator=generator)
+        still = torch.rand(n, generator=generator) < self.still_fraction
+        corrupted = clean.clone()
+        for i in range(n):
+            if not still[i]:
+                corrupted[i:i + 1] = add_motion(clean[i:i + 1], names[int(kinds[i])], generator, scale[i:i + 1])
+        return (corrupted,), clean
+
+    @staticmethod
+    def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return inputs[0] + model(inputs[0])
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(prediction, target)
+
+
+TASKS["motion_correct"] = MotionCorrectTask
