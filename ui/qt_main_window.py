@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox
 from ui import qt_dialogs
 from ui.qt_compare import CompareBar, CompareViewer
 from ui.qt_database import DatabaseController
+from ui.qt_mask_brush import BrushTool, MaskParamWidget
 from ui.qt_operations import OperationsPanel
 from ui.qt_result_workflow import ResultWorkflow
 from ui.qt_slice_viewer import CUSTOM, SliceViewer, preset_label, window_presets
@@ -62,11 +63,12 @@ def load_job(ctx: JobContext, record: Any) -> Scan:
     return scan
 
 
-def export_job(ctx: JobContext, scan: Scan, target: str) -> str:
-    from medscan.io import save
+def export_job(ctx: JobContext, scan: Scan, target: str, maps: dict[str, Any] | None = None) -> str:
+    """The scan (a generated one with its uncertainty and generated-region companions); returns its path."""
+    from medscan.io.result_files import save_result
 
     ctx.report(0, 0, "writing")
-    return str(save(scan, target))
+    return str(save_result(scan, maps or {}, target)[0])
 
 
 def png_job(ctx: JobContext, scan: Scan, target: str, slice_index: int, volume: int,
@@ -190,6 +192,8 @@ class MainWindow(QMainWindow):
     def _setup_operations(self) -> None:
         """Clean/Generate tabs from the registry, the device choice (remembered) and before/after."""
         self.workflow = ResultWorkflow(self)
+        for mask_widget in self.mask_widgets():
+            mask_widget.drawToggled.connect(lambda on, w=mask_widget: self.set_brush(w, on))
         self.opsPanel.set_device_choice(self.settings.value("ops/device", "auto", type=str))
         self.opsPanel.deviceChanged.connect(self._on_device_choice)
         self.opsPanel.set_modality(None)
@@ -283,6 +287,8 @@ class MainWindow(QMainWindow):
         ``result`` marks a kept result of ``summary``'s series: choosing that series again reloads it.
         """
         self.workflow.close()
+        if scan is not self.scan:
+            self._forget_drawn_masks()
         self.scan = scan
         self.current = summary
         self.showing_result = result
@@ -301,6 +307,29 @@ class MainWindow(QMainWindow):
         self._update_enabled()
         self.viewer.setFocus()
         self.scanShown.emit(scan)
+
+    # ------------------------------------------------------------------------------------------
+    # Drawing a mask parameter (e.g. the region to inpaint)
+    # ------------------------------------------------------------------------------------------
+    def mask_widgets(self) -> list[MaskParamWidget]:
+        return self.opsPanel.findChildren(MaskParamWidget)
+
+    def set_brush(self, widget: MaskParamWidget, on: bool) -> None:
+        """Left-drag on the viewer paints ``widget``'s mask while its Draw button is down (one at a time)."""
+        if on:
+            for other in self.mask_widgets():
+                if other is not widget and other.draw.isChecked():
+                    other.draw.setChecked(False)
+            self.viewer.tool = BrushTool(self.viewer, widget)
+            self.statusbar.showMessage("Drawing the region: left-drag paints, Shift+left-drag erases", 8000)
+        elif self.viewer.tool is not None and self.viewer.tool.widget is widget:
+            self.viewer.tool = None
+        self.viewer.update()
+
+    def _forget_drawn_masks(self) -> None:
+        for widget in self.mask_widgets():
+            widget.mask = None
+            widget.note_change()
 
     def update_title(self) -> None:
         """Series and patient; SYNTHETIC for a generated scan; the result being compared, if any."""
@@ -422,8 +451,11 @@ class MainWindow(QMainWindow):
     def export_dicom(self) -> Job | None:
         return self.export_scan(self.scan, "dicom", self._suggested_name()) if self.scan is not None else None
 
-    def export_scan(self, scan: Scan, fmt: str, stem: str) -> Job | None:
-        """Ask where, then write ``scan`` as a NIfTI volume ('nifti') or a derived DICOM series ('dicom')."""
+    def export_scan(self, scan: Scan, fmt: str, stem: str, maps: dict[str, Any] | None = None) -> Job | None:
+        """Ask where, then write ``scan`` as a NIfTI volume ('nifti') or a derived DICOM series ('dicom').
+
+        ``maps``: a result's maps; a generated result's uncertainty and generated region are written with it.
+        """
         if fmt == "nifti":
             path, _ = QFileDialog.getSaveFileName(self, "Export NIfTI volume", stem + ".nii.gz",
                                                   "NIfTI (*.nii.gz *.nii)")
@@ -437,7 +469,7 @@ class MainWindow(QMainWindow):
             title = "Exporting DICOM series"
         if not path:
             return None
-        return self._export(f"{title} {Path(path).name}", export_job, scan, path)
+        return self._export(f"{title} {Path(path).name}", export_job, scan, path, maps)
 
     def export_png(self) -> Job | None:
         """The slice on screen - in the plane and with the window on screen - as a PNG."""

@@ -1,7 +1,8 @@
 """The Clean and Generate tabs, built from the operation registry (one declaration for CLI, GUI, self-test).
 
 Each :class:`~medscan.ops.Param` becomes a widget by its kind (float -> QDoubleSpinBox, int ->
-QSpinBox, choice -> QComboBox, bool -> QCheckBox, str -> QLineEdit) with its range and its help as
+QSpinBox, choice -> QComboBox, bool -> QCheckBox, str -> QLineEdit, mask -> a brush drawn on the
+viewer, see ui/qt_mask_brush.py) with its range and its help as
 tooltip, so a new operation needs no GUI code. The panel only asks for work (signals); the main
 window runs it in the job pool. Importing the registry is cheap: torch loads when an operation runs.
 """
@@ -85,6 +86,10 @@ def param_widget(param: Param) -> QWidget:
         widget = check
     elif param.kind == "str":
         widget = QLineEdit(str(param.default))
+    elif param.kind == "mask":
+        from ui.qt_mask_brush import MaskParamWidget
+
+        widget = MaskParamWidget()
     else:
         raise ValueError(f"parameter {param.name!r}: unknown kind {param.kind!r}")
     widget.setObjectName(f"param_{param.name}")
@@ -101,6 +106,9 @@ def widget_value(widget: QWidget) -> Any:
         return widget.isChecked()
     if isinstance(widget, QLineEdit):
         return widget.text()
+    value = getattr(widget, "value", None)  # e.g. a drawn mask
+    if callable(value):
+        return value()
     raise TypeError(f"no value for {type(widget).__name__}")
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from ui.qt_compare import MODES, ViewLink
+from ui.qt_mask_brush import plane_of_mask
 from ui.qt_results import ResultEntry, operation_job, preview_scan
 
 if TYPE_CHECKING:
@@ -61,18 +63,27 @@ class ResultWorkflow(QObject):
         if self.window.scan is None or viewer.stack is None:
             return None
         origin = (viewer.plane, viewer.slice_index, viewer.volume)
-        single = preview_scan(self.window.scan, viewer.stack, viewer.slice_index, viewer.volume)
+        scan = self.window.scan
+        single = preview_scan(scan, viewer.stack, viewer.slice_index, viewer.volume)
+        # A drawn region (mask parameter) is cut to the previewed plane like the image itself.
+        params = {k: plane_of_mask(v, scan.affine, viewer.plane, viewer.slice_index) if isinstance(v, np.ndarray)
+                  else v for k, v in (params or {}).items()}
         return self._start(name, params, single, origin)
 
     def run_series(self, name: str, params: dict[str, Any] | None = None) -> Job | None:
         """Run ``name`` on every slice (and volume) of the series shown."""
-        if self.window.scan is None:
+        scan = self.window.scan
+        if scan is None:
             return None
-        return self._start(name, params, self.window.scan, None)
+        # A region drawn on a 4-D series applies to every volume of it.
+        params = {k: np.broadcast_to(v, scan.voxels.shape) if isinstance(v, np.ndarray) else v
+                  for k, v in (params or {}).items()}
+        return self._start(name, params, scan, None)
 
     def _start(self, name: str, params: dict[str, Any] | None, scan: Scan,
                origin: tuple[str, int, int] | None) -> Job | None:
         from medscan.ops import get
+        from medscan.ops.registry import recordable
         from medscan.scan import MedscanError
 
         window = self.window
@@ -89,7 +100,7 @@ class ResultWorkflow(QObject):
                               kind="operation")
 
         def done(result: Result) -> None:
-            self._add(ResultEntry(operation, result, scan, source, summary, values, device, origin))
+            self._add(ResultEntry(operation, result, scan, source, summary, recordable(values), device, origin))
 
         job.succeeded.connect(done)
         job.failed.connect(lambda message: window.report_error(f"{operation.title} failed", message))
@@ -192,4 +203,4 @@ class ResultWorkflow(QObject):
     def export(self, entry: ResultEntry, fmt: str) -> Job | None:
         """NIfTI or derived DICOM through the window's export jobs, named after the result."""
         stem = str(Path(self.window.last_folder()) / entry.export_stem())
-        return self.window.export_scan(entry.after, fmt, stem)
+        return self.window.export_scan(entry.after, fmt, stem, entry.result.maps)

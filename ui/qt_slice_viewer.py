@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
@@ -127,6 +127,8 @@ class SliceViewer(QWidget):
         self._cursor: QPointF | None = None
         self._drag: tuple[Qt.MouseButton, QPointF, float, float, QPointF] | None = None
         self._wheel_rest = 0
+        self.tool: Any = None  # e.g. a mask brush: takes the left button while installed
+        self._tool_drag = False
 
     # ------------------------------------------------------------------------------------------
     # State
@@ -362,6 +364,9 @@ class SliceViewer(QWidget):
         painter.drawImage(QPointF(0, 0), self._image)
         painter.restore()
         self.paint_layers(painter, transform)
+        if self.tool is not None:
+            self.tool.paint(painter, transform)
+            self.tool.paint_cursor(painter, self._cursor)
         self._paint_overlays(painter)
 
     def paint_layers(self, painter: QPainter, transform: QTransform) -> None:
@@ -567,6 +572,11 @@ class SliceViewer(QWidget):
 
     def mousePressEvent(self, event) -> None:
         button = event.button()
+        if self.tool is not None and self.stack is not None and button == Qt.MouseButton.LeftButton:
+            self._tool_drag = True
+            self.tool.press(event.position(), bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier))
+            event.accept()
+            return
         if self.stack is not None and button in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton,
                                                  Qt.MouseButton.RightButton):
             self._drag = (button, event.position(), self.window_center, self.window_width, QPointF(self.pan))
@@ -579,6 +589,8 @@ class SliceViewer(QWidget):
 
     def mouseMoveEvent(self, event) -> None:
         position = event.position()
+        if self._tool_drag and self.tool is not None:
+            self.tool.move(position)
         if self._drag is not None:
             button, start, center, width, pan = self._drag
             delta = position - start
@@ -598,6 +610,12 @@ class SliceViewer(QWidget):
         event.accept()
 
     def mouseReleaseEvent(self, event) -> None:
+        if self._tool_drag and event.button() == Qt.MouseButton.LeftButton:
+            self._tool_drag = False
+            if self.tool is not None:
+                self.tool.release()
+            event.accept()
+            return
         if self._drag is not None and event.button() == self._drag[0]:
             self._drag = None
             self.setCursor(Qt.CursorShape.CrossCursor)

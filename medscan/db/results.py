@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 PROCESS_ROLES = ("radiologist", "technician", "admin")  # who may add results to a database
+# A generated result is kept with what says where it is unsure and what was made up.
+KEPT_MAPS = ("uncertainty", "generated")
 
 
 def register_source(database: Any, record: Any, path: str | Path, modality: str) -> int:
@@ -39,4 +41,5 @@ def keep_result(database: Any, series_id: int, result: Any, *, operation: str, p
         model_name=last.model if last else None, model_version=last.model_version if last else None,
         parameters=parameters, quality=quality, synthetic=result.synthetic or get(operation).synthetic,
         provenance=[asdict(e) for e in result.scan.provenance], before_commit=before_commit,
+        overlays={k: v for k, v in result.maps.items() if k in KEPT_MAPS},
     )

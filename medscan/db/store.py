@@ -32,6 +32,7 @@ from medscan.db.models import (
     ROLES,
     AuditEntry,
     Instance,
+    Overlay,
     Patient,
     Result,
     Series,
@@ -200,13 +201,19 @@ class Database:
                      model_name: str | None = None, model_version: str | None = None,
                      parameters: dict[str, Any] | None = None, quality: dict[str, Any] | None = None,
                      synthetic: bool = False, provenance: list[dict[str, Any]] | None = None,
+                     overlays: dict[str, np.ndarray] | None = None,
                      before_commit: Callable[[Session, int], None] | None = None) -> int:
-        """Keep a derived volume: blob first (durable), then its row in one transaction.
+        """Keep a derived volume: blobs first (durable), then its rows in one transaction.
 
+        ``overlays`` (e.g. a generated result's uncertainty map and generated-region mask, same shape as
+        the voxels) are kept with it, each naming the planes where it is non-zero.
         ``before_commit(session, result_id)`` joins that transaction (a batch task marks itself done
         there, so a result and its task's state are committed together or not at all).
         """
         blob_id = self.blobs.put_array(np.asarray(voxels))
+        overlay_blobs = {kind: (self.blobs.put_array(np.asarray(values)),
+                                np.flatnonzero(np.asarray(values).reshape(-1, *np.shape(values)[-2:]).any(axis=(1, 2))))
+                         for kind, values in (overlays or {}).items()}
         with self.transaction() as session:
             if session.get(Series, series_id) is None:
                 raise MedscanError(self.label, f"no series with id {series_id}")
@@ -219,6 +226,9 @@ class Database:
             session.add(result)
             session.flush()
             result_id = result.id
+            for kind, (overlay_blob, planes) in overlay_blobs.items():
+                session.add(Overlay(result_ref=result_id, kind=kind[:32], slices=[int(p) for p in planes],
+                                    blob_id=overlay_blob))
             if before_commit is not None:
                 before_commit(session, result_id)
         self.audit("process", f"series {series_id}", detail=f"{operation} -> result {result_id}")
@@ -231,6 +241,15 @@ class Database:
                 raise MedscanError(self.label, f"no result with id {result_id}")
         self.audit("open", f"result {result_id}")
         return result, self.blobs.get_array(result.blob_id)
+
+    def load_overlays(self, result_id: int) -> dict[str, np.ndarray]:
+        """A result's kept maps by kind (e.g. 'uncertainty', 'generated')."""
+        with self.transaction() as session:
+            result = session.get(Result, result_id)
+            if result is None:
+                raise MedscanError(self.label, f"no result with id {result_id}")
+            blobs = {o.kind: o.blob_id for o in result.overlays}
+        return {kind: self.blobs.get_array(blob_id) for kind, blob_id in blobs.items()}
 
     def referenced_blobs(self) -> set[str]:
         with self.transaction() as session:
@@ -281,41 +300,49 @@ class Database:
         return Path(out)
 
     def export_result(self, result_id: int, out: str | Path) -> Path:
-        """A stored result as one NIfTI file: voxels, geometry and modality, nothing identifying."""
-        from medscan.deid_nifti import burned_in_refusal, check_anonymous_nifti
-        from medscan.io.nifti import is_nifti, write_nifti
+        """A stored result as one NIfTI file: voxels, geometry and modality, nothing identifying.
+
+        A synthetic result's file is named synthetic and its kept overlays (uncertainty, generated region)
+        are written beside it, exactly as the CLI writes a fresh result.
+        """
+        from medscan.deid_nifti import burned_in_refusal
+        from medscan.io.nifti import is_nifti
+        from medscan.io.result_files import companion_path, synthetic_path
 
         out = Path(out)
         target = f"result {result_id} -> {out}"
         self.require_role("export", target, ROLES)
         if not is_nifti(out):
             raise MedscanError(out, "a result is exported as NIfTI: name a .nii or .nii.gz file")
-        if out.exists():
-            raise MedscanError(out, "already exists; choose a new file")
         with self.transaction() as session:
             result = session.get(Result, result_id)
             if result is None:
                 raise MedscanError(self.label, f"no result with id {result_id}")
             modality = result.series.modality or "OT"
             paths = list(session.scalars(select(Instance.path).where(Instance.series_ref == result.series_ref)))
+            overlays = {o.kind: o.blob_id for o in result.overlays}
+        out = synthetic_path(out) if result.synthetic else out
+        files = {out: result.blob_id, **{companion_path(out, kind): blob for kind, blob in overlays.items()}}
+        for path in files:
+            if path.exists():
+                raise MedscanError(path, "already exists; choose a new file")
         risk = burned_in_refusal(p for p in paths if Path(p).is_file())
         if risk:
             self.audit("export", target, outcome="refused", detail="burned-in text")
             raise MedscanError(out, f"{risk}; refusing to export")
-        scan = Scan(voxels=self.blobs.get_array(result.blob_id), affine=np.asarray(result.affine, float),
-                    modality=modality, synthetic=result.synthetic)
         if not out.parent.is_dir():
             raise MedscanError(out, "output folder does not exist")
-        suffix = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
-        fd, tmp_name = tempfile.mkstemp(prefix=".medscan-export-", suffix=suffix, dir=out.parent)
-        os.close(fd)
+        written: list[Path] = []
         try:
-            write_nifti(scan, tmp_name)
-            check_anonymous_nifti(tmp_name)
-            os.replace(tmp_name, out)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
-        self.audit("export", target, detail="NIfTI")
+            for path, blob_id in reversed(files.items()):  # companions first, the image last
+                scan = Scan(voxels=self.blobs.get_array(blob_id), affine=np.asarray(result.affine, float),
+                            modality=modality, synthetic=result.synthetic)
+                written.append(_write_anonymous_nifti(scan, path))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        self.audit("export", target, detail="NIfTI" + (f" with {', '.join(overlays)}" if overlays else ""))
         return out
 
     # -- keys, backup, restore ----------------------------------------------------------------
@@ -448,6 +475,23 @@ def _setting(connection: Any, name: str) -> str | None:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _write_anonymous_nifti(scan: Scan, out: Path) -> Path:
+    """Written under a temporary name and checked to carry nothing identifying before it takes ``out``."""
+    from medscan.deid_nifti import check_anonymous_nifti
+    from medscan.io.nifti import write_nifti
+
+    suffix = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
+    fd, tmp_name = tempfile.mkstemp(prefix=".medscan-export-", suffix=suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        write_nifti(scan, tmp_name)
+        check_anonymous_nifti(tmp_name)
+        os.replace(tmp_name, out)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

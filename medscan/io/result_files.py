@@ -49,15 +49,14 @@ def companion_path(main: Path, what: str) -> Path:
 
 def save_result(scan: Scan, maps: Mapping[str, np.ndarray], out: str | Path) -> list[Path]:
     """Write ``scan`` (and, when synthetic, its companions) to ``out``; returns the paths, the image first."""
+    from medscan.io import save
     from medscan.io.nifti import is_nifti, write_nifti
 
     if not scan.synthetic:
-        from medscan.io import save
-
         return [save(scan, out)]
-    if UNCERTAINTY not in maps:
-        raise MedscanError(out, "a SYNTHETIC result must carry its uncertainty map; refusing to write it alone")
     out = synthetic_path(out)
+    if UNCERTAINTY not in maps:  # a reopened synthetic file: its companions were written with it
+        return [save(scan, out)]
     uncertainty = _map_scan(scan, maps[UNCERTAINTY], "uncertainty", "spread over test-time augmentations")
     generated = maps.get(GENERATED)
     if is_nifti(out):

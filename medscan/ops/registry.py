@@ -96,6 +96,12 @@ def get(name: str) -> Operation:
     return _REGISTRY[name]
 
 
+def recordable(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as they can be shown, stored as JSON and compared: a drawn mask becomes its size."""
+    return {k: f"drawn region, {int(np.count_nonzero(v))} voxels" if isinstance(v, np.ndarray) else v
+            for k, v in params.items()}
+
+
 def run(name: str, scan: Scan, *, device: str = "auto", progress: ProgressCallback | None = None,
         **params: Any) -> Result:
     """Run operation ``name`` with validated parameters (defaults for the ones not given)."""
