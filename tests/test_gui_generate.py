@@ -108,6 +108,12 @@ def test_a_drawn_region_is_painted_previewed_on_its_plane_run_on_the_series_and_
     assert entry.synthetic and set(entry.result.maps) >= {"uncertainty", "generated"}
     overlays = [window.compareBar.overlay.itemText(i) for i in range(window.compareBar.overlay.count())]
     assert "Uncertainty" in overlays and "Generated" in overlays
+    after = window.afterViewer
+    assert any("generated region" in t for t, _ in after.overlay_text()["bottom_right"])
+    edge = after.image_to_widget(*np.argwhere(seen_masks[-1][0])[0][::-1])  # a border pixel (row, col -> col, row)
+    shot = after.grab().toImage().pixelColor(int(edge.x()), int(edge.y()))
+    assert shot.red() > 150 and shot.blue() > 120 and shot.green() < 120  # outlined in magenta
+    after.grab().save(str(tmp_path / "generated_outline.png"))
 
     # The whole series: the full drawn volume.
     window.workflow.close()

@@ -36,6 +36,8 @@ DIFFERENCE = "difference"
 FLICKER_MS = 700
 POSITIVE_RGB = (255, 140, 40)
 NEGATIVE_RGB = (60, 160, 255)
+GENERATED = "generated"  # a Generate result's map of the voxels it made up
+GENERATED_RGBA = (255, 40, 220, 230)
 
 
 def map_title(name: str) -> str:
@@ -58,6 +60,15 @@ def signed_overlay(values: np.ndarray, opacity: float) -> tuple[np.ndarray, floa
         rgba[..., channel] = np.where(positive, POSITIVE_RGB[channel], NEGATIVE_RGB[channel])
     rgba[..., 3] = (np.clip(magnitude / scale, 0, 1) * opacity * 255).astype(np.uint8)
     return rgba, scale
+
+
+def outline_rgba(mask: np.ndarray) -> np.ndarray:
+    """RGBA pixels marking the border of ``mask`` (its pixels with a 4-neighbour outside it) in magenta."""
+    padded = np.pad(mask, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[mask & ~interior] = GENERATED_RGBA
+    return rgba
 
 
 class CompareViewer(SliceViewer):
@@ -218,6 +229,18 @@ class CompareViewer(SliceViewer):
         key = (self.overlay_name, self.plane, self.volume, self.slice_index, self.overlay_opacity)
         return self._cached("overlay", key, build, QImage.Format.Format_RGBA8888)
 
+    def _generated_outline(self) -> QImage | None:
+        """The border of the generated region on this slice, always drawn: made-up pixels are never unmarked."""
+        if GENERATED not in self.maps or self.scan is None or self.stack is None:
+            return None
+
+        def build() -> np.ndarray:
+            stack = reformat_volume(self.maps[GENERATED], self.scan.affine, self.plane)
+            return outline_rgba(self._plane_of(stack.voxels).astype(bool))
+
+        key = (self.plane, self.volume, self.slice_index)
+        return self._cached(GENERATED, key, build, QImage.Format.Format_RGBA8888)
+
     # -- painting --------------------------------------------------------------------------------
     def paintEvent(self, event) -> None:
         if self.scan is not None and not self.covered:
@@ -248,6 +271,9 @@ class CompareViewer(SliceViewer):
         overlay = self._overlay_image()
         if overlay is not None:
             painter.drawImage(QPointF(0, 0), overlay)
+        outline = self._generated_outline()
+        if outline is not None:
+            painter.drawImage(QPointF(0, 0), outline)
         painter.restore()
         if self.mode == "swipe" and self.before_stack is not None:
             self._paint_divider(painter)
@@ -286,6 +312,8 @@ class CompareViewer(SliceViewer):
             scale = format_value(self.overlay_scale, self.scan.units)
             texts["bottom_right"].insert(0, (f"{map_title(self.overlay_name)}  ±{scale}  "
                                              f"{self.overlay_opacity * 100:.0f}%", "readout"))
+        if GENERATED in self.maps:
+            texts["bottom_right"].insert(0, ("generated region outlined in magenta", "alert"))
         return texts
 
     # -- input -----------------------------------------------------------------------------------
