@@ -1,0 +1,8 @@
+"""Auto-annotation: segmentation tasks, findings with measurements, review state and DICOM SEG/SR.
+
+Importing this package registers the built-in segmentation tasks (one import line per module below).
+"""
+
+from medscan.annotate.registry import Segmentation, SegmentationTask, get_task, register_task, tasks
+
+__all__ = ["Segmentation", "SegmentationTask", "get_task", "register_task", "tasks"]
