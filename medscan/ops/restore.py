@@ -3,7 +3,9 @@
 Both run slice by slice in each slice's own intensity window and write back in the input's units.
 Sharpening keeps the grid and goes through the fidelity guard like every Clean result; super-resolution
 creates samples that were never measured, so its output is marked synthetic and gets a new affine whose
-voxel centres tile exactly the field of view of the input.
+voxel centres tile exactly the field of view of the input. Super-resolution returns through
+``synthetic_result`` with the spread over flipped copies as its uncertainty map; ``--gan`` swaps the
+fidelity-first model for the adversarially trained one (sharper, lower PSNR, texture that was never measured).
 """
 
 from __future__ import annotations
@@ -163,65 +165,114 @@ def upsampled_affine(affine: np.ndarray, factors: tuple[float, float, float]) ->
     return np.asarray(affine, np.float64) @ refine
 
 
-def _through_plane(volume: np.ndarray, network, device, progress: ProgressCallback | None,
-                   done: int, total: int) -> np.ndarray:
-    """(K, H, W) -> (2K, H, W): the model runs on the (K, W) reformats, rows along the slice direction."""
-    reformats = np.ascontiguousarray(volume.transpose(1, 0, 2))  # (H, K, W)
+GAN_MODELS = {("in-plane", 4): "superres_gan_x4"}
+TTA_CHUNK = 4  # planes per test-time-augmentation pass: bounds the float64 accumulators of tta_planes
 
-    def step(finished: int, _: int) -> None:
+
+def generate_planes(planes: np.ndarray, network, device, progress: ProgressCallback | None = None,
+                    done: int = 0, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, h, w) -> the model's (N, h*sy, w*sx) planes and their uncertainty, both float32 in input units.
+
+    The uncertainty is the spread over flipped copies (``tta_planes``). The returned planes are the un-flipped
+    member, not the ensemble mean: averaging four GANs' textures would blur away exactly the detail the GAN
+    model is for, and it keeps the fidelity model's output what it always was.
+    """
+    from medscan.ops.generated import FLIPS, tta_planes
+
+    assert FLIPS[0] == (), "the first test-time augmentation must be the identity"
+    total = len(planes) if total is None else total
+    out = spread = None
+    for start in range(0, len(planes), TTA_CHUNK):
+        first: list[np.ndarray] = []
+
+        def predict(x: np.ndarray, first: list[np.ndarray] = first) -> np.ndarray:
+            y = run_planes(x, network, device)
+            if not first:
+                first.append(y)
+            return y
+
+        _, chunk_spread = tta_planes(predict, np.asarray(planes[start:start + TTA_CHUNK], np.float32), FLIPS)
+        if out is None:
+            out = np.empty((len(planes), *first[0].shape[1:]), np.float32)
+            spread = np.empty_like(out)
+        out[start:start + TTA_CHUNK] = first[0]
+        spread[start:start + TTA_CHUNK] = chunk_spread
         if progress is not None:
-            progress(done + finished, total)
-
-    refined = run_planes(reformats, network, device, progress=step)  # (H, 2K, W)
-    return np.ascontiguousarray(refined.transpose(1, 0, 2))
+            progress(done + min(start + TTA_CHUNK, len(planes)), total)
+    return out, spread
 
 
-def super_resolve(scan: Scan, *, scale: str, axis: str, model: str, device: str,
+def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, device: str,
                   progress: ProgressCallback | None) -> Result:
     from medscan.nets.device import pick_device
+    from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model
 
     _check_modality(scan, "super-resolve")
     factor = int(scale)
-    name = model if model != "auto" else SUPERRES_MODELS.get((axis, factor))
-    if name is None:
-        raise MedscanError("--scale", f"{axis} super-resolution is available at x2 only, not x{factor}")
+    if model != "auto":
+        name = model
+    elif gan:
+        name = GAN_MODELS.get((axis, factor))
+        if name is None:
+            offered = ", ".join(f"{a} x{f}" for a, f in GAN_MODELS)
+            raise MedscanError("--gan", f"a GAN model exists for {offered} only, not {axis} x{factor}")
+    else:
+        name = SUPERRES_MODELS.get((axis, factor))
+        if name is None:
+            raise MedscanError("--scale", f"{axis} super-resolution is available at x2 only, not x{factor}")
     torch_device = pick_device(device)
     network, card = cached_model(name, torch_device)
     expected = (factor, factor) if axis == "in-plane" else (factor, 1)
     if tuple(network.scale) != expected:
         raise MedscanError(name, f"model scales by {tuple(network.scale)}, {axis} x{factor} needs {expected}")
+    is_gan = bool(card.get("task_args", {}).get("gan", False))
     volumes = scan.voxels.reshape(-1, *scan.volume_shape)
     if axis == "in-plane":
         planes = volumes.reshape(-1, *scan.volume_shape[1:])
-        refined = run_planes(planes, network, torch_device, progress=progress)
+        refined, spread = generate_planes(planes, network, torch_device, progress)
         voxels = refined.reshape(*scan.voxels.shape[:-2], *refined.shape[-2:])
+        uncertainty = spread.reshape(voxels.shape)
         factors = (factor, factor, 1)
     else:
         if scan.volume_shape[0] < 2:
             raise MedscanError(scan.source_path or scan.description, "through-plane needs at least 2 slices")
         per_volume = scan.volume_shape[1]
         total = per_volume * len(volumes)
-        stacked = [_through_plane(v, network, torch_device, progress, i * per_volume, total)
-                   for i, v in enumerate(volumes)]
-        voxels = np.stack(stacked).reshape(*scan.voxels.shape[:-3], -1, *scan.volume_shape[1:])
+        stacked, spreads = [], []
+        for i, volume in enumerate(volumes):
+            # The model runs on the (K, W) reformats, rows along the slice direction: (H, K, W) -> (H, 2K, W).
+            reformats = np.ascontiguousarray(volume.transpose(1, 0, 2))
+            refined, spread = generate_planes(reformats, network, torch_device, progress, i * per_volume, total)
+            stacked.append(refined.transpose(1, 0, 2))
+            spreads.append(spread.transpose(1, 0, 2))
+        shape = (*scan.voxels.shape[:-3], -1, *scan.volume_shape[1:])
+        voxels = np.ascontiguousarray(np.stack(stacked).reshape(shape))
+        uncertainty = np.ascontiguousarray(np.stack(spreads).reshape(shape))
         factors = (1, 1, factor)
-    entry = ProvenanceEntry("super_resolve", {"scale": factor, "axis": axis, "synthetic": True}, model=name,
-                            model_version=str(card.get("version")), software=f"medscan {__version__}")
-    derived = scan.derive(voxels, entry, affine=upsampled_affine(scan.affine, factors), synthetic=True)
-    notes = [f"super-resolved x{factor} {axis}: the new samples are generated, not measured (SYNTHETIC)"]
-    return Result(scan=derived, notes=notes)
+    method = "GAN (adversarially trained: sharper, invented texture)" if is_gan else "fidelity-first"
+    entry = ProvenanceEntry("super_resolve", {"scale": factor, "axis": axis, "gan": is_gan, "method": method},
+                            model=name, model_version=str(card.get("version")), software=f"medscan {__version__}")
+    notes = [f"super-resolved x{factor} {axis} with {name} ({method}): the new samples are generated, not "
+             "measured (SYNTHETIC)"]
+    if is_gan:
+        notes.append("GAN detail is plausible texture, not measured anatomy: do not measure or diagnose fine "
+                     "structure from it; compare with the fidelity model (without --gan)")
+    return synthetic_result(scan, voxels, entry, uncertainty=uncertainty,
+                            affine=upsampled_affine(scan.affine, factors), notes=notes)
 
 
 register(Operation(
     name="super_resolve",
     family="generate",
     title="Super-resolve",
-    summary="Refine the grid x2 or x4 in-plane, or x2 through-plane for thick slices; the output is SYNTHETIC.",
+    summary="Refine the grid x2 or x4 in-plane (x4 also by a GAN), or x2 through-plane for thick slices; "
+            "the output is SYNTHETIC, with a TTA uncertainty map.",
     params=(
         Param("scale", "choice", "2", "refinement factor (through-plane: 2 only)", choices=("2", "4")),
         Param("axis", "choice", "in-plane", "in-plane (rows and columns) or through-plane (slice direction)",
               choices=("in-plane", "through-plane")),
+        Param("gan", "bool", False, "use the GAN model (in-plane x4): sharper texture, lower PSNR, invented detail"),
         Param("model", "str", "auto", "shipped model to use (auto: the one for this scale and axis)"),
     ),
     function=super_resolve,
