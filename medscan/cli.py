@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     png.add_argument("--preset", help="named window, e.g. lung, bone, brain")
     png.set_defaults(func=cmd_png)
 
+    from medscan.annotate.cli import register as register_annotate_commands
     from medscan.batch.cli import register as register_batch_commands
     from medscan.cli_ops import register as register_operation_commands
     from medscan.db.cli import register as register_db_commands
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_operation_commands(sub)
     register_db_commands(sub)
     register_batch_commands(sub)
+    register_annotate_commands(sub)
     return parser
 
 

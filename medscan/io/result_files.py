@@ -111,40 +111,22 @@ def write_generated_seg(image_files: list[Path], scan: Scan, generated: np.ndarr
     """A binary DICOM SEG of the generated voxels over the series just written (one frame per image)."""
     import highdicom as hd
     import pydicom
-    from pydicom.uid import generate_uid
 
     from medscan import __version__
+    from medscan.io.seg_sr import segment_description, write_seg
 
     sources = [pydicom.dcmread(f) for f in image_files]
     frames = generated.reshape(-1, *generated.shape[-2:]).astype(np.uint8)  # same order as the files
     if len(frames) != len(sources):
         raise MedscanError(path, f"{len(frames)} mask planes for {len(sources)} images")
     last = scan.provenance[-1]
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Generated region",
+    description = segment_description(
+        1, "Generated region",
         # No standard code names "voxels a model generated"; a private coding scheme (99 prefix) does.
-        segmented_property_category=hd.sr.CodedConcept("GEN", "99MEDSCAN", "Synthetic content"),
-        segmented_property_type=hd.sr.CodedConcept("GENREGION", "99MEDSCAN", "Generated region"),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=f"medscan {last.operation}"[:64], version=str(last.model_version or __version__),
-            family=hd.sr.CodedConcept("IMAGEPROCESSING", "99MEDSCAN", "Image processing")),
-    )
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=generate_uid(),
-        series_number=int(sources[0].SeriesNumber) + 500,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="medscan",
-        manufacturer_model_name="medscan",
-        software_versions=__version__,
-        device_serial_number="none",
-        series_description=f"SYNTHETIC generated region ({last.operation})"[:64],
-    )
-    seg.save_as(path)
+        hd.sr.CodedConcept("GEN", "99MEDSCAN", "Synthetic content"),
+        hd.sr.CodedConcept("GENREGION", "99MEDSCAN", "Generated region"),
+        "AUTOMATIC", f"medscan {last.operation}", str(last.model_version or __version__),
+        family=hd.sr.CodedConcept("IMAGEPROCESSING", "99MEDSCAN", "Image processing"))
+    write_seg(sources, frames, [description], path,
+              series_description=f"SYNTHETIC generated region ({last.operation})", series_number_offset=500)
     return path

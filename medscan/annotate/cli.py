@@ -1,0 +1,290 @@
+"""``medscan annotate`` (segment, list findings, write DICOM SEG/SR of the drafts), ``medscan review`` (accept,
+reject, list, export accepted annotations in a study database) and ``medscan explain`` (a finding's explanation
+overlay as PNG).
+
+Everything is checked before anything is written: a series a task was not made for gets the task's one-line
+message and no file; SEG/SR need the DICOM series the scan was read from (a NIfTI input can write its labels as
+``-o OUT.nii.gz`` instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medscan.scan import MedscanError, Scan
+
+SERIES_HELP = "series UID, number or key (see medscan info)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from medscan.annotate import tasks
+
+    names = sorted(t.name for t in tasks())
+    annotate = subparsers.add_parser(
+        "annotate", help="segment a series (AI drafts), list findings, write DICOM SEG (+ SR) or a NIfTI label map")
+    annotate.add_argument("path", help="DICOM file or folder, or NIfTI file")
+    annotate.add_argument("-o", "--output", required=True,
+                          help="OUT.dcm: DICOM SEG over the source series; OUT.nii.gz: label map (NIfTI input)")
+    annotate.add_argument("--task", choices=names, help="segmentation task (default: the first made for the modality)")
+    annotate.add_argument("--sr", help="also write the findings' measurements as DICOM SR (TID 1500)")
+    annotate.add_argument("--series", help=SERIES_HELP)
+    annotate.add_argument("--min-volume", type=float, default=0.5, help="smallest finding in ml (default 0.5)")
+    annotate.add_argument("--max-per-label", type=int, default=10, help="largest N findings per label (default 10)")
+    annotate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    annotate.add_argument("--json", action="store_true", help="print the findings as JSON")
+    _db_args(annotate)
+    annotate.set_defaults(func=cmd_annotate)
+
+    review = subparsers.add_parser("review", help="review AI annotations kept in a study database")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    for name, text in (("list", "list a series' annotations"), ("accept", "accept annotations (radiologist)"),
+                       ("reject", "reject annotations (radiologist)"),
+                       ("export", "write the accepted annotations as DICOM SEG (+ SR)")):
+        parser = review_sub.add_parser(name, help=text)
+        parser.add_argument("path", help="the DICOM series the annotations belong to")
+        parser.add_argument("--series", help=SERIES_HELP)
+        if name in ("accept", "reject"):
+            parser.add_argument("ids", type=int, nargs="+", help="annotation ids (medscan review list)")
+        if name == "export":
+            parser.add_argument("-o", "--output", required=True, help="OUT.dcm (DICOM SEG)")
+            parser.add_argument("--sr", help="also write DICOM SR (TID 1500)")
+        _db_args(parser, required=True)
+        parser.set_defaults(func=cmd_review)
+
+    explain = subparsers.add_parser("explain", help="a finding's explanation overlay over its slice, as PNG")
+    explain.add_argument("path", help="DICOM file or folder, or NIfTI file")
+    explain.add_argument("--finding", type=int, required=True, help="finding number as listed by medscan annotate")
+    explain.add_argument("-o", "--output", required=True, help="OUT.png")
+    explain.add_argument("--task", choices=names, help="segmentation task (default: as medscan annotate)")
+    explain.add_argument("--series", help=SERIES_HELP)
+    explain.add_argument("--slice", type=int, help="slice k (default: where the finding is widest)")
+    explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity 0..1 (default 0.5)")
+    explain.add_argument("--min-volume", type=float, default=0.5)
+    explain.add_argument("--max-per-label", type=int, default=10)
+    explain.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    explain.set_defaults(func=cmd_explain)
+
+
+def _db_args(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    parser.add_argument("--db", required=required, help="study database (SQLite file or URL): keep the drafts there")
+    parser.add_argument("--blobs", help="with --db: blob folder (default: <db>.blobs)")
+    parser.add_argument("--user", help="with --db: account name (default: MEDSCAN_USER or the login name)")
+
+
+# -- shared steps -----------------------------------------------------------------------------------
+def load_input(path: str | Path, series: str | None) -> tuple[Scan, Any]:
+    """The scan and its DICOM series record (None for NIfTI), as the database registers it."""
+    from medscan.io import list_series, load
+    from medscan.io.dicom import load_series, select_series
+    from medscan.io.nifti import is_nifti
+
+    path = Path(path)
+    if not path.exists():
+        raise MedscanError(path, "no such file or folder")
+    if path.is_file() and is_nifti(path):
+        return load(path), None
+    listing = list_series(path)
+    record = select_series(listing, path, series)
+    return load_series(record), record
+
+
+def choose_task(scan: Scan, name: str | None) -> Any:
+    """The named task, or the first registered task made for the scan's modality (learned before rules)."""
+    from medscan.annotate import get_task, tasks
+
+    if name:
+        return get_task(name)
+    made_for = [t for t in tasks() if scan.modality in t.modalities]
+    if not made_for:
+        raise MedscanError(scan.source_path or scan.description,
+                           f"no segmentation task is made for {scan.modality} (have: "
+                           + ", ".join(f"{t.name} for {'/'.join(t.modalities)}" for t in tasks()) + ")")
+    for task in sorted(made_for, key=lambda t: t.name == "hu"):  # a learned task first, the HU rules last
+        try:
+            if task.check is not None:
+                task.check(scan)
+            return task
+        except MedscanError:
+            continue
+    return made_for[0]  # its check will say why it does not fit
+
+
+def segment_and_measure(scan: Scan, task: Any, *, device: str = "auto", min_volume_ml: float = 0.5,
+                        max_per_label: int | None = 10) -> tuple[Any, list[Any]]:
+    from medscan.annotate.findings import find_findings
+
+    segmentation = task.segment(scan, device=device)
+    return segmentation, find_findings(scan, segmentation, min_volume_ml=min_volume_ml, max_per_label=max_per_label)
+
+
+def _refuse_existing(*paths: str | Path | None) -> None:
+    for path in paths:
+        if path is not None and Path(path).exists():
+            raise MedscanError(path, "already exists; choose a new name")
+
+
+def _print_findings(findings: list[Any], segmentation: Any, task: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"task": task.name, "method": segmentation.method, "version": segmentation.version,
+                          "status": "draft", "notes": segmentation.notes,
+                          "findings": [f.measurements() for f in findings]}, indent=1))
+        return
+    print(f"{task.title} ({segmentation.method} {segmentation.version}): {len(findings)} finding(s), AI drafts "
+          "until a person accepts them")
+    for finding in findings:
+        print("  " + finding.describe())
+    for note in segmentation.notes:
+        print(f"  note: {note}")
+
+
+# -- annotate ----------------------------------------------------------------------------------------
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from medscan.io.nifti import is_nifti
+
+    out = Path(args.output)
+    _refuse_existing(out, args.sr)
+    scan, record = load_input(args.path, args.series)
+    nifti_out = is_nifti(out)
+    if args.sr and nifti_out:
+        raise MedscanError(args.sr, "an SR references a DICOM SEG; write -o OUT.dcm to get one")
+    if not nifti_out:
+        from medscan.io.seg_sr import source_datasets
+
+        source_datasets(scan)  # refuses a NIfTI input or missing source files before any work
+    task = choose_task(scan, args.task)
+    database = None
+    if args.db:
+        from medscan.db.annotations import DRAFT_ROLES
+        from medscan.db.cli import open_database
+
+        database, _ = open_database(args)
+        try:
+            database.require_role("annotate", str(args.path), DRAFT_ROLES)
+        except MedscanError:
+            database.close()
+            raise
+    try:
+        segmentation, findings = segment_and_measure(scan, task, device=args.device, min_volume_ml=args.min_volume,
+                                                     max_per_label=args.max_per_label)
+        if not findings:
+            raise MedscanError(args.path, f"{task.title}: no finding of {args.min_volume} ml or more; nothing written")
+        _print_findings(findings, segmentation, task, args.json)
+        if nifti_out:
+            written = [_write_label_nifti(scan, segmentation, task, out)]
+        elif database is not None:
+            from medscan.db import annotations as review
+            from medscan.db.results import register_source
+
+            series_id = register_source(database, record, args.path, scan.modality)
+            ids = review.add_drafts(database, series_id, segmentation, findings, task=task.name)
+            print(f"kept as draft annotation(s) {', '.join(map(str, ids))} of series {series_id} in {args.db}")
+            written = review.export(database, series_id, scan, out, args.sr, accepted_only=False)
+        else:
+            written = _write_drafts(scan, segmentation, findings, out, args.sr)
+    finally:
+        if database is not None:
+            database.close()
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def draft_items(scan: Scan, segmentation: Any, findings: list[Any]) -> list[Any]:
+    from medscan.io.seg_sr import SegmentItem
+
+    return [SegmentItem(mask=f.full_mask(scan.voxels.shape), name=f.name, label_text=f"#{f.number} {f.name}",
+                        algorithm_type="AUTOMATIC", method=segmentation.method, version=segmentation.version,
+                        status="draft", measurements=f.measurements()) for f in findings]
+
+
+def _write_drafts(scan: Scan, segmentation: Any, findings: list[Any], out: Path, sr: str | None) -> list[Path]:
+    from medscan.io.seg_sr import write_annotation_seg, write_measurement_sr
+
+    items = draft_items(scan, segmentation, findings)
+    written: list[Path] = []
+    try:
+        seg = write_annotation_seg(scan, items, out, draft=True)
+        written.append(out)
+        if sr:
+            write_measurement_sr(scan, seg, items, sr)
+            written.append(Path(sr))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _write_label_nifti(scan: Scan, segmentation: Any, task: Any, out: Path) -> Path:
+    from medscan.io.nifti import write_nifti
+    from medscan.scan import ProvenanceEntry
+
+    entry = ProvenanceEntry(f"annotate {task.name}", {"labels": segmentation.names, "status": "AI draft"},
+                            model=segmentation.method, model_version=segmentation.version)
+    labels = scan.derive(segmentation.labels.astype(np.float32), entry)
+    labels.units = ""
+    labels.description = f"AI DRAFT labels {task.name}"[:64]
+    return write_nifti(labels, out)
+
+
+# -- review ------------------------------------------------------------------------------------------
+def cmd_review(args: argparse.Namespace) -> int:
+    from medscan.db import annotations as review
+    from medscan.db.cli import open_database
+    from medscan.db.results import register_source
+
+    if args.review_command == "export":
+        _refuse_existing(args.output, args.sr)
+    scan, record = load_input(args.path, args.series)
+    database, _ = open_database(args)
+    try:
+        series_id = register_source(database, record, args.path, scan.modality)
+        if args.review_command == "list":
+            views = review.list_annotations(database, series_id)
+            print(f"series {series_id}: {len(views)} annotation(s)")
+            for view in views:
+                print("  " + view.describe())
+        elif args.review_command in ("accept", "reject"):
+            change = review.accept if args.review_command == "accept" else review.reject
+            for annotation_id in args.ids:
+                print("  " + change(database, annotation_id).describe())
+        else:
+            for path in review.export(database, series_id, scan, args.output, args.sr, accepted_only=True):
+                print(f"wrote {path}")
+    finally:
+        database.close()
+    return 0
+
+
+# -- explain -----------------------------------------------------------------------------------------
+def cmd_explain(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise MedscanError(out, "explain writes a PNG: give OUT.png")
+    _refuse_existing(out)
+    if not 0.0 <= args.opacity <= 1.0:
+        raise MedscanError(str(args.opacity), "--opacity must be between 0 and 1")
+    scan, _ = load_input(args.path, args.series)
+    task = choose_task(scan, args.task)
+    segmentation, findings = segment_and_measure(scan, task, device=args.device, min_volume_ml=args.min_volume,
+                                                 max_per_label=args.max_per_label)
+    if not 1 <= args.finding <= len(findings):
+        raise MedscanError(args.path, f"no finding {args.finding}: {task.title} found {len(findings)} "
+                                      f"(numbered 1..{len(findings)}, see medscan annotate)")
+    finding = findings[args.finding - 1]
+    k = finding.diameter_slice if args.slice is None else args.slice
+    if not finding.slice_range[0] <= k <= finding.slice_range[1]:
+        raise MedscanError(args.path, f"finding {finding.number} spans slices {finding.slice_range[0]}-"
+                                      f"{finding.slice_range[1]}, not {k}")
+    from medscan.annotate.explain_overlay import explain_finding, render_overlay
+
+    heat, method = explain_finding(scan, task, segmentation, finding, k, device=args.device)
+    render_overlay(scan, k, heat, finding.full_mask(scan.voxels.shape)[k], out, opacity=args.opacity,
+                   title=f"finding {finding.number} {finding.name} - {method} (slice {k})")
+    print(f"{finding.describe()}\nexplanation: {method}, slice {k}\nwrote {out}")
+    return 0
