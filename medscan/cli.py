@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_db_commands(sub)
     register_batch_commands(sub)
     register_annotate_commands(sub)
+    from medscan.screen.cli import register as register_screen_command
+
+    register_screen_command(sub)
     return parser
 
 

@@ -306,6 +306,8 @@ class MainWindow(QMainWindow):
             self.statusbar.showMessage(f"{len(scan.warnings)} warning(s) from the loader: {scan.warnings[0]}", 8000)
         self._update_enabled()
         self.viewer.setFocus()
+        if not result:  # quality triage of the loaded series, in the background (badges in the browser)
+            self.browser.screen(self.jobs, scan, summary)
         self.scanShown.emit(scan)
 
     # ------------------------------------------------------------------------------------------

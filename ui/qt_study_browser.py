@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTreeWidget, QTreeWidgetItem, QWidget
 
 from ui.qt_slice_viewer import format_dicom_date
@@ -45,6 +46,7 @@ class SeriesSummary:
     study_description: str = ""
     study_uid: str = ""
     series_uid: str = ""
+    quality: list[Any] | None = None  # medscan.screen Badges once the series has been screened
 
     @property
     def title(self) -> str:
@@ -108,6 +110,46 @@ def summary_from_scan(scan: Scan, path: str) -> SeriesSummary:
     )
 
 
+def screen_job(ctx: JobContext, scan: Scan, record: Any = None) -> list[Any]:
+    """Worker job: the quality triage badges of a loaded series (exact slice positions from the record)."""
+    from medscan.screen.quality import screen_scan, slice_steps_from_record
+
+    ctx.report(0, 0, "screening quality")
+    steps = slice_steps_from_record(record) if record is not None else None
+    return screen_scan(scan, steps=steps, split_note=getattr(record, "split_note", "") or "")
+
+
+QUALITY_COLOURS = {"ok": "#4caf50", "warn": "#e0a030", "flag": "#e05050"}
+
+
+def quality_text(badges: list[Any] | None) -> tuple[str, str]:
+    """Short column text and its level: 'OK', 'WARN' or 'FLAG' (the badges' names are in the tooltip;
+    the column stays narrow so the series titles keep their room)."""
+    if badges is None:
+        return "…", ""
+    from medscan.screen.quality import worst
+
+    level = worst(badges)
+    return level.upper(), level
+
+
+def _dot(colour: str) -> QIcon:
+    """A filled circle in the level's colour: an icon keeps its colour on a selected (highlighted) row."""
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setBrush(QColor(colour))
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.drawEllipse(1, 1, 10, 10)
+    painter.end()
+    return QIcon(pixmap)
+
+
+def quality_tooltip(badges: list[Any]) -> str:
+    return "Quality triage:\n" + "\n".join(f"[{b.level.upper()}] {b.name}: {b.message}" for b in badges)
+
+
 def details_html(summary: SeriesSummary | None, folder: FolderSummary | None = None) -> str:
     """The details pane under the tree: identity, geometry and every warning in full."""
     if summary is None:
@@ -136,7 +178,11 @@ def details_html(summary: SeriesSummary | None, folder: FolderSummary | None = N
     warnings = "".join(f"<p style='margin:4px 0 0 0'>⚠ {html.escape(w)}</p>" for w in summary.warnings)
     if warnings:
         warnings = f"<div style='color:#e0a030'>{warnings}</div>"
-    return f"<table cellspacing=0>{body}</table>{warnings}"
+    quality = "".join(
+        f"<p style='margin:4px 0 0 0'><span style='color:{QUALITY_COLOURS[b.level]}'>● {b.level.upper()}</span> "
+        f"{html.escape(b.name)}: {html.escape(b.message)}</p>" for b in summary.quality or []
+    )
+    return f"<table cellspacing=0>{body}</table>{warnings}{quality}"
 
 
 class StudyBrowser(QTreeWidget):
@@ -145,7 +191,8 @@ class StudyBrowser(QTreeWidget):
     seriesActivated = pyqtSignal(object)  # SeriesSummary
     seriesSelected = pyqtSignal(object)  # SeriesSummary or None (for the details pane)
 
-    COLUMNS = ("Series", "Modality", "Images")
+    COLUMNS = ("Series", "Modality", "Images", "Quality")
+    QUALITY_COLUMN = 3
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -160,7 +207,7 @@ class StudyBrowser(QTreeWidget):
         header = self.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in (1, 2):
+        for column in (1, 2, 3):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.itemClicked.connect(self._on_clicked)
         self.itemActivated.connect(self._on_clicked)
@@ -199,6 +246,7 @@ class StudyBrowser(QTreeWidget):
                 tooltip += "\n\nWarnings:\n" + "\n".join(f"- {w}" for w in summary.warnings)
             for column in range(3):
                 item.setToolTip(column, tooltip)
+            self._show_quality(item, summary)
         if folder.skipped:
             skipped = QTreeWidgetItem(self, [f"{len(folder.skipped)} unreadable file(s) skipped"])
             skipped.setIcon(0, warning_icon)
@@ -214,6 +262,39 @@ class StudyBrowser(QTreeWidget):
         if folder.skipped:
             self.topLevelItem(self.topLevelItemCount() - 1).setExpanded(False)
         self.seriesSelected.emit(None)
+
+    def _show_quality(self, item: QTreeWidgetItem, summary: SeriesSummary) -> None:
+        text, level = quality_text(summary.quality)
+        item.setText(self.QUALITY_COLUMN, text if summary.quality is not None else "")
+        if level:
+            item.setForeground(self.QUALITY_COLUMN, QBrush(QColor(QUALITY_COLOURS[level])))
+            item.setIcon(self.QUALITY_COLUMN, _dot(QUALITY_COLOURS[level]))
+        item.setToolTip(self.QUALITY_COLUMN, quality_tooltip(summary.quality) if summary.quality else
+                        "Quality triage runs when the series is loaded")
+
+    def item_of(self, summary: SeriesSummary) -> QTreeWidgetItem | None:
+        return next((item for item in self.series_items() if self.summary_of(item) is summary), None)
+
+    def set_quality(self, summary: SeriesSummary, badges: list[Any]) -> None:
+        """Show a series' triage badges (coloured short text, messages as tooltip; details pane refreshed)."""
+        summary.quality = list(badges)
+        item = self.item_of(summary)
+        if item is None:
+            return
+        self._show_quality(item, summary)
+        if self.currentItem() is item:
+            self.seriesSelected.emit(summary)
+
+    def screen(self, jobs: Any, scan: Scan, summary: SeriesSummary | None) -> Any:
+        """Triage a just-loaded series in the background (once per series); badges appear when done."""
+        if summary is None or summary.quality is not None or scan.synthetic:
+            return None
+        item = self.item_of(summary)
+        if item is not None:
+            item.setText(self.QUALITY_COLUMN, "…")
+        job = jobs.run(f"Screening {summary.title}", screen_job, scan, summary.record, kind="screen")
+        job.succeeded.connect(lambda badges: self.set_quality(summary, badges))
+        return job
 
     def series_items(self) -> list[QTreeWidgetItem]:
         items = []

@@ -182,6 +182,18 @@ class Task(Base):
     job: Mapped[Job] = relationship(back_populates="tasks")
 
 
+class SeriesQuality(Base):
+    """The quality triage badges of a series (``medscan.screen.quality``), one row per series, replaced on rescreen."""
+
+    __tablename__ = "series_quality"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_ref: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), unique=True)
+    worst: Mapped[str] = mapped_column(String(8), default="ok")  # ok | warn | flag
+    badges: Mapped[list[Any]] = mapped_column(default=list)  # each Badge as a dict
+    rules_version: Mapped[str] = mapped_column(String(16), default="")  # quality.VERSION that made them
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
 class AuditEntry(Base):
     """Who opened, processed or exported what, when, and whether it was allowed."""
 

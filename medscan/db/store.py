@@ -9,6 +9,7 @@ transaction, and blobs are durable before the rows that name them are committed.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import os
 import shutil
@@ -36,6 +37,7 @@ from medscan.db.models import (
     Patient,
     Result,
     Series,
+    SeriesQuality,
     Setting,
     Study,
     User,
@@ -233,6 +235,32 @@ class Database:
                 before_commit(session, result_id)
         self.audit("process", f"series {series_id}", detail=f"{operation} -> result {result_id}")
         return result_id
+
+    def store_quality(self, series_id: int, badges: list[Any], *, rules_version: str = "") -> None:
+        """Keep a series' quality triage badges (dicts or ``Badge``s), replacing any earlier screening."""
+        rows = [b if isinstance(b, dict) else b.to_dict() for b in badges]
+        levels = ("ok", "warn", "flag")
+        worst = max((str(r.get("level", "ok")) for r in rows), key=lambda v: levels.index(v) if v in levels else 0,
+                    default="ok")
+        with self.transaction() as session:
+            if session.get(Series, series_id) is None:
+                raise MedscanError(self.label, f"no series with id {series_id}")
+            row = session.scalar(select(SeriesQuality).where(SeriesQuality.series_ref == series_id))
+            if row is None:
+                row = SeriesQuality(series_ref=series_id)
+                session.add(row)
+            row.badges, row.worst, row.rules_version = rows, worst, rules_version
+            row.computed_at = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        self.audit("screen", f"series {series_id}", detail=f"quality {worst}")
+
+    def load_quality(self, series_id: int) -> dict[str, Any] | None:
+        """A series' stored badges: {'worst', 'badges', 'rules_version', 'computed_at'}, or None if never screened."""
+        with self.transaction() as session:
+            row = session.scalar(select(SeriesQuality).where(SeriesQuality.series_ref == series_id))
+            if row is None:
+                return None
+            return {"worst": row.worst, "badges": list(row.badges), "rules_version": row.rules_version,
+                    "computed_at": row.computed_at.isoformat(timespec="seconds")}
 
     def load_result(self, result_id: int) -> tuple[Result, np.ndarray]:
         with self.transaction() as session:

@@ -1,0 +1,464 @@
+"""Quality triage of a loaded series: cheap, robust measures with stated thresholds, reported as badges.
+
+Five checks, each pure numpy/scipy on a subsample of slices (a 120x512x512 CT screens in a few seconds):
+
+* **noise** — Donoho's MAD of the finest diagonal Haar detail inside the body (eroded, so edges barely count):
+  CT in HU; MR relative to the body's median signal (MR units are arbitrary).
+* **ghosting** (MR) — the ghost ratio: mean signal of the air background beside the object along the
+  phase-encoding axis minus that beside it along the read-out axis, over the object's mean signal. Motion and
+  pulsation replicate the object along the phase-encoding axis only; noise and coil shading do not prefer it.
+  The axis comes from InPlanePhaseEncodingDirection, or both axes are scored and the worse counts.
+* **slices** — gaps from the slice positions (a missing slice makes one step twice the others; from the DICOM
+  frames when the caller has them, otherwise from the loader's non-uniform spacing warning) and blank (constant)
+  slices between slices with content.
+* **field of view** — the body touching an image edge over a long stretch on many slices. Edges that cut the
+  patient's long (S-I) axis are exempt: a sagittal head or a coronal chest always leaves the field there.
+* **orientation** — non-finite, degenerate or non-orthogonal affines, sheared (tilted) stacks, and the loader's
+  notes about orientations split apart or guessed.
+
+Thresholds are module constants. They were set on the clean CT and MR volumes in ``../shared/data`` and on
+degraded copies of them (``scripts/evaluate_screen.py`` prints both): each flag threshold sits above the highest
+clean value with a margin and below the stated detection floor of its degradation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medscan.scan import Scan
+
+LEVELS = ("ok", "warn", "flag")
+VERSION = "1"  # bump when a measure or threshold changes: stored badges then say which rules made them
+
+# -- thresholds (how they were chosen: see each comment; figures from scripts/evaluate_screen.py) ---------------
+# CT noise, HU (diagonal-detail MAD inside the body). Clean CTs here measure 2-14 HU (smooth kernels and thick
+# slices give low values); added white noise of 30 HU (a quarter-dose-like level) lifts every CT above 25.
+CT_NOISE_WARN_HU = 32.0
+CT_NOISE_FLAG_HU = 38.0
+# MR noise relative to the body's median signal. Clean MR here: 1-6 %; Rician noise of 5 % of the body's
+# 99th percentile gives > 9 % on every volume.
+MR_NOISE_WARN = 0.08
+MR_NOISE_FLAG = 0.09
+# MR ghost ratio (fraction of the object's mean signal). Clean MR here: below 0.5 %; moderate k-space motion
+# (medscan.degrade.motion "moderate") gives 1.5 % or more.
+GHOST_WARN = 0.008
+GHOST_FLAG = 0.010
+# Slice gaps: largest step over the median step. One missing slice gives 2.0; scanners' rounding < 1.01.
+GAP_WARN = 1.05
+GAP_FLAG = 1.5
+# A slice is blank when its spread is below this fraction of the volume's 1-99 % range.
+BLANK_FRACTION = 1e-4
+# Truncation: a slice is cut when the body covers more than EDGE_FRACTION of one (exempt-free) image edge;
+# the series is flagged when more than TRUNCATED_SLICES_FLAG of the body-bearing slices are cut. Clean scans
+# here touch at most 6 % of an edge (a CT table, a shoulder); cropping 10 % of the body's width touches > 25 %.
+EDGE_FRACTION = 0.12
+TRUNCATED_SLICES_WARN = 0.10
+TRUNCATED_SLICES_FLAG = 0.50
+# Orientation: columns of the direction matrix more than this many degrees off 90 degrees are non-orthogonal.
+ORTHOGONAL_WARN_DEG = 0.5
+ORTHOGONAL_FLAG_DEG = 5.0
+
+MAX_SLICES = 24  # slices sampled for the in-plane measures
+CT_BODY_HU = -500.0  # air/soft-tissue boundary for the CT body mask
+CT_SOFT_TISSUE_HU = (-200.0, 300.0)  # fat to enhanced soft tissue: where CT noise is measured
+
+
+@dataclass(frozen=True)
+class Badge:
+    """One check's outcome; ``value`` and ``threshold`` are in ``unit`` (the flag threshold)."""
+
+    name: str
+    level: str  # ok | warn | flag
+    value: float | None
+    threshold: float | None
+    message: str
+    unit: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Badge:
+        return cls(**{k: data.get(k) for k in ("name", "level", "value", "threshold", "message", "unit")})
+
+
+def _level(value: float, warn: float, flag: float) -> str:
+    return "flag" if value >= flag else "warn" if value >= warn else "ok"
+
+
+def worst(badges: list[Badge]) -> str:
+    """The worst level among ``badges`` (ok when empty)."""
+    return max((b.level for b in badges), key=LEVELS.index, default="ok")
+
+
+# -- sampling and masks ------------------------------------------------------------------------------------------
+def _volume(scan: Scan) -> np.ndarray:
+    return scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0]
+
+
+def _sample_indices(n: int, limit: int = MAX_SLICES) -> np.ndarray:
+    """Evenly spread slices, the outer 10 % skipped where there are enough (end slices are often partial)."""
+    if n <= limit:
+        return np.arange(n)
+    lo, hi = int(0.1 * n), math.ceil(0.9 * n)
+    return np.unique(np.linspace(lo, hi - 1, limit).round().astype(int))
+
+
+def _stride(shape: tuple[int, int]) -> int:
+    return max(1, round(max(shape) / 256))
+
+
+def _otsu(values: np.ndarray) -> float:
+    hist, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(float)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centres[int(np.argmax(between[:-1]))])
+
+
+def body_threshold(scan: Scan, planes: np.ndarray) -> float:
+    """Air/body boundary: -500 HU for CT; for MR Otsu over smoothed sampled planes, never below 5 % of p99."""
+    if scan.modality == "CT":
+        return CT_BODY_HU
+    values = planes[:, ::2, ::2].ravel()
+    high = float(np.percentile(values, 99))
+    values = values[values < high]
+    otsu = _otsu(values) if values.size else 0.0
+    return max(0.5 * otsu, 0.05 * high)
+
+
+def body_mask(plane: np.ndarray, threshold: float) -> np.ndarray:
+    """Filled body of one (downsampled, smoothed) plane: thin things (a CT table, noise specks) opened away,
+    components smaller than a tenth of the largest dropped."""
+    mask = plane > threshold
+    if not mask.any():
+        return mask
+    mask = ndimage.binary_opening(mask, iterations=2)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
+    return ndimage.binary_fill_holes(np.isin(labels, keep))
+
+
+@dataclass
+class _Sampled:
+    indices: np.ndarray
+    planes: np.ndarray  # (n, H, W) full resolution
+    small: np.ndarray  # (n, h, w) downsampled and smoothed
+    masks: np.ndarray  # (n, h, w) body masks on ``small``
+    stride: int
+    threshold: float
+
+
+def _sample(scan: Scan) -> _Sampled:
+    volume = _volume(scan)
+    indices = _sample_indices(volume.shape[0])
+    planes = np.asarray(volume[indices], dtype=np.float32)
+    stride = _stride(planes.shape[1:])
+    small = ndimage.uniform_filter(planes[:, ::stride, ::stride], size=(1, 3, 3))
+    threshold = body_threshold(scan, small)
+    masks = np.stack([body_mask(p, threshold) for p in small])
+    return _Sampled(indices, planes, small, masks, stride, threshold)
+
+
+# -- noise -------------------------------------------------------------------------------------------------------
+def _diagonal_detail(planes: np.ndarray) -> np.ndarray:
+    h, w = (planes.shape[-2] // 2) * 2, (planes.shape[-1] // 2) * 2
+    y = planes[..., :h, :w]
+    return (y[..., 0::2, 0::2] - y[..., 0::2, 1::2] - y[..., 1::2, 0::2] + y[..., 1::2, 1::2]) / 2
+
+
+def noise_level(scan: Scan, sampled: _Sampled | None = None) -> tuple[float, float]:
+    """(sigma in the scan's units, sigma relative to the body's median signal) from the body's interior."""
+    s = sampled or _sample(scan)
+    detail = _diagonal_detail(s.planes)
+    values, signal = [], []
+    for plane, d, mask in zip(s.planes, detail, s.masks, strict=True):
+        inner = ndimage.binary_erosion(mask, iterations=3)
+        if inner.sum() < 50:
+            continue
+        full = np.kron(inner, np.ones((s.stride, s.stride), dtype=bool))
+        full = np.pad(full, [(0, max(0, plane.shape[0] - full.shape[0])), (0, max(0, plane.shape[1] - full.shape[1]))])
+        full = full[:plane.shape[0], :plane.shape[1]]
+        block = full[: d.shape[0] * 2: 2, : d.shape[1] * 2: 2]
+        if scan.modality == "CT":  # soft tissue and fat only: lung and bone texture is anatomy, not noise
+            quad = plane[: d.shape[0] * 2, : d.shape[1] * 2].reshape(d.shape[0], 2, d.shape[1], 2)
+            block &= (quad.min(axis=(1, 3)) > CT_SOFT_TISSUE_HU[0]) & (quad.max(axis=(1, 3)) < CT_SOFT_TISSUE_HU[1])
+            if block.sum() < 50:
+                continue
+        values.append(d[block])
+        signal.append(plane[full])
+    if not values:
+        return float("nan"), float("nan")
+    sigma = float(np.median(np.abs(np.concatenate(values))) / 0.6745)
+    body = np.concatenate(signal)
+    reference = float(np.median(body))
+    if scan.modality == "CT":
+        reference = float(np.median(body) + 1000.0)  # signal above air
+    return sigma, sigma / reference if reference > 0 else float("inf")
+
+
+def noise_badge(scan: Scan, sampled: _Sampled | None = None) -> Badge:
+    sigma, relative = noise_level(scan, sampled)
+    if not math.isfinite(sigma):
+        return Badge("noise", "warn", None, None, "no body found to measure noise in")
+    if scan.modality == "CT":
+        level = _level(sigma, CT_NOISE_WARN_HU, CT_NOISE_FLAG_HU)
+        return Badge("noise", level, round(sigma, 2), CT_NOISE_FLAG_HU,
+                     f"noise {sigma:.1f} HU inside the body (flag at {CT_NOISE_FLAG_HU:g} HU)", "HU")
+    level = _level(relative, MR_NOISE_WARN, MR_NOISE_FLAG)
+    return Badge("noise", level, round(relative, 4), MR_NOISE_FLAG,
+                 f"noise {100 * relative:.1f} % of the body's median signal (flag at {100 * MR_NOISE_FLAG:g} %)",
+                 "fraction")
+
+
+# -- ghosting ----------------------------------------------------------------------------------------------------
+def phase_encoding_axes(scan: Scan) -> tuple[list[int], str]:
+    """In-plane axes (-2 rows/vertical, -1 columns/horizontal) along which phase encoding may run."""
+    header = scan.header
+    value = str(header.get("InPlanePhaseEncodingDirection", "") or "").strip().upper() if header is not None else ""
+    if value == "COL":
+        return [-2], "phase encoding COL (header)"
+    if value == "ROW":
+        return [-1], "phase encoding ROW (header)"
+    return [-2, -1], "phase encoding unknown: both axes scored"
+
+
+def ghost_ratio(small: np.ndarray, mask: np.ndarray, axis: int) -> float | None:
+    """(PE-band background mean - read-out-band background mean) / object mean, for one plane.
+
+    The bands are the air beyond the object's bounding box (plus a margin of 3 % of the image, past the skin's
+    blur): above/below it within its columns along the phase-encoding axis, left/right of it within its rows
+    along read-out. Where the object fills the read-out extent, the corners stand in for the read-out band.
+    """
+    if mask.sum() < 100:
+        return None
+    plane = small if axis == -2 else small.T
+    obj = mask if axis == -2 else mask.T
+    h, w = obj.shape
+    margin = max(2, round(0.03 * max(h, w)))
+    rows, cols = np.flatnonzero(obj.any(axis=1)), np.flatnonzero(obj.any(axis=0))
+    r0, r1 = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)
+    c0, c1 = cols[0], cols[-1] + 1
+    pe = np.concatenate([plane[:r0, c0:c1].ravel(), plane[r1:, c0:c1].ravel()])
+    ro_c0, ro_c1 = max(c0 - margin, 0), min(c1 + margin, w)
+    ro = np.concatenate([plane[rows[0]:rows[-1] + 1, :ro_c0].ravel(), plane[rows[0]:rows[-1] + 1, ro_c1:].ravel()])
+    if ro.size < 50:
+        ro = np.concatenate([plane[:r0, :ro_c0].ravel(), plane[:r0, ro_c1:].ravel(),
+                             plane[r1:, :ro_c0].ravel(), plane[r1:, ro_c1:].ravel()])
+    signal = float(plane[obj].mean())
+    if pe.size < 50 or signal <= 0:
+        return None
+    if ro.size >= 50:
+        return (float(pe.mean()) - float(ro.mean())) / signal
+    # The object fills the read-out extent (a chest with the arms down): no air beside it to compare with.
+    # Ghosts then show as the PE band's column means following the object's profile, so the band's quietest
+    # columns (10th percentile of the column means) stand in for the air level.
+    band = np.concatenate([plane[:r0, c0:c1], plane[r1:, c0:c1]], axis=0)
+    if band.shape[0] < 4:
+        return None
+    means = band.mean(axis=0)
+    return (float(means.mean()) - float(np.percentile(means, 10))) / signal
+
+
+def ghost_badge(scan: Scan, sampled: _Sampled | None = None) -> Badge | None:
+    if scan.modality != "MR":
+        return None
+    s = sampled or _sample(scan)
+    axes, source = phase_encoding_axes(scan)
+    scores = []
+    for axis in axes:
+        ratios = [r for p, m in zip(s.small, s.masks, strict=True) if (r := ghost_ratio(p, m, axis)) is not None]
+        if ratios:
+            scores.append(float(np.median(ratios)))
+    if not scores:
+        return Badge("ghosting", "ok", None, GHOST_FLAG,
+                     "ghosting not measurable: no air background beside the object", "fraction")
+    score = max(scores)
+    level = _level(score, GHOST_WARN, GHOST_FLAG)
+    return Badge("ghosting", level, round(score, 4), GHOST_FLAG,
+                 f"ghost ratio {100 * score:.2f} % of the object signal ({source}; flag at {100 * GHOST_FLAG:g} %)",
+                 "fraction")
+
+
+# -- slices ------------------------------------------------------------------------------------------------------
+_SPACING_WARNING = re.compile(r"non-uniform slice spacing: steps from ([\d.]+) to ([\d.]+) mm \(mean ([\d.]+)")
+
+
+def slice_steps_from_record(record: Any) -> np.ndarray | None:
+    """Distances in mm between consecutive slice positions of a DICOM series (None without geometry)."""
+    frames = [f for f in record.frames if f.has_geometry]
+    if len(frames) < 2 or len(frames) != len(record.frames):
+        return None
+    first = frames[0]
+    normal = np.cross(first.row_cosine, first.column_cosine)
+    norm = np.linalg.norm(normal)
+    if norm == 0:
+        return None
+    distances = np.unique(np.round([float(np.dot(f.position, normal / norm)) for f in frames], 2))
+    return np.diff(distances) if distances.size > 1 else None
+
+
+def gap_ratio(scan: Scan, steps: np.ndarray | None) -> tuple[float, str]:
+    """Largest slice step over the median step, from positions or, lacking them, the loader's warning."""
+    if steps is not None and steps.size:
+        median = float(np.median(steps))
+        if median > 0:
+            return float(steps.max() / median), f"steps {steps.min():.2f}-{steps.max():.2f} mm"
+    for warning in scan.warnings:
+        match = _SPACING_WARNING.search(warning)
+        if match:
+            low, high, _ = (float(g) for g in match.groups())
+            return (high / low if low > 0 else float("inf")), f"steps {low:.2f}-{high:.2f} mm"
+    return 1.0, "uniform slice spacing"
+
+
+def blank_slices(scan: Scan) -> list[int]:
+    """Constant slices with content on both sides (end slices outside a skull-stripped brain are not missing)."""
+    volume = _volume(scan)
+    stride = _stride(volume.shape[1:])
+    small = volume[:, ::stride, ::stride]
+    spread = small.reshape(small.shape[0], -1).std(axis=1)
+    lo, hi = np.percentile(small[:: max(1, small.shape[0] // 16)], (1, 99))
+    blank = spread <= BLANK_FRACTION * max(float(hi - lo), 1e-6)
+    content = np.flatnonzero(~blank)
+    if content.size == 0:
+        return []
+    return [int(k) for k in np.flatnonzero(blank) if content[0] < k < content[-1]]
+
+
+def slices_badge(scan: Scan, steps: np.ndarray | None = None) -> Badge:
+    ratio, detail = gap_ratio(scan, steps)
+    blanks = blank_slices(scan)
+    if blanks:
+        shown = ", ".join(str(k + 1) for k in blanks[:5]) + (" …" if len(blanks) > 5 else "")
+        return Badge("slices", "flag", float(len(blanks)), 0.0,
+                     f"{len(blanks)} blank slice(s) inside the stack (slice {shown}); {detail}", "slices")
+    level = _level(ratio, GAP_WARN, GAP_FLAG)
+    if level == "flag":
+        missing = round(ratio) - 1
+        message = f"gap of {ratio:.2f}x the usual slice step: about {missing} slice(s) missing ({detail})"
+    elif level == "warn":
+        message = f"uneven slice spacing, largest step {ratio:.2f}x the median ({detail})"
+    else:
+        message = f"{_volume(scan).shape[0]} slices, {detail}"
+    return Badge("slices", level, round(ratio, 3), GAP_FLAG, message, "step ratio")
+
+
+# -- field of view -----------------------------------------------------------------------------------------------
+def exempt_edges(scan: Scan) -> set[str]:
+    """Edges the body may leave through: those crossing the patient's S-I axis (z in LPS)."""
+    direction = scan.direction
+    exempt = set()
+    if abs(direction[2, 0]) > 0.7:  # i (columns) runs S-I: the left/right image edges cut the long axis
+        exempt |= {"left", "right"}
+    if abs(direction[2, 1]) > 0.7:  # j (rows) runs S-I: top/bottom edges
+        exempt |= {"top", "bottom"}
+    return exempt
+
+
+def edge_contact(mask: np.ndarray, exempt: set[str]) -> float:
+    """Largest fraction of a non-exempt image edge covered by the body."""
+    edges = {"top": mask[0], "bottom": mask[-1], "left": mask[:, 0], "right": mask[:, -1]}
+    values = [float(edge.mean()) for name, edge in edges.items() if name not in exempt]
+    return max(values, default=0.0)
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    """The main body part (trunk or head): arms or a hand at the edge are not a truncated study."""
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    return labels == int(np.argmax(sizes)) + 1
+
+
+def fov_badge(scan: Scan, sampled: _Sampled | None = None) -> Badge:
+    s = sampled or _sample(scan)
+    exempt = exempt_edges(scan)
+    with_body = [_largest(m) for m in s.masks if m.mean() > 0.01]
+    if not with_body:
+        return Badge("field of view", "warn", None, TRUNCATED_SLICES_FLAG, "no body found in the sampled slices",
+                     "fraction of slices")
+    contacts = np.array([edge_contact(m, exempt) for m in with_body])
+    fraction = float(np.mean(contacts > EDGE_FRACTION))
+    level = _level(fraction, TRUNCATED_SLICES_WARN, TRUNCATED_SLICES_FLAG)
+    note = f" ({'/'.join(sorted(exempt))} edges exempt: long axis)" if exempt else ""
+    if level == "ok":
+        message = f"body inside the field of view (largest edge contact {100 * contacts.max():.0f} %){note}"
+    else:
+        message = (f"body cut by the image edge on {100 * fraction:.0f} % of slices "
+                   f"(up to {100 * contacts.max():.0f} % of an edge){note}")
+    return Badge("field of view", level, round(fraction, 3), TRUNCATED_SLICES_FLAG, message, "fraction of slices")
+
+
+# -- orientation -------------------------------------------------------------------------------------------------
+_ORIENTATION_NOTES = ("orientation", "no patient geometry", "gantry tilt", "sheared", "without per-frame positions")
+
+
+def orientation_badge(scan: Scan, split_note: str = "") -> Badge:
+    affine = scan.affine
+    if not np.all(np.isfinite(affine)):
+        return Badge("orientation", "flag", None, ORTHOGONAL_FLAG_DEG, "affine has non-finite values", "deg")
+    columns = affine[:3, :3]
+    lengths = np.linalg.norm(columns, axis=0)
+    if np.any(lengths < 1e-6) or abs(np.linalg.det(columns)) < 1e-9 * float(np.prod(np.maximum(lengths, 1e-6))):
+        return Badge("orientation", "flag", None, ORTHOGONAL_FLAG_DEG, "degenerate affine (zero or parallel axes)",
+                     "deg")
+    unit = columns / lengths
+    deviation = 0.0
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        cos = float(np.clip(abs(np.dot(unit[:, a], unit[:, b])), 0, 1))
+        deviation = max(deviation, 90.0 - math.degrees(math.acos(cos)))
+    notes = [w for w in scan.warnings if any(n in w for n in _ORIENTATION_NOTES)]
+    if split_note and "orientation" in split_note:
+        notes.append(f"series split by orientation {split_note}")
+    level = _level(deviation, ORTHOGONAL_WARN_DEG, ORTHOGONAL_FLAG_DEG)
+    if level == "ok" and notes:
+        level = "warn"
+    codes = scan.orientation_codes()
+    if level == "flag":
+        message = f"axes {deviation:.1f} degrees off orthogonal: geometry unreliable ({codes})"
+    elif notes:
+        message = f"{codes}; " + "; ".join(notes)
+    elif level == "warn":
+        message = f"axes {deviation:.2f} degrees off orthogonal ({codes})"
+    else:
+        message = f"orthogonal {codes} grid"
+    return Badge("orientation", level, round(deviation, 3), ORTHOGONAL_FLAG_DEG, message, "deg")
+
+
+# -- all together ------------------------------------------------------------------------------------------------
+def screen_scan(scan: Scan, *, steps: np.ndarray | None = None, split_note: str = "") -> list[Badge]:
+    """Every badge for ``scan``: noise, ghosting (MR), slices, field of view, orientation.
+
+    ``steps`` are the slice-to-slice distances from the DICOM positions (``slice_steps_from_record``); without
+    them the loader's spacing warning is used.
+    """
+    sampled = _sample(scan)
+    badges = [noise_badge(scan, sampled)]
+    ghost = ghost_badge(scan, sampled)
+    if ghost is not None:
+        badges.append(ghost)
+    badges += [slices_badge(scan, steps), fov_badge(scan, sampled), orientation_badge(scan, split_note)]
+    return badges
+
+
+def screen_record(record: Any) -> tuple[Scan, list[Badge]]:
+    """Load a DICOM series record and screen it with the exact slice positions of its frames."""
+    from medscan.io.dicom import load_series
+
+    scan = load_series(record)
+    return scan, screen_scan(scan, steps=slice_steps_from_record(record), split_note=record.split_note)
