@@ -120,6 +120,9 @@ class MainWindow(QMainWindow):
         self._setup_viewer_controls()
         self._setup_operations()
         self.database = DatabaseController(self)
+        from ui.qt_annotations import install as install_annotations
+
+        self.annotations = install_annotations(self)
         self.resizeDocks([self.studyDock, self.jobsDock], [620, 110], Qt.Orientation.Vertical)
         self.resizeDocks([self.studyDock, self.opsDock], [300, 330], Qt.Orientation.Horizontal)
         self.seriesDetails.setHtml("")

@@ -128,6 +128,7 @@ class SliceViewer(QWidget):
         self._drag: tuple[Qt.MouseButton, QPointF, float, float, QPointF] | None = None
         self._wheel_rest = 0
         self.tool: Any = None  # e.g. a mask brush: takes the left button while installed
+        self.layers: list[Any] = []  # e.g. the review panel's labels: each .paint(painter, transform)
         self._tool_drag = False
 
     # ------------------------------------------------------------------------------------------
@@ -364,6 +365,8 @@ class SliceViewer(QWidget):
         painter.drawImage(QPointF(0, 0), self._image)
         painter.restore()
         self.paint_layers(painter, transform)
+        for layer in self.layers:
+            layer.paint(painter, transform)
         if self.tool is not None:
             self.tool.paint(painter, transform)
             self.tool.paint_cursor(painter, self._cursor)

@@ -148,10 +148,10 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     _refuse_existing(out, args.sr)
-    scan, record = load_input(args.path, args.series)
     nifti_out = is_nifti(out)
     if args.sr and nifti_out:
         raise MedscanError(args.sr, "an SR references a DICOM SEG; write -o OUT.dcm to get one")
+    scan, record = load_input(args.path, args.series)
     if not nifti_out:
         from medscan.io.seg_sr import source_datasets
 

@@ -320,13 +320,14 @@ def write_measurement_sr(scan: Scan, seg: Any, items: list[SegmentItem], path: s
     if observer:
         person = hd.sr.ObserverContext(
             observer_type=codes.DCM.Person,
-            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=observer))
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=_person_name(observer)))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device),
         procedure_reported=_concept(("25045-6", "LN", "CT unspecified body region") if ct
                                     else ("25056-3", "LN", "MRI unspecified body region")),
         imaging_measurements=groups)
     verified = bool(verified_by) and all(i.status == "accepted" for i in items)
+    verified_by = _person_name(verified_by)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*sources, seg], content=report, series_instance_uid=generate_uid(),
         series_number=int(sources[0].get("SeriesNumber", 0) or 0) + 700, sop_instance_uid=generate_uid(),
@@ -336,6 +337,11 @@ def write_measurement_sr(scan: Scan, seg: Any, items: list[SegmentItem], path: s
     sr.SeriesDescription = f"medscan measurements ({'verified' if verified else 'AI DRAFT unverified'})"[:64]
     sr.save_as(path)
     return sr
+
+
+def _person_name(name: str) -> str:
+    """A user account as a DICOM PN: one component, made explicit with a trailing caret (PS3.5 6.2.1.2)."""
+    return name if not name or "^" in name else f"{name}^"
 
 
 def read_sr(path: str | Path) -> dict[str, Any]:
@@ -355,7 +361,7 @@ def read_sr(path: str | Path) -> dict[str, Any]:
     findings = [_read_group(group) for group in report.get_volumetric_roi_measurement_groups()]
     observer = ""
     if "VerifyingObserverSequence" in sr:
-        observer = str(sr.VerifyingObserverSequence[0].VerifyingObserverName)
+        observer = str(sr.VerifyingObserverSequence[0].VerifyingObserverName).rstrip("^")
     return {"verified": str(sr.VerificationFlag) == "VERIFIED", "complete": str(sr.CompletionFlag) == "COMPLETE",
             "verifying_observer": observer, "series_description": str(sr.get("SeriesDescription", "")),
             "findings": findings}

@@ -1,0 +1,108 @@
+"""The review panel: run the HU task on the shown CT in the background, accept / reject / brush-edit the drafts,
+export the accepted ones as SEG + SR; the screenshot in docs/screenshots/annotations.png comes from here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6.QtWidgets")
+pytest.importorskip("pytestqt")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PyQt6.QtCore import QSettings
+
+from medscan.db.store import Database
+from medscan.io.seg_sr import read_seg, read_sr
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
+SCREENSHOT = ROOT / "docs" / "screenshots" / "annotations.png"
+KEY, USER, USER_KEY = "gui annotate key", "rad", "rad pass"
+
+
+def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path):
+    from medscan.db.annotations import list_annotations
+    from ui.qt_database import open_session
+    from ui.qt_main_window import MainWindow
+    from ui.qt_mask_brush import BrushTool
+
+    db_path = tmp_path / "studies.db"
+    with Database.create(db_path, KEY, scrypt_n=2**12) as database:
+        database.add_user(USER, "radiologist", USER_KEY)
+    window = MainWindow(settings=QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat), persist=False)
+    qtbot.addWidget(window)
+    window.resize(1500, 900)
+    window.show()
+    window.database.set_session(open_session(str(db_path), "", USER, KEY, USER_KEY))
+    with qtbot.waitSignal(window.scanShown, timeout=60_000):
+        window.open_path(SAMPLE_CT)
+    panel = window.annotations
+    panel.task.setCurrentIndex(panel.task.findData("hu"))
+    with qtbot.waitSignal(panel.changed, timeout=120_000):
+        panel.run_task()
+    rows = panel.table.rowCount()
+    assert rows >= 4 and {v.status for v in panel.views} == {"draft"}
+    assert "nothing is accepted until you accept or edit it" in panel.status.text()
+    assert not panel.export_accepted.isEnabled()  # drafts only: nothing to export as accepted
+    ids = [v.id for v in panel.views]
+
+    panel.select(ids[0])
+    panel.accept_button.click()
+    panel.select(ids[-1])  # the smallest listed piece of outside air: not a finding anyone wants
+    panel.reject_button.click()
+    status = {v.id: v.status for v in panel.views}
+    assert status[ids[0]] == "accepted" and status[ids[-1]] == "rejected"
+    assert panel.export_accepted.isEnabled()
+
+    # Edit the bone draft with the window's brush: Shift-drag erases across the vertebra on the shown slice.
+    bone = next(v for v in panel.views if v.label == "bone")
+    panel.select(bone.id)
+    panel.edit_button.setChecked(True)
+    viewer = window.viewer
+    assert isinstance(viewer.tool, BrushTool) and panel.brush.mask is not None
+    before = int(panel.brush.mask.sum())
+    plane = np.asarray(panel.brush.mask)  # the acquired (axial) plane is shown: k is the viewer's slice
+    k = viewer.slice_index
+    jj, ii = np.nonzero(plane[k])
+    assert jj.size, "the bone draft is on the shown slice"
+    panel.brush.size.setValue(12)
+    row, col = float(np.median(jj)), float(np.median(ii))
+    viewer.tool.press(viewer.image_to_widget(col - 20, row), erase=True)
+    for step in range(0, 41, 4):
+        viewer.tool.move(viewer.image_to_widget(col - 20 + step, row))
+    viewer.tool.release()
+    after = int(panel.brush.mask.sum())
+    assert 0 < after < before
+    edited_mask = panel.brush.mask.copy()
+    panel.save_edit.click()
+    edited = next(v for v in panel.views if v.id == bone.id)
+    assert (edited.status, edited.source, edited.algorithm_type) == ("accepted", "human", "MANUAL")
+    assert viewer.tool is None and "MANUAL" in panel.status.text()
+
+    # The label overlay is drawn over the image (accepted green, drafts amber, selection cyan).
+    panel.select(ids[0])
+    panel.dock.raise_()
+    qtbot.wait(50)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(SCREENSHOT))
+    shown = viewer.grab().toImage()
+    pixel = viewer.image_to_widget(col + 30, row - 60)
+    assert shown.pixelColor(int(pixel.x()), int(pixel.y())).isValid()
+
+    seg_path, sr_path = tmp_path / "seg.dcm", tmp_path / "sr.dcm"
+    with qtbot.waitSignal(panel.exported, timeout=60_000):
+        panel.export(str(seg_path), str(sr_path), accepted_only=True)
+    labels, segments = read_seg(seg_path, window.scan)
+    assert sorted(s["algorithm_type"] for s in segments.values()) == ["AUTOMATIC", "MANUAL"]
+    number = next(n for n, s in segments.items() if s["algorithm_type"] == "MANUAL")
+    assert np.array_equal(labels == number, edited_mask)
+    report = read_sr(sr_path)
+    assert report["verified"] and report["verifying_observer"] == USER
+    database = window.database.session.database
+    assert {v.status for v in list_annotations(database, panel.series_id)} == {"draft", "accepted", "rejected"}
+    window.close()
+
