@@ -48,6 +48,10 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         from medscan.nets.esrgan import ESRGANGenerator
 
         return ESRGANGenerator(**config.get("args", {}))
+    if kind == "slice_classifier":  # explanations: {"kind": ..., "args": {channels}}
+        from medscan.nets.classifier import SliceClassifier
+
+        return SliceClassifier(**config.get("args", {}))
     backbone_cfg = dict(config["backbone"])
     arch = backbone_cfg.pop("arch", "UNet")
     from monai.networks import nets  # imported lazily: MONAI is heavy and only needed for inference

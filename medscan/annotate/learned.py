@@ -1,0 +1,233 @@
+"""Learned 2-D segmenters: brain tumour on skull-stripped axial FLAIR MR, abdominal organs on axial CT.
+
+Both run slice by slice on a canonical in-plane grid (columns toward patient left, rows toward posterior, a fixed
+pixel size) so that one network sees every scanner's slices the same way; probabilities are resampled back to the
+input grid, so labels share the scan's shape and affine. Training (``scripts/train_annotate.py``) uses the same
+preprocessing functions as inference — there is one definition of what the network sees.
+
+Each task refuses a series it was not made for (``check``): the labels are pseudo-labels from reference algorithms
+(BraTS-Toolkit fusion, TotalSegmentator) on two subjects each, so a confident answer on another body region or
+contrast would be a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medscan.annotate.registry import Segmentation, SegmentationTask, register_task
+from medscan.scan import MedscanError, Scan
+
+TUMOUR_MODEL = "tumour_seg2d"
+ORGAN_MODEL = "organ_seg2d"
+BRAIN_MM = 1.0  # working pixel size of the tumour model (the BraTS grid)
+CT_MM = 2.0  # working pixel size of the organ model
+CT_WINDOW = (-250.0, 350.0)  # HU window fed to the organ model (soft tissue and contrast-filled vessels)
+ORGAN_NAMES = {1: "liver", 2: "spleen", 3: "kidneys", 4: "aorta"}
+TUMOUR_NAMES = {1: "tumour (FLAIR abnormality)"}
+MIN_SLICES = 10
+
+
+# -- geometry shared by training and inference ------------------------------------------------------------------
+def _axial_flips(scan: Scan) -> tuple[bool, bool]:
+    """(flip rows, flip columns) that bring an axial slice to columns -> patient left, rows -> posterior."""
+    d = scan.direction
+    return bool(d[1, 1] < 0), bool(d[0, 0] < 0)
+
+
+def canonical_volume(volume: np.ndarray, scan: Scan) -> np.ndarray:
+    """The (k, j, i) volume with each axial slice flipped to the LPS in-plane orientation (no resampling)."""
+    flip_rows, flip_cols = _axial_flips(scan)
+    out = volume[:, ::-1] if flip_rows else volume
+    out = out[:, :, ::-1] if flip_cols else out
+    return np.ascontiguousarray(out)
+
+
+def resample_planes(planes: np.ndarray, spacing: tuple[float, float], target_mm: float,
+                    shape: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray:
+    """(N[, C], H, W) planes from (column, row) spacing to ``target_mm`` pixels, or back to ``shape`` when given."""
+    x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x[:, None]
+    if shape is None:
+        shape = (max(1, round(x.shape[-2] * spacing[1] / target_mm)),
+                 max(1, round(x.shape[-1] * spacing[0] / target_mm)))
+    if tuple(shape) != tuple(x.shape[-2:]):
+        kwargs = {"align_corners": False} if mode != "nearest" else {}
+        x = F.interpolate(x, size=tuple(shape), mode=mode, **kwargs)
+    return (x[:, 0] if squeeze else x).numpy()
+
+
+def brain_normalise(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FLAIR divided by the median brain intensity (skull-stripped: the brain is the non-zero region), and the mask.
+
+    The median is robust to the tumour itself (a minority of brain voxels), so lesions stay bright against
+    a scale that is the same for every scanner.
+    """
+    volume = np.asarray(volume, np.float32)
+    positive = volume[volume > 0]
+    if positive.size == 0:
+        return np.zeros_like(volume), np.zeros(volume.shape, bool)
+    brain = volume > 0.05 * np.percentile(positive, 99)
+    median = float(np.median(volume[brain]))
+    return np.clip(volume / max(median, 1e-6), 0.0, 6.0).astype(np.float32), brain
+
+
+def ct_normalise(volume: np.ndarray) -> np.ndarray:
+    lo, hi = CT_WINDOW
+    return ((np.clip(volume, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+# -- checks: what each model was made for ------------------------------------------------------------------------
+def _where(scan: Scan) -> str:
+    return scan.source_path or scan.description or "series"
+
+
+def _require_axial_stack(scan: Scan, task: str, max_thickness: float) -> None:
+    where = _where(scan)
+    if scan.voxels.ndim != 3:
+        raise MedscanError(where, f"{task} needs one 3-D volume, not a {scan.voxels.ndim}-D series")
+    normal = np.abs(scan.direction[:, 2])
+    if normal[2] < 0.8:
+        plane = "sagittal" if normal[0] >= normal[1] else "coronal"
+        raise MedscanError(where, f"{task} was trained on axial slices; this series is {plane} — reformat it axially")
+    if scan.volume_shape[0] < MIN_SLICES:
+        raise MedscanError(where, f"{task} needs at least {MIN_SLICES} slices; this series has {scan.volume_shape[0]}")
+    if scan.spacing[2] > max_thickness:
+        raise MedscanError(where, f"{task} was trained on slices up to {max_thickness:g} mm; these are "
+                                  f"{scan.spacing[2]:.1f} mm")
+
+
+def check_brain(scan: Scan) -> None:
+    """Axial, skull-stripped brain FLAIR with a brain-sized non-zero region (BraTS-style preprocessing).
+
+    A series described as another contrast (T1, T2, DWI...) is refused; an undescribed one cannot be told apart.
+    """
+    _require_axial_stack(scan, "brain-tumour", max_thickness=3.0)
+    where = _where(scan)
+    described = f"{scan.description} {getattr(scan.header, 'SeriesDescription', '') or ''}".lower()
+    if "flair" not in described and re.search(r"(^|[^a-z0-9])(t1|t2|dwi|adc|swi|mprage|tof|dti)", described):
+        raise MedscanError(where, f"brain-tumour was trained on FLAIR; this series is described as "
+                                  f"{scan.description!r} — load the FLAIR series")
+    volume = scan.voxels
+    positive = volume[volume > 0]
+    if positive.size == 0:
+        raise MedscanError(where, "brain-tumour: the series is empty (no positive voxels)")
+    brain = volume > 0.05 * np.percentile(positive, 99)
+    background = 1.0 - brain.mean()
+    _ks, js, is_ = np.nonzero(brain)
+    sx, sy, _sz = scan.spacing
+    extent = ((is_.max() - is_.min() + 1) * sx, (js.max() - js.min() + 1) * sy)
+    if background < 0.4 or not (100 <= extent[0] <= 200 and 120 <= extent[1] <= 240):
+        raise MedscanError(where, "brain-tumour needs a skull-stripped brain MR (zero outside the brain); this series "
+                                  f"has {100 * background:.0f}% background and a {extent[0]:.0f}x{extent[1]:.0f} mm "
+                                  "foreground — not a skull-stripped brain")
+
+
+def _looks_like_head(volume: np.ndarray, spacing: tuple[float, float, float]) -> bool:
+    """A skull ring: body sections under 350 cm² with over 6% dense bone (>700 HU; head CT 9-10%, body CT <3%)."""
+    body = volume > -300
+    bone = volume > 700
+    area = body.sum(axis=(1, 2)) * spacing[0] * spacing[1] / 100.0
+    fraction = bone.sum(axis=(1, 2)) / np.maximum(body.sum(axis=(1, 2)), 1)
+    middle = slice(volume.shape[0] // 4, max(volume.shape[0] // 4 + 1, 3 * volume.shape[0] // 4))
+    return bool(np.median(area[middle]) < 350 and np.median(fraction[middle]) > 0.06)
+
+
+def check_abdomen(scan: Scan) -> None:
+    """Axial CT in HU, at most 5 mm slices, not a head."""
+    _require_axial_stack(scan, "organs", max_thickness=5.0)
+    where = _where(scan)
+    if scan.units and scan.units != "HU":
+        raise MedscanError(where, f"organs needs CT in HU, not {scan.units}")
+    if float(np.percentile(scan.voxels, 1)) > -500:
+        raise MedscanError(where, "organs: no air below -500 HU in the series — not CT in Hounsfield units")
+    if _looks_like_head(scan.voxels, scan.spacing):
+        raise MedscanError(where, "organs was trained on chest/abdomen CT; this series is a head (skull ring found)")
+
+
+# -- inference -----------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _model(name: str) -> tuple[torch.nn.Module, dict]:
+    from medscan.nets.weights import load_model
+
+    model, card = load_model(name)
+    return model, card.data
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def predict_planes(model: torch.nn.Module, planes: np.ndarray, device: torch.device, batch: int = 8) -> np.ndarray:
+    """(N, H, W) normalised planes -> (N, C, H, W) sigmoid probabilities, padded to a multiple of 16 and cropped."""
+    n, h, w = planes.shape
+    ph, pw = (-h) % 16, (-w) % 16
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            x = torch.from_numpy(planes[start:start + batch]).to(device)[:, None]
+            x = F.pad(x, (0, pw, 0, ph))
+            out.append(torch.sigmoid(model(x))[..., :h, :w].float().cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def _segment(scan: Scan, model_name: str, normalised: np.ndarray, target_mm: float, device: str,
+             threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Labels (argmax of the classes above ``threshold``) and class probabilities on the scan's own grid."""
+    model, card = _model(model_name)
+    labels, probs = segment_with(model, scan, normalised, target_mm, _device(device), threshold)
+    return labels, probs, card
+
+
+def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, target_mm: float,
+                 device: torch.device | None = None, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Any fold's network over a normalised volume: (labels, (C, K, H, W) probabilities) on the scan's grid."""
+    dev = device or torch.device("cpu")
+    model.to(dev)
+    canon = canonical_volume(normalised, scan)
+    spacing = scan.spacing[:2]
+    work = resample_planes(canon, spacing, target_mm)
+    probs = predict_planes(model, work, dev)
+    probs = resample_planes(probs, (target_mm, target_mm), target_mm, shape=canon.shape[1:])
+    flip_rows, flip_cols = _axial_flips(scan)
+    if flip_rows:
+        probs = probs[:, :, ::-1]
+    if flip_cols:
+        probs = probs[:, :, :, ::-1]
+    probs = np.ascontiguousarray(np.moveaxis(probs, 1, 0))  # (C, K, H, W)
+    best = probs.argmax(axis=0)
+    labels = np.where(probs.max(axis=0) >= threshold, best + 1, 0).astype(np.uint8)
+    return labels, probs.astype(np.float32)
+
+
+def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
+    normalised, brain = brain_normalise(scan.voxels)
+    labels, probs, card = _segment(scan, TUMOUR_MODEL, normalised, BRAIN_MM, device)
+    labels[~brain] = 0
+    return Segmentation(labels=labels, names=dict(TUMOUR_NAMES), source="ai", method=TUMOUR_MODEL,
+                        version=str(card.get("version", "1")), probabilities=probs,
+                        notes=[card.get("agreement_note", "Agreement with BraTS-Toolkit pseudo-labels, not accuracy.")])
+
+
+def run_organs(scan: Scan, *, device: str = "auto") -> Segmentation:
+    labels, probs, card = _segment(scan, ORGAN_MODEL, ct_normalise(scan.voxels), CT_MM, device)
+    labels[scan.voxels < -500] = 0  # organs are never air
+    return Segmentation(labels=labels, names=dict(ORGAN_NAMES), source="ai", method=ORGAN_MODEL,
+                        version=str(card.get("version", "1")), probabilities=probs,
+                        notes=[card.get("agreement_note", "Agreement with TotalSegmentator pseudo-labels.")])
+
+
+register_task(SegmentationTask(
+    name="brain-tumour", title="Brain tumour (FLAIR, learned 2-D)", modalities=("MR",), labels=dict(TUMOUR_NAMES),
+    run=run_tumour, check=check_brain))
+register_task(SegmentationTask(
+    name="organs", title="Abdominal organs (CT, learned 2-D)", modalities=("CT",), labels=dict(ORGAN_NAMES),
+    run=run_organs, check=check_abdomen))

@@ -1,0 +1,411 @@
+"""Train the learned annotate models, leave-one-subject-out (two subjects per task; the held-out one is never read).
+
+    python scripts/train_annotate.py tumour --train fg_6692 --steps 1500 --threads 1 [--ship tumour_seg2d]
+    python scripts/train_annotate.py organs --train abdomen|aorta|both --steps 800 [--ship organ_seg2d]
+    python scripts/train_annotate.py dae --train du_7294 --steps 800          # normal-appearance model (anomaly)
+    python scripts/train_annotate.py classifier --train fg_6692 --steps 600   # slice-level tumour classifier
+
+Checkpoints go to runs/annotate/<model>_<train>/ (resumable); the final fold weights are written with their card
+to models/folds/<model>_<train> (not listed as shipped models), and with ``--ship NAME`` also into models/.
+Evaluation of the held-out subject is done only after training, by scripts/evaluate_annotate.py — no model
+selection ever looks at the held-out subject.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medscan.annotate import learned as L  # noqa: E402
+from medscan.annotate.synthetic_lesions import cut_tumour, insert_lesion  # noqa: E402
+from medscan.io import load  # noqa: E402
+from medscan.nets.builders import build_network, count_parameters  # noqa: E402
+from medscan.nets.weights import save_model  # noqa: E402
+from medscan.train.data import DATA_ROOT  # noqa: E402
+
+BRAIN_SUBJECTS = {"du_7294": "labelled/brain_tumour_tcga_du_7294", "fg_6692": "labelled/brain_tumour_tcga_fg_6692"}
+CT_SUBJECTS = {"abdomen": "labelled/ct_abdomen_totalseg_example", "aorta": "labelled/ct_aorta_totalseg_example"}
+
+UNET_SEG = {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2], "num_res_units": 1, "norm": "INSTANCE", "dropout": 0.1}
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+def load_brain(subject: str) -> dict[str, np.ndarray]:
+    """Brain-normalised FLAIR (K, H, W) on the canonical grid, brain mask and whole-tumour mask."""
+    folder = DATA_ROOT / BRAIN_SUBJECTS[subject]
+    scan = load(folder / "flair.nii.gz")
+    seg = load(folder / "tumour_seg_auto.nii.gz").voxels > 0
+    image, brain = L.brain_normalise(scan.voxels)
+    return {"image": L.canonical_volume(image, scan), "brain": L.canonical_volume(brain, scan),
+            "tumour": L.canonical_volume(seg, scan)}
+
+
+def load_ct(subject: str) -> dict[str, np.ndarray]:
+    """CT windowed to [0, 1] at 2 mm in-plane, (4, K, H, W) organ masks and which organs are labelled."""
+    folder = DATA_ROOT / CT_SUBJECTS[subject]
+    scan = load(folder / "ct.nii.gz")
+    image = L.canonical_volume(L.ct_normalise(scan.voxels), scan)
+    if subject == "abdomen":  # TotalSegmentator v2 "total" ids: spleen 1, kidneys 2/3, liver 5, aorta 52
+        seg = load(folder / "organs_seg_auto.nii.gz").voxels.astype(int)
+        masks = [seg == 5, seg == 1, (seg == 2) | (seg == 3), seg == 52]
+        labelled = [1.0, 1.0, 1.0, 1.0]
+    else:  # aorta crop: 1 aorta wall/rest, 2 true lumen, 3 false lumen -> aorta
+        seg = load(folder / "aorta_seg_auto.nii.gz").voxels.astype(int)
+        zeros = np.zeros(seg.shape, bool)
+        masks, labelled = [zeros, zeros, zeros, seg > 0], [0.0, 0.0, 0.0, 1.0]
+    masks = np.stack([L.canonical_volume(m.astype(np.float32), scan) for m in masks])
+    spacing = scan.spacing[:2]
+    image = L.resample_planes(image, spacing, L.CT_MM)
+    k = masks.shape[1]
+    masks = L.resample_planes(masks.transpose(1, 0, 2, 3).reshape(k, 4, *masks.shape[2:]), spacing, L.CT_MM)
+    return {"image": image, "masks": (masks > 0.5).astype(np.float32), "labelled": np.asarray(labelled, np.float32)}
+
+
+def crop(arrays: list[np.ndarray], size: int, centre: tuple[int, int] | None, rng: np.random.Generator
+         ) -> list[np.ndarray]:
+    """Same ``size`` x ``size`` window from each (..., H, W) array, zero-padded; around ``centre`` when given."""
+    h, w = arrays[0].shape[-2:]
+    if centre is None:
+        cj, ci = rng.integers(0, max(h, 1)), rng.integers(0, max(w, 1))
+    else:
+        jitter = rng.integers(-size // 3, size // 3 + 1, 2)
+        cj, ci = centre[0] + jitter[0], centre[1] + jitter[1]
+    j0, i0 = int(cj) - size // 2, int(ci) - size // 2
+    out = []
+    for a in arrays:
+        pad = [(0, 0)] * (a.ndim - 2) + [(size, size), (size, size)]
+        p = np.pad(a, pad)
+        out.append(p[..., j0 + size:j0 + 2 * size, i0 + size:i0 + 2 * size])
+    return out
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, flips: bool, rotate: float,
+            intensity: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rotation/scale (same warp for image and masks), flips, intensity scale, gamma and noise."""
+    n = x.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    for b in range(n):
+        a = math.radians(rng.uniform(-rotate, rotate))
+        s = rng.uniform(0.85, 1.15)
+        theta[b, :, :2] = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * s
+        if flips and rng.random() < 0.5:
+            theta[b, :, 0] *= -1
+        if flips and rng.random() < 0.3:
+            theta[b, :, 1] *= -1
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    y = (F.grid_sample(y, grid, align_corners=False, padding_mode="zeros") > 0.5).float()
+    if intensity:
+        scale = torch.from_numpy(rng.uniform(0.85, 1.15, (n, 1, 1, 1))).float()
+        gamma = torch.from_numpy(rng.uniform(0.75, 1.35, (n, 1, 1, 1))).float()
+        top = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+        x = (x.clamp_min(0) / top) ** gamma * top * scale
+        x = x + torch.randn_like(x) * torch.from_numpy(rng.uniform(0, 0.06, (n, 1, 1, 1))).float()
+    return x, y
+
+
+def tumour_bank(data: dict[str, np.ndarray]) -> dict[str, list]:
+    areas = data["tumour"].sum(axis=(1, 2))
+    brain_areas = data["brain"].sum(axis=(1, 2))
+    positive = [int(k) for k in np.flatnonzero(areas >= 30)]
+    healthy = [int(k) for k in np.flatnonzero((areas == 0) & (brain_areas > 4000))]
+    cuts = [c for k in positive if (c := cut_tumour(data["image"][k], data["tumour"][k])) is not None]
+    anywhere = [int(k) for k in np.flatnonzero(brain_areas > 1500)]
+    return {"positive": positive, "healthy": healthy, "cuts": cuts, "anywhere": anywhere}
+
+
+def sample_brain(data: dict, bank: dict, n: int, size: int, rng: np.random.Generator, *, synthetic_only_procedural=False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of FLAIR patches and tumour masks: real tumour slices, synthetic insertions, any brain slice."""
+    xs, ys = [], []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.4:
+            k = bank["positive"][rng.integers(len(bank["positive"]))]
+            image, mask = data["image"][k], data["tumour"][k]
+        elif r < 0.8:
+            k = bank["healthy"][rng.integers(len(bank["healthy"]))]
+            use_real = not synthetic_only_procedural and rng.random() < 0.6
+            cut = bank["cuts"][rng.integers(len(bank["cuts"]))] if use_real else None
+            image, mask = insert_lesion(data["image"][k], data["brain"][k], rng, cut)
+        else:
+            k = bank["anywhere"][rng.integers(len(bank["anywhere"]))]
+            image, mask = data["image"][k], data["tumour"][k]
+        if mask.any() and rng.random() < 0.8:
+            js, is_ = np.nonzero(mask)
+            centre = (int(js.mean()), int(is_.mean()))
+        else:
+            js, is_ = np.nonzero(data["brain"][k])
+            pick = rng.integers(js.size)
+            centre = (int(js[pick]), int(is_[pick]))
+        xi, yi = crop([image, mask.astype(np.float32)], size, centre, rng)
+        xs.append(xi)
+        ys.append(yi)
+    return np.stack(xs)[:, None], np.stack(ys)[:, None]
+
+
+# -- losses ------------------------------------------------------------------------------------------------------------
+def dice_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE + soft Dice per class over the batch; ``weight`` (N, C) zeroes classes a subject has no label for."""
+    if weight is None:
+        weight = torch.ones(logits.shape[:2])
+    w = weight[:, :, None, None].expand_as(logits)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum() / w.sum().clamp_min(1)
+    p = torch.sigmoid(logits) * w
+    t = target * w
+    inter = (p * t).sum(dim=(0, 2, 3))
+    denom = (p + t).sum(dim=(0, 2, 3))
+    has = weight.sum(dim=0) > 0
+    dice = 1 - (2 * inter + 1) / (denom + 1)
+    return bce + dice[has].mean()
+
+
+# -- training loop -----------------------------------------------------------------------------------------------------
+def train_loop(name: str, network_cfg: dict, batch_fn, loss_fn, steps: int, lr: float, out: Path,
+               log_every: int = 25) -> torch.nn.Module:
+    """Adam with cosine decay; resumable from ``out/checkpoint.pt``; a CSV log of the training loss."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_network(network_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    start, ckpt = 0, out / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["step"]
+        print(f"resumed {name} at step {start}", flush=True)
+    log = open(out / "train_log.csv", "a", newline="")  # noqa: SIM115  (kept open for the whole run)
+    writer = csv.writer(log)
+    if start == 0:
+        writer.writerow(["step", "loss", "lr", "seconds"])
+    t0, running = time.time(), []
+    model.train()
+    for step in range(start, steps):
+        loss = loss_fn(model, *batch_fn(step))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            writer.writerow([step + 1, f"{np.mean(running):.5f}", f"{sched.get_last_lr()[0]:.2e}",
+                             f"{time.time() - t0:.1f}"])
+            log.flush()
+            print(f"{name} step {step + 1}/{steps} loss {np.mean(running):.4f} {time.time() - t0:.0f}s", flush=True)
+            running = []
+        if (step + 1) % 200 == 0 or step + 1 == steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "step": step + 1}, ckpt)
+    log.close()
+    model.eval()
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=["tumour", "organs", "dae", "classifier"])
+    parser.add_argument("--train", required=True, help="training subject (du_7294/fg_6692; abdomen/aorta/both)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--patch", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ship", default="", help="also write models/<NAME>.safetensors + card")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = ROOT / "runs" / "annotate" / f"{args.model}_{args.train}"
+    command = "python " + " ".join(sys.argv)
+    t0 = time.time()
+    if args.model == "tumour":
+        model, card = train_tumour(args, rng, out)
+    elif args.model == "organs":
+        model, card = train_organs(args, rng, out)
+    elif args.model == "dae":
+        model, card = train_dae(args, rng, out)
+    else:
+        model, card = train_classifier(args, rng, out)
+    card.update({"version": "1", "command": command, "train_subject": args.train, "steps": args.steps,
+                 "batch": args.batch, "patch": args.patch, "lr": args.lr, "threads": args.threads,
+                 "train_minutes": round((time.time() - t0) / 60, 1), "parameters": count_parameters(model)})
+    save_model(model, card, out.name, ROOT / "models" / "folds")  # every fold, for scripts/evaluate_annotate.py
+    if args.ship:
+        save_model(model, {**card, "name": args.ship}, args.ship)
+        (ROOT / "models" / f"{args.ship}.train_log.csv").write_text((out / "train_log.csv").read_text())
+    print(f"done {out.name} in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def train_tumour(args, rng, out):
+    data = load_brain(args.train)
+    bank = tumour_bank(data)
+    print(f"tumour: {len(bank['positive'])} tumour slices, {len(bank['healthy'])} healthy slices", flush=True)
+    network = {"kind": "plain", "backbone": {**UNET_SEG, "out_channels": 1}}
+
+    def batch(step):
+        x, y = sample_brain(data, bank, args.batch, args.patch, rng)
+        return augment(torch.from_numpy(x), torch.from_numpy(y), rng, flips=True, rotate=20)
+
+    model = train_loop("tumour", network, batch, lambda m, x, y: dice_bce(m(x), y), args.steps, args.lr, out)
+    return model, {"task": "segment", "segmentation_task": "brain-tumour", "network": network,
+                   "description": "2-D whole-tumour segmentation of skull-stripped axial FLAIR at 1 mm (brain-median "
+                                  "normalised); trained on one BraTS-Toolkit pseudo-labelled subject with flips, "
+                                  "rotation/scale, gamma, intensity scale, noise and synthetic lesion insertion "
+                                  "(the training subject's tumour and procedural lesions pasted into its tumour-free "
+                                  "slices).",
+                   "input": "FLAIR only (a single series is what a user has; T1c is not used)",
+                   "agreement_note": "Dice is agreement with BraTS-Toolkit fusion pseudo-labels, not clinical accuracy"}
+
+
+def train_organs(args, rng, out):
+    subjects = ["abdomen", "aorta"] if args.train == "both" else [args.train]
+    datas = [load_ct(s) for s in subjects]
+    network = {"kind": "plain", "backbone": {**UNET_SEG, "out_channels": 4}}
+
+    def batch(step):
+        xs, ys, ws = [], [], []
+        for _ in range(args.batch):
+            d = datas[rng.integers(len(datas))]
+            k = int(rng.integers(d["image"].shape[0]))
+            m = d["masks"][k]
+            centre = None
+            present = [c for c in range(m.shape[0]) if m[c].any()]
+            if present and rng.random() < 0.8:  # centre on one organ chosen uniformly: small organs get seen too
+                js, is_ = np.nonzero(m[present[rng.integers(len(present))]])
+                pick = rng.integers(js.size)
+                centre = (int(js[pick]), int(is_[pick]))
+            xi, yi = crop([d["image"][k], m], args.patch, centre, rng)
+            xs.append(xi[None])
+            ys.append(yi)
+            ws.append(d["labelled"])
+        x, y = augment(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), rng, flips=False,
+                       rotate=12, intensity=False)
+        x = x * torch.from_numpy(rng.uniform(0.9, 1.1, (len(x), 1, 1, 1))).float()
+        x = x + torch.from_numpy(rng.uniform(-0.05, 0.05, (len(x), 1, 1, 1))).float()
+        x = x + 0.03 * torch.rand(len(x), 1, 1, 1) * torch.randn_like(x)
+        return x, y, torch.from_numpy(np.stack(ws))
+
+    model = train_loop("organs", network, batch, lambda m, x, y, w: dice_bce(m(x), y, w), args.steps, args.lr, out)
+    return model, {"task": "segment", "segmentation_task": "organs", "network": network,
+                   "labels": {str(k): v for k, v in L.ORGAN_NAMES.items()},
+                   "description": "2-D multi-label organ segmentation of axial CT (HU window -250..350, 2 mm "
+                                  "in-plane, LPS in-plane orientation): liver, spleen, kidneys, aorta. Partial labels: "
+                                  "the aorta CT contributes only the aorta channel (other channels are masked out "
+                                  "of its loss).",
+                   "agreement_note": "Dice is agreement with TotalSegmentator pseudo-labels, not clinical accuracy"}
+
+
+DAE_CFG = {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": [16, 32, 64, 128],
+           "strides": [2, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
+ANOMALY_MM = 2.0
+
+
+def brain_planes_2mm(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = L.resample_planes(data["image"], (1.0, 1.0), ANOMALY_MM)
+    brain = L.resample_planes(data["brain"].astype(np.float32), (1.0, 1.0), ANOMALY_MM) > 0.5
+    tumour = L.resample_planes(data["tumour"].astype(np.float32), (1.0, 1.0), ANOMALY_MM) > 0.5
+    return image, brain, tumour
+
+
+def coarse_noise(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """Kascenas et al. (2022) coarse noise: low-resolution Gaussian noise upsampled, two scales."""
+    total = torch.zeros(n, 1, size, size)
+    for res, sd in ((8, 0.25), (16, 0.15)):
+        low = torch.from_numpy(rng.standard_normal((n, 1, res, res))).float() * sd
+        total += F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return total
+
+
+def train_dae(args, rng, out):
+    from scipy import ndimage
+
+    data = load_brain(args.train)
+    image, brain, tumour = brain_planes_2mm(data)
+    keep = np.flatnonzero(brain.sum(axis=(1, 2)) > 400)
+    # the training subject's own tumour (dilated) is excluded from the loss: normal appearance only
+    normal = brain & ~ndimage.binary_dilation(tumour, iterations=3, structure=np.ones((1, 3, 3)))
+    size = 128
+    network = {"kind": "plain", "backbone": dict(DAE_CFG)}
+
+    def batch(step):
+        ks = rng.choice(keep, args.batch)
+        x = torch.from_numpy(np.stack([np.pad(image[k], ((0, size - image.shape[1]), (0, size - image.shape[2])))
+                                       for k in ks]))[:, None]
+        w = torch.from_numpy(np.stack([np.pad(normal[k], ((0, size - image.shape[1]), (0, size - image.shape[2])))
+                                       for k in ks]).astype(np.float32))[:, None]
+        b = torch.from_numpy(np.stack([np.pad(brain[k], ((0, size - image.shape[1]), (0, size - image.shape[2])))
+                                       for k in ks]).astype(np.float32))[:, None]
+        if rng.random() < 0.5:
+            x, w, b = x.flip(-1), w.flip(-1), b.flip(-1)
+        noisy = x + coarse_noise(len(x), size, rng) * b
+        return noisy, x, w
+
+    def loss(m, noisy, clean, w):
+        return ((m(noisy) - clean).abs() * w).sum() / w.sum().clamp_min(1)
+
+    model = train_loop("dae", network, batch, loss, args.steps, args.lr, out)
+    return model, {"task": "anomaly", "network": network, "pixel_mm": ANOMALY_MM,
+                   "description": "Denoising autoencoder (coarse noise, Kascenas et al. 2022) of normal FLAIR "
+                                  "appearance at 2 mm, trained only on the training subject's brain outside its "
+                                  "(dilated) tumour; the positive reconstruction residual is the anomaly map."}
+
+
+CLS_CFG = {"channels": [16, 32, 64]}
+
+
+def train_classifier(args, rng, out):
+    data = load_brain(args.train)
+    bank = tumour_bank(data)
+    network = {"kind": "slice_classifier", "args": dict(CLS_CFG)}
+    size = 128
+
+    def batch(step):
+        xs, ys = [], []
+        for _ in range(args.batch):
+            r = rng.random()
+            if r < 0.35:
+                k = bank["positive"][rng.integers(len(bank["positive"]))]
+                img, msk = data["image"][k], data["tumour"][k]
+            elif r < 0.55:
+                k = bank["healthy"][rng.integers(len(bank["healthy"]))]
+                cut = bank["cuts"][rng.integers(len(bank["cuts"]))] if rng.random() < 0.5 else None
+                img, msk = insert_lesion(data["image"][k], data["brain"][k], rng, cut)
+            else:
+                k = bank["anywhere"][rng.integers(len(bank["anywhere"]))]
+                img, msk = data["image"][k], data["tumour"][k]
+            img = L.resample_planes(img[None], (1.0, 1.0), ANOMALY_MM)[0]
+            xs.append(np.pad(img, ((0, size - img.shape[0]), (0, size - img.shape[1]))))
+            ys.append(float(msk.sum() >= 50))
+        x = torch.from_numpy(np.stack(xs))[:, None]
+        y = torch.tensor(ys)[:, None, None, None].expand_as(x).contiguous()
+        x, _ = augment(x, y, rng, flips=True, rotate=15)
+        return x, torch.tensor(ys)
+
+    def loss(m, x, y):
+        return F.binary_cross_entropy_with_logits(m(x)[:, 0], y)
+
+    model = train_loop("classifier", network, batch, loss, args.steps, args.lr, out)
+    return model, {"task": "classify", "network": network, "pixel_mm": ANOMALY_MM,
+                   "description": "Slice-level tumour classifier (tiny CNN, global average pool) on brain-normalised "
+                                  "FLAIR at 2 mm; positive = at least 50 mm^2 of pseudo-label tumour in the slice; "
+                                  "trained with synthetic lesion insertion. Explained with LayerGradCam."}
+
+
+if __name__ == "__main__":
+    main()
