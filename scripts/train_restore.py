@@ -4,7 +4,8 @@
     python scripts/train_restore.py sharpen --export-checkpoint --workdir runs/sharpen  # ship the latest checkpoint
 
 Presets: ``sharpen`` (blind Gaussian-PSF deblurring), ``sr_x2`` / ``sr_x4`` (in-plane area down-sampling),
-``sr_z2`` (through-plane x2: box average of row pairs in reformatted views, i.e. thick slices).
+``sr_z2`` (through-plane x2: box average of row pairs in reformatted views, i.e. thick slices),
+``inpaint`` (2.5-D masked U-Net filling holes) and ``fill_slices`` (missing rows of reformatted views).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill_slices tasks)
 from medscan.nets.weights import save_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
@@ -28,6 +30,17 @@ def _net(scale: list[int], base: str, features: int, blocks: int, unshuffle: int
     return {"kind": "residual_upsampler", "args": {"scale": scale, "base": base, "features": features,
                                                    "blocks": blocks, "unshuffle": unshuffle,
                                                    "conditioned": conditioned}}
+
+
+def _fill_unet(in_channels: int, norm: str | None = "INSTANCE") -> dict[str, Any]:
+    """The masked U-Net of the filling models: 4 poolings (16x) so a hole a third of the patch wide is seen whole.
+
+    Without normalisation (``norm=None``) the correction keeps the image's contrast scale, which instance norm
+    throws away; the missing-slice model learned nothing beyond linear interpolation with it.
+    """
+    return {"kind": "plain", "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": in_channels,
+                                          "out_channels": 1, "channels": [16, 32, 64, 128, 128],
+                                          "strides": [2, 2, 2, 2], "num_res_units": 1, "norm": norm}}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -49,6 +62,19 @@ PRESETS: dict[str, dict[str, Any]] = {
               "description": "Through-plane x2 super-resolution for thick-slice series: run on reformatted "
                              "views (rows = slice direction); linear interpolation plus a learned residual, "
                              "trained on row pairs box-averaged like a slice profile twice as thick."},
+    "inpaint": {"model": "inpaint_unet2d", "task": "inpaint", "task_args": {}, "neighbours": 1,
+                "network": _fill_unet(6), "patch": 96,
+                "description": "2.5-D inpainting of missing regions: the slice and its two neighbours, each with "
+                               "the hole pre-filled by a push-pull pyramid and its own mask channel, into a "
+                               "U-Net that corrects the fill; only masked pixels are replaced. Trained on seeded "
+                               "blobs, ellipses, boxes, strokes and truncated-FOV edges of 8-35 % of the patch, "
+                               "extruded to the neighbours half of the time (then it works as pure 2-D)."},
+    "fill_slices": {"model": "fillslices_unet2d", "task": "fill_slices", "task_args": {},
+                    "network": _fill_unet(2, norm=None), "patch": 64,
+                    "description": "Missing-slice filling on reformatted views (rows = slices): missing rows "
+                                   "linearly interpolated plus a row-mask channel into a U-Net that corrects "
+                                   "them; measured rows are copied. Trained on every other row removed, single "
+                                   "missing rows and 2-3-row gaps."},
     "motion": {"model": "motion_unet2d", "task": "motion_correct", "task_args": {}, "patch": 128,
                "network": {"kind": "plain", "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 1,
                                                          "out_channels": 1, "channels": [16, 32, 64, 128, 128],
@@ -95,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                          train_items=list(preset.get("train_items", TRAIN_ITEMS)),
                          heldout_items=list(preset.get("heldout_items", HELDOUT_ITEMS)), steps=args.steps,
                          batch=args.batch, patch=args.patch or preset["patch"], lr=args.lr, seed=args.seed,
-                         threads=args.threads, checkpoint_every=100, task_args=preset["task_args"])
+                         threads=args.threads, checkpoint_every=100, task_args=preset["task_args"],
+                         neighbours=preset.get("neighbours", 0))
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
         config = TrainConfig(**json.loads((workdir / "config.json").read_text()))
         result = _from_checkpoint(workdir, config.network)

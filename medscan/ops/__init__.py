@@ -4,6 +4,7 @@ Importing this package registers the built-in operations (``clean`` and ``genera
 """
 
 from medscan.ops import clean as _clean  # noqa: F401  (registers the Clean operations)
+from medscan.ops import fill as _fill  # noqa: F401  (registers inpaint and fill_slices)
 from medscan.ops import motion as _motion  # noqa: F401  (registers motion_correct)
 from medscan.ops import restore as _restore  # noqa: F401  (registers sharpen and super_resolve)
 from medscan.ops import study_adapt as _study_adapt  # noqa: F401  (registers clean adapt)

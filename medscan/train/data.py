@@ -6,7 +6,7 @@ slice of a held-out subject is ever seen in training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +43,24 @@ HELDOUT_ITEMS = (
 
 @dataclass
 class SliceBank:
-    """Normalised slices (float32, 0..1 over each slice's window) of several volumes, any sizes."""
+    """Normalised slices (float32, 0..1 over each slice's window) of several volumes, any sizes.
+
+    With ``neighbours`` k > 0 (2.5-D models), each sample is a stack of the slice and its k neighbours on
+    either side, all in the centre slice's window; the views are kept as volumes and stacks cut on demand.
+    """
 
     slices: list[np.ndarray]
     sources: list[str]
+    neighbours: int = 0
+    views: list[np.ndarray] = field(default_factory=list)  # neighbour mode: (K, H, W) views of the volumes
+    stacks: list[tuple[int, int, float, float]] = field(default_factory=list)  # (view, slice, lo, hi)
 
     @classmethod
-    def from_items(cls, items: tuple[str, ...] | list[str], root: Path = DATA_ROOT, min_size: int = 64) -> SliceBank:
+    def from_items(cls, items: tuple[str, ...] | list[str], root: Path = DATA_ROOT, min_size: int = 64,
+                   neighbours: int = 0) -> SliceBank:
         slices, sources = [], []
+        if neighbours:
+            return cls._stack_bank(items, root, min_size, neighbours)
         for item in items:
             scan = load(root / item)
             volume = scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0]
@@ -68,23 +78,60 @@ class SliceBank:
                     sources.append(item)
         return cls(slices=slices, sources=sources)
 
+    @classmethod
+    def _stack_bank(cls, items: tuple[str, ...] | list[str], root: Path, min_size: int, k: int) -> SliceBank:
+        views: list[np.ndarray] = []
+        stacks: list[tuple[int, int, float, float]] = []
+        sources: list[str] = []
+        for item in items:
+            scan = load(root / item)
+            volume = np.asarray(scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0], np.float32)
+            volume_lo, volume_hi = intensity_window(volume)
+            for view in [volume] + [np.moveaxis(volume, axis, 0) for axis in (1, 2)]:  # views share memory
+                if min(view.shape[1:]) < min_size or view.shape[0] < 2 * k + 1:
+                    continue
+                views.append(view)
+                for index in range(k, view.shape[0] - k):
+                    image = view[index]
+                    lo, hi = intensity_window(image)
+                    if float(image.std()) == 0.0 or hi - lo < 0.05 * (volume_hi - volume_lo):
+                        continue
+                    stacks.append((len(views) - 1, index, lo, hi))
+                    sources.append(item)
+        return cls(slices=[], sources=sources, neighbours=k, views=views, stacks=stacks)
+
     def sample(self, n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
-        """``n`` random patches (n, 1, size, size) with random flips and 90-degree turns, avoiding empty air."""
-        patches = np.empty((n, 1, size, size), dtype=np.float32)
+        """``n`` random patches (n, 1, size, size) with random flips and 90-degree turns, avoiding empty air.
+
+        In neighbour mode (n, 2k+1, size, size): the same crop, turn, flip and contrast for the whole stack.
+        """
+        channels = 2 * self.neighbours + 1
+        patches = np.empty((n, channels, size, size), dtype=np.float32)
         filled = 0
         while filled < n:
-            image = self.slices[int(rng.integers(len(self.slices)))]
+            if self.neighbours:
+                view, index, lo, hi = self.stacks[int(rng.integers(len(self.stacks)))]
+                image = self.views[view][index]
+            else:
+                image = self.slices[int(rng.integers(len(self.slices)))]
             h, w = image.shape
             if h < size or w < size:
                 continue
             y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-            patch = image[y:y + size, x:x + size]
-            if patch.std() < 0.02 and rng.random() < 0.9:  # mostly skip flat background
+            if self.neighbours:
+                block = self.views[view][index - self.neighbours:index + self.neighbours + 1, y:y + size, x:x + size]
+                patch = (np.asarray(block, np.float32) - lo) / (hi - lo)
+            else:
+                patch = image[y:y + size, x:x + size][None]
+            centre = patch[self.neighbours]
+            if centre.std() < 0.02 and rng.random() < 0.9:  # mostly skip flat background
                 continue
-            patch = np.rot90(patch, int(rng.integers(4)))
+            patch = np.rot90(patch, int(rng.integers(4)), axes=(1, 2))
             if rng.random() < 0.5:
-                patch = patch[:, ::-1]
+                patch = patch[:, :, ::-1]
+            if self.neighbours and rng.random() < 0.5:
+                patch = patch[::-1]  # the slice direction has no preferred sense
             gamma = float(np.exp(rng.normal(0, 0.25)))  # vary contrast like other windows and sequences
-            patches[filled, 0] = np.clip(patch, 0, None) ** gamma if gamma != 1 else patch
+            patches[filled] = np.clip(patch, 0, None) ** gamma if gamma != 1 else patch
             filled += 1
         return torch.from_numpy(patches)

@@ -33,6 +33,7 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every: int = 200
     task_args: dict[str, Any] = field(default_factory=dict)
+    neighbours: int = 0  # 2.5-D models: slices on either side sampled with each slice (SliceBank neighbours)
 
 
 def save_checkpoint(path: Path, step: int, rng: np.random.Generator, generator: torch.Generator,
@@ -82,7 +83,7 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
     generator = torch.Generator().manual_seed(config.seed)
     checkpoint = workdir / "checkpoint.pt"
     start = load_checkpoint(checkpoint, rng, generator, model=model, optimizer=optimizer, scheduler=scheduler)
-    bank = bank or SliceBank.from_items(config.train_items)
+    bank = bank or SliceBank.from_items(config.train_items, neighbours=config.neighbours)
     log, writer = open_log(workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
     bar = None
     if progress:

@@ -1,0 +1,423 @@
+"""Fill what was never measured: holes in slices (``inpaint``) and missing slices (``fill_slices``).
+
+Both are Generate operations: the output is SYNTHETIC, carries an uncertainty map (the spread of the model
+over flipped copies of the input; exactly 0 on measured voxels, which are copied bit-identical) and the mask
+of the generated voxels. Inpainting runs the 2.5-D masked U-Net on each affected slice with its neighbours;
+missing slices are filled on reformatted views whose rows are the slices, after the measured slices have been
+placed on the finest regular grid their positions allow, so no measured slice moves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medscan import __version__
+from medscan.ops.generated import tta_planes
+from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.scan import MedscanError, ProvenanceEntry, Scan
+
+INPAINT_MODEL = "inpaint_unet2d"
+FILL_SLICES_MODEL = "fillslices_unet2d"
+PAD_MULTIPLE = 16  # the U-Net pools four times
+CHUNK = 16  # planes per TTA pass: bounds memory on 512x512 CT
+MAX_ENCLOSED_GAP = 8  # auto: a constant region counts as missing when measured data lies within this many slices
+STEP_TOLERANCE = 0.1  # a slice step may differ from a whole multiple of the finest step by this share of it
+
+
+def _where(scan: Scan) -> str:
+    return scan.source_path or scan.description or "scan"
+
+
+def _check_modality(scan: Scan, operation: str) -> None:
+    if scan.modality not in ("CT", "MR"):
+        raise MedscanError(_where(scan), f"{operation} is trained for CT and MR, not {scan.modality}")
+
+
+# -- running the masked models ---------------------------------------------------------------------------------
+
+def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, fill: str, *, batch: int = 4) -> np.ndarray:
+    """(N, C, H, W) stacks in their units (channel C//2 the plane to fill) and masks (True = missing) ->
+    (N, H, W) float32: masked pixels generated, every other pixel the input's value, bit for bit.
+
+    Each stack is normalised to the intensity window of its centre plane's measured pixels, like training.
+    """
+    import torch
+
+    from medscan.nets.inpainter import masked_fill
+    from medscan.nets.normalize import intensity_window
+    from medscan.ops.inference import _pad_to
+
+    n, channels, h, w = stacks.shape
+    centre = channels // 2
+    out = np.array(stacks[:, centre], dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            chunk = np.asarray(stacks[start:start + batch], np.float32)
+            hole = np.asarray(masks[start:start + batch], bool)
+            windows = []
+            for plane, missing in zip(chunk[:, centre], hole[:, centre], strict=True):
+                measured = plane[~missing]
+                windows.append(intensity_window(measured if measured.size else plane))
+            lo = np.array([wd[0] for wd in windows], np.float32).reshape(-1, 1, 1, 1)
+            hi = np.array([wd[1] for wd in windows], np.float32).reshape(-1, 1, 1, 1)
+            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
+            x, _ = _pad_to(torch.from_numpy((chunk - lo) / span).to(device), PAD_MULTIPLE)
+            m, _ = _pad_to(torch.from_numpy(hole.astype(np.float32)).to(device), PAD_MULTIPLE)
+            y = masked_fill(model, x, m > 0.5, fill)[:, 0, :h, :w].float().cpu().numpy()
+            generated = y * span[:, 0] + lo[:, 0]
+            out[start:start + batch] = np.where(hole[:, centre], generated, chunk[:, centre])
+    return out
+
+
+def fill_with_uncertainty(stacks: np.ndarray, masks: np.ndarray, model, device, fill: str,
+                          progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """TTA mean and spread of ``fill_stacks`` in chunks; measured pixels exact, their spread exactly 0."""
+    n, channels = stacks.shape[:2]
+    filled = np.empty((n, *stacks.shape[-2:]), np.float32)
+    spread = np.zeros_like(filled)
+    for start in range(0, n, CHUNK):
+        packed = np.concatenate([stacks[start:start + CHUNK], masks[start:start + CHUNK].astype(np.float32)], axis=1)
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return fill_stacks(x[:, :channels], x[:, channels:] > 0.5, model, device, fill)
+
+        mean, sd = tta_planes(predict, packed)
+        hole = masks[start:start + CHUNK, channels // 2]
+        filled[start:start + CHUNK] = np.where(hole, mean, stacks[start:start + CHUNK, channels // 2])
+        spread[start:start + CHUNK] = np.where(hole, sd, 0.0)
+        if progress is not None:
+            progress(min(start + CHUNK, n), n)
+    return filled, spread
+
+
+# -- inpaint: where the hole is ---------------------------------------------------------------------------------
+
+def _read_mask_file(path: Path, scan: Scan) -> np.ndarray:
+    """A NIfTI mask or DICOM SEG over this scan's grid -> (K, H, W) bool (any label / segment counts)."""
+    from medscan.io.nifti import is_nifti, read_nifti
+
+    if not path.exists():
+        raise MedscanError(path, "no such mask file")
+    shape = scan.volume_shape
+    if is_nifti(path):
+        mask_scan = read_nifti(path)
+        data = mask_scan.voxels if mask_scan.voxels.ndim == 3 else mask_scan.voxels.max(axis=0)
+        if data.shape != shape:
+            raise MedscanError(path, f"mask has shape {data.shape} (slices, rows, columns); the image has {shape}")
+        if not np.allclose(mask_scan.affine, scan.affine, atol=0.05):
+            raise MedscanError(path, "mask geometry (affine) differs from the image's: not drawn on this series")
+        return data > 0
+    return _read_seg(path, scan)
+
+
+def _read_seg(path: Path, scan: Scan) -> np.ndarray:
+    """A DICOM SEG: each frame placed on the slice its ImagePositionPatient falls on."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as exc:
+        raise MedscanError(path, f"neither NIfTI nor DICOM ({str(exc).splitlines()[0][:120]})") from None
+    if str(ds.get("Modality", "")) != "SEG":
+        raise MedscanError(path, f"a DICOM {ds.get('Modality', '?')} object, not a SEG or NIfTI mask")
+    k, h, w = scan.volume_shape
+    if (int(ds.Rows), int(ds.Columns)) != (h, w):
+        raise MedscanError(path, f"SEG frames are {ds.Rows}x{ds.Columns}; the image slices are {h}x{w}")
+    try:
+        frames = np.asarray(ds.pixel_array).reshape(-1, h, w)
+        groups = ds.PerFrameFunctionalGroupsSequence
+        positions = [np.array(g.PlanePositionSequence[0].ImagePositionPatient, float) for g in groups]
+    except Exception as exc:
+        raise MedscanError(path, f"SEG without readable frames and plane positions ({str(exc)[:100]})") from None
+    inverse = np.linalg.inv(scan.affine)
+    mask = np.zeros((k, h, w), bool)
+    for frame, position in zip(frames, positions, strict=True):
+        ijk = inverse[:3, :3] @ position + inverse[:3, 3]
+        if np.any(np.abs(ijk[:2]) > 0.5) or abs(ijk[2] - round(ijk[2])) > 0.25 or not 0 <= round(ijk[2]) < k:
+            raise MedscanError(path, f"SEG frame at {np.round(position, 1).tolist()} mm lies off this series' slices")
+        mask[round(float(ijk[2]))] |= frame > 0
+    return mask
+
+
+def _box_mask(box: str, scan: Scan) -> np.ndarray:
+    shape = scan.volume_shape
+    try:
+        values = [int(v) for v in box.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 6:
+        raise MedscanError("--box", f"expects z0,y0,x0,z1,y1,x1 (six voxel indices, end exclusive), got {box!r}")
+    start, end = values[:3], values[3:]
+    if any(s < 0 or e > n or s >= e for s, e, n in zip(start, end, shape, strict=True)):
+        raise MedscanError("--box", f"{box} lies outside the volume of {shape[0]} slices x {shape[1]} rows x "
+                                    f"{shape[2]} columns (each start must be below its end, ends exclusive)")
+    mask = np.zeros(shape, bool)
+    mask[start[0]:end[0], start[1]:end[1], start[2]:end[2]] = True
+    return mask
+
+
+def constant_regions(image: np.ndarray, min_pixels: int) -> list[np.ndarray]:
+    """Connected regions of one exact value (zero-filled blocks, a blank slice, padding) of at least
+    ``min_pixels`` in a 2-D ``image``: real measurements, even integer-valued noise, are never that flat.
+
+    Candidate values are those of pixels whose four neighbours all share their value, which keeps noisy air
+    (thousands of distinct HU values) from costing one labelling pass per value.
+    """
+    core = np.zeros(image.shape, bool)
+    core[1:-1, 1:-1] = ((image[1:-1, 1:-1] == image[:-2, 1:-1]) & (image[1:-1, 1:-1] == image[2:, 1:-1])
+                        & (image[1:-1, 1:-1] == image[1:-1, :-2]) & (image[1:-1, 1:-1] == image[1:-1, 2:]))
+    values, counts = np.unique(image[core], return_counts=True)
+    regions = []
+    for value in values[counts >= min_pixels // 2]:
+        labels, _ = ndimage.label(image == value)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        regions += [labels == i for i in np.flatnonzero(sizes >= min_pixels)]
+    return regions
+
+
+def find_missing_regions(volume: np.ndarray, max_gap: int = MAX_ENCLOSED_GAP, min_fraction: float = 0.002,
+                         tissue_share: float = 0.25) -> np.ndarray:
+    """Constant regions of (K, H, W) ``volume`` where the nearest measured slices on both sides (at most
+    ``max_gap`` apart) show tissue: a zero-filled block, a blanked slice, a field of view truncated on a few slices.
+
+    Padding outside the reconstruction circle, zero background around a head or empty slices beyond the end of
+    the body are constant too, but the slices around them show background there (or nothing), so they stay.
+    Tissue is above the volume's lowest three-class Otsu threshold; a region counts when ``tissue_share`` of it
+    is enclosed by tissue (a blank slice: when half of it is enclosed by measured slices at all).
+    """
+    from skimage.filters import threshold_multiotsu
+
+    k, h, w = volume.shape
+    min_pixels = int(max(16, min_fraction * h * w))
+    regions = [(z, region) for z in range(k) for region in constant_regions(volume[z], min_pixels)]
+    found = np.zeros(volume.shape, bool)
+    if not regions:
+        return found
+    flat = np.zeros(volume.shape, bool)
+    for z, region in regions:
+        flat[z] |= region
+    index = np.arange(k).reshape(-1, 1, 1)
+    before = np.maximum.accumulate(np.where(~flat, index, -1), axis=0)
+    after = np.minimum.accumulate(np.where(~flat, index, k)[::-1], axis=0)[::-1]
+    # Tissue: above the lowest of three Otsu classes, so lung (CT) and dark tissue (MR) count, air does not.
+    threshold = float(threshold_multiotsu(volume[:, ::4, ::4], classes=3)[0])
+    for z, region in regions:
+        # The nearest measured slice below and above z at each pixel of the region.
+        below = before[z - 1][region] if z > 0 else np.full(int(region.sum()), -1)
+        above = after[z + 1][region] if z < k - 1 else np.full(int(region.sum()), k)
+        enclosed = (below >= 0) & (above < k) & (above - below - 1 <= max_gap)
+        ys, xs = np.nonzero(region)
+        tissue = np.zeros_like(enclosed)
+        tissue[enclosed] = ((volume[below[enclosed], ys[enclosed], xs[enclosed]] > threshold)
+                            & (volume[above[enclosed], ys[enclosed], xs[enclosed]] > threshold))
+        blank_slice = region.mean() > 0.95 and enclosed.mean() > 0.5
+        if blank_slice or tissue.mean() >= tissue_share:
+            found[z][region] = enclosed
+    return found
+
+
+def _region(scan: Scan, mask, box: str, auto: bool) -> tuple[np.ndarray, str]:
+    """The (K, H, W) or full-shape region to fill and how it was given; exactly one source allowed."""
+    given = [name for name, on in (("--mask", isinstance(mask, np.ndarray) or bool(mask)), ("--box", bool(box)),
+                                   ("--auto", bool(auto))) if on]
+    if len(given) != 1:
+        got = f" (got {' and '.join(given)})" if given else ""
+        raise MedscanError(_where(scan), f"inpaint needs exactly one of --mask, --box or --auto{got}")
+    if isinstance(mask, np.ndarray):
+        if mask.shape not in (scan.volume_shape, scan.voxels.shape):
+            raise MedscanError("mask", f"drawn mask has shape {mask.shape}; the image has {scan.voxels.shape}")
+        return mask.astype(bool), "drawn mask"
+    if mask:
+        return _read_mask_file(Path(mask), scan), f"mask {Path(mask).name}"
+    if box:
+        return _box_mask(box, scan), f"box {box}"
+    volumes = scan.voxels.reshape(-1, *scan.volume_shape)
+    found = np.stack([find_missing_regions(v) for v in volumes]).reshape(scan.voxels.shape)
+    if not found.any():
+        raise MedscanError(_where(scan), "--auto found no zero-filled or constant region enclosed by measured "
+                                         "slices (nothing to fill); give --mask or --box")
+    return found, "auto"
+
+
+def inpaint(scan: Scan, *, mask, box: str, auto: bool, model: str, device: str,
+            progress: ProgressCallback | None) -> Result:
+    from medscan.nets.device import pick_device
+    from medscan.ops.generated import synthetic_result
+    from medscan.ops.inference import cached_model
+
+    _check_modality(scan, "inpaint")
+    region, how = _region(scan, mask, box, auto)
+    region = np.broadcast_to(region, scan.voxels.shape)
+    label = mask if isinstance(mask, str) and mask else _where(scan)
+    if not region.any():
+        raise MedscanError(label, "the mask is empty: nothing to fill")
+    if region.all():
+        raise MedscanError(label, "the mask covers the whole image: nothing measured is left to fill from")
+    torch_device = pick_device(device)
+    network, card = cached_model(model, torch_device)
+    k = scan.volume_shape[0]
+    volumes = scan.voxels.reshape(-1, *scan.volume_shape)
+    holes = region.reshape(volumes.shape)
+    output = volumes.copy()
+    uncertainty = np.zeros(volumes.shape, np.float32)
+    jobs = [(t, z) for t in range(len(volumes)) for z in range(k) if holes[t, z].any()]
+    for start in range(0, len(jobs), CHUNK):
+        batch = jobs[start:start + CHUNK]
+        # Neighbours beyond the first or last slice are the slice itself with its hole: pure 2-D there.
+        index = [[z + d if 0 <= z + d < k else z for d in (-1, 0, 1)] for _, z in batch]
+        stacks = np.stack([volumes[t, i] for (t, _), i in zip(batch, index, strict=True)])
+        masks = np.stack([holes[t, i] for (t, _), i in zip(batch, index, strict=True)])
+        filled, spread = fill_with_uncertainty(stacks, masks, network, torch_device, "push_pull")
+        for (t, z), plane, sd in zip(batch, filled, spread, strict=True):
+            output[t, z], uncertainty[t, z] = plane, sd
+        if progress is not None:
+            progress(min(start + CHUNK, len(jobs)), len(jobs))
+    entry = ProvenanceEntry("inpaint", {"region": how, "slices_filled": len(jobs)}, model=model,
+                            model_version=str(card.get("version")), software=f"medscan {__version__}")
+    return synthetic_result(scan, output.reshape(scan.voxels.shape), entry,
+                            uncertainty=uncertainty.reshape(scan.voxels.shape), generated=np.array(region))
+
+
+register(Operation(
+    name="inpaint",
+    family="generate",
+    title="Inpaint",
+    summary="Fill a missing region (mask, box or found automatically) from its surroundings and the neighbouring "
+            "slices; measured voxels are copied unchanged, the output is SYNTHETIC.",
+    params=(
+        Param("mask", "mask", "", "region to fill: a NIfTI mask or DICOM SEG on this series (or drawn in the GUI)"),
+        Param("box", "str", "", "region to fill as z0,y0,x0,z1,y1,x1 voxel indices (slice, row, column; ends "
+                                "exclusive)"),
+        Param("auto", "bool", False, "find zero-filled or constant regions (blanked slices, truncated field of "
+                                     "view) enclosed by measured data"),
+        Param("model", "str", INPAINT_MODEL, "shipped model to use"),
+    ),
+    function=inpaint,
+    synthetic=True,
+))
+
+
+# -- fill slices: which slices are missing ----------------------------------------------------------------------
+
+def slice_positions(scan: Scan) -> np.ndarray | None:
+    """Each slice's distance (mm) along the slice direction from the DICOM headers, or None (NIfTI, or the
+    series cannot be found again). The loader keeps only the mean step in the affine; gaps need the real ones."""
+    from medscan.io.dicom import list_series, plan_layout
+
+    if not scan.source_refs or not scan.source_path:
+        return None
+    folder = Path(scan.source_path)
+    try:
+        listing = list_series(folder if folder.is_dir() else folder.parent)
+    except MedscanError:
+        return None
+    wanted = {ref.sop_instance_uid for ref in scan.source_refs}
+    for record in listing.series:
+        if record.series_uid != scan.series_uid or {f.sop_instance_uid for f in record.frames} != wanted:
+            continue
+        column = plan_layout(record).grid[0]
+        if len(column) != scan.volume_shape[0]:
+            return None
+        direction = scan.affine[:3, 2] / np.linalg.norm(scan.affine[:3, 2])
+        return np.array([float(np.dot(f.position - scan.affine[:3, 3], direction)) for f in column])
+    return None
+
+
+def regular_grid(positions: np.ndarray, where: str) -> tuple[np.ndarray, float]:
+    """New index of each measured slice on the finest regular grid through them, and that grid's step (mm)."""
+    steps = np.diff(positions)
+    finest = float(steps.min())
+    if finest <= 0:
+        raise MedscanError(where, "two slices share a position: not a single stack")
+    multiples = np.round(steps / finest)
+    if np.any(np.abs(steps / finest - multiples) > STEP_TOLERANCE):
+        raise MedscanError(where, f"slice steps {steps.min():.2f}-{steps.max():.2f} mm are not whole multiples of "
+                                  f"{finest:.2f} mm: the measured slices cannot keep their positions on one grid")
+    return np.concatenate([[0], np.cumsum(multiples)]).astype(int), finest
+
+
+def _corrupted(slices: str, k: int, where: str) -> set[int]:
+    try:
+        indices = {int(v) for v in slices.replace(" ", "").split(",") if v}
+    except ValueError:
+        raise MedscanError("--slices", f"expects comma-separated slice indices, got {slices!r}") from None
+    outside = sorted(i for i in indices if not 0 < i < k - 1)
+    if outside:
+        raise MedscanError("--slices", f"{outside} not inside 1..{k - 2}: only slices with measured slices on both "
+                                       f"sides can be filled ({k} slices)")
+    return indices
+
+
+def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: ProgressCallback | None) -> Result:
+    from medscan.nets.device import pick_device
+    from medscan.ops.generated import synthetic_result
+    from medscan.ops.inference import cached_model
+
+    _check_modality(scan, "fill-slices")
+    where = _where(scan)
+    k = scan.volume_shape[0]
+    if k < 3:
+        raise MedscanError(where, f"{k} slice(s): filling needs measured slices on both sides of a gap")
+    positions = slice_positions(scan)
+    if positions is not None:
+        placed, step = regular_grid(positions, where)
+    else:
+        placed, step = np.arange(k), float(np.linalg.norm(scan.affine[:3, 2]))
+    volumes = scan.voxels.reshape(-1, *scan.volume_shape)
+    corrupted = _corrupted(slices, k, where) if slices else set()
+    blank = {z for z in range(1, k - 1) if all(float(v[z].max()) == float(v[z].min()) for v in volumes)}
+    new_k = int(placed[-1]) + 1
+    missing = np.ones(new_k, bool)
+    missing[placed] = False
+    missing[placed[sorted(corrupted | blank)]] = True
+    if not missing.any():
+        raise MedscanError(where, f"no missing slices: {k} slices evenly spaced ({step:.2f} mm) and none blank; "
+                                  "name corrupted slices with --slices")
+    torch_device = pick_device(device)
+    network, card = cached_model(model, torch_device)
+    _, h, w = scan.volume_shape
+    output = np.zeros((len(volumes), new_k, h, w), np.float32)
+    uncertainty = np.zeros_like(output)
+    for t, volume in enumerate(volumes):
+        output[t, placed] = volume
+        output[t, missing] = 0.0
+        views = np.ascontiguousarray(output[t].transpose(1, 0, 2))[:, None]  # (H, 1, K', W): rows are slices
+        masks = np.broadcast_to(missing[None, None, :, None], views.shape)
+
+        def step_progress(done: int, total: int, t: int = t) -> None:
+            if progress is not None:
+                progress(t * total + done, len(volumes) * total)
+
+        filled, spread = fill_with_uncertainty(views, masks, network, torch_device, "rows", step_progress)
+        output[t] = np.where(missing[:, None, None], filled.transpose(1, 0, 2), output[t])
+        uncertainty[t] = np.where(missing[:, None, None], spread.transpose(1, 0, 2), 0.0)
+    affine = np.array(scan.affine, np.float64)
+    affine[:3, 2] = affine[:3, 2] / np.linalg.norm(affine[:3, 2]) * step  # origin = first measured slice, kept
+    shape = (*scan.voxels.shape[:-3], new_k, h, w)
+    generated = np.broadcast_to(missing[:, None, None], (len(volumes), new_k, h, w)).reshape(shape)
+    entry = ProvenanceEntry("fill_slices", {"measured_slices": k, "output_slices": new_k,
+                                            "inserted": int(new_k - k), "replaced": sorted(corrupted | blank),
+                                            "slice_step_mm": round(step, 4)},
+                            model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
+    notes = [f"fill-slices: {int(new_k - k)} missing slice(s) inserted, {len(corrupted | blank)} replaced"]
+    return synthetic_result(scan, output.reshape(shape), entry, uncertainty=uncertainty.reshape(shape),
+                            generated=generated, affine=affine, notes=notes)
+
+
+register(Operation(
+    name="fill_slices",
+    family="generate",
+    title="Fill slices",
+    summary="Fill missing slices (gaps in the slice positions, blank slices) or named corrupted slices through-"
+            "plane on a regular grid; measured slices keep their values and positions, the output is SYNTHETIC.",
+    params=(
+        Param("slices", "str", "", "also replace these corrupted slices (comma-separated 0-based indices)"),
+        Param("model", "str", FILL_SLICES_MODEL, "shipped model to use"),
+    ),
+    function=fill_slices,
+    synthetic=True,
+))

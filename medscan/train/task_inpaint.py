@@ -1,0 +1,94 @@
+"""Training tasks of the two filling models: missing regions (inpainting) and missing slices.
+
+Importing this module adds ``TASKS["inpaint"]`` and ``TASKS["fill_slices"]``. Both hide part of a clean
+patch with a seeded mask from ``medscan.degrade.masks``, let ``masked_fill`` fill it (classical fill plus the
+network's correction, measured pixels copied) and score the result against the clean patch; the loss is
+the mean absolute error over the generated pixels only, since the measured ones are exact by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medscan.degrade.masks import region_mask, row_mask, slab_extent
+from medscan.nets.inpainter import masked_fill
+from medscan.train.tasks import CLEAN_RANGE, TASKS
+
+
+def _numpy_rng(generator: torch.Generator) -> np.random.Generator:
+    """Masks are drawn with numpy (scipy shapes); seeded from the trainer's torch stream so runs repeat."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+
+
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the masked pixels (each image weighted by its own hole size)."""
+    error = (prediction - target).abs() * mask
+    return (error.sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)).mean()
+
+
+class InpaintTask:
+    """A hole of 8-35 % of the patch in the centre slice, extruded to a random number of neighbours.
+
+    ``clean`` arrives as (N, 2k+1, H, W) stacks (SliceBank neighbours=k). With ``slab_probability`` the
+    hole also covers one or both neighbours, so the model learns pure 2-D filling as well as copying
+    anatomy from intact neighbours.
+    """
+
+    def __init__(self, area: tuple[float, float] = (0.08, 0.35), slab_probability: float = 0.5,
+                 noise: float = 0.0) -> None:
+        self.area, self.slab_probability, self.noise = tuple(area), slab_probability, noise
+
+    def make_batch(
+        self, clean: torch.Tensor, generator: torch.Generator
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        clean = clean.clamp(*CLEAN_RANGE)
+        n, channels, h, w = clean.shape
+        k = channels // 2
+        rng = _numpy_rng(generator)
+        masks = np.zeros((n, channels, h, w), bool)
+        for i in range(n):
+            hole = region_mask((h, w), rng, self.area)
+            masks[i, slab_extent(rng, k, self.slab_probability)] = hole
+        mask = torch.from_numpy(masks)
+        return (clean.masked_fill(mask, 0.0), mask), clean[:, k:k + 1]
+
+    @staticmethod
+    def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        image, mask = inputs
+        return masked_fill(model, image, mask, "push_pull")
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # Measured pixels are copied, so their error is exactly 0: the mean over generated pixels is the
+        # total error divided by how many differ from a copy; scale by the image's generated share instead.
+        return masked_l1(prediction, target, (prediction != target).float())
+
+
+class FillSlicesTask:
+    """Rows of a (reformatted) patch removed as missing slices: every other row, single rows or 2-3-row gaps."""
+
+    def __init__(self, patterns: tuple[str, ...] = ("alternate", "single", "short")) -> None:
+        self.patterns = tuple(patterns)
+
+    def make_batch(
+        self, clean: torch.Tensor, generator: torch.Generator
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        clean = clean.clamp(*CLEAN_RANGE)
+        n, _, h, w = clean.shape
+        rng = _numpy_rng(generator)
+        rows = np.stack([row_mask(h, rng, str(rng.choice(self.patterns))) for _ in range(n)])
+        mask = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(rows[:, None, :, None], (n, 1, h, w))))
+        return (clean.masked_fill(mask, 0.0), mask), clean
+
+    @staticmethod
+    def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        image, mask = inputs
+        return masked_fill(model, image, mask, "rows")
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return masked_l1(prediction, target, (prediction != target).float())
+
+
+TASKS.update({"inpaint": InpaintTask, "fill_slices": FillSlicesTask})
