@@ -140,6 +140,23 @@ def test_badges_are_stored_and_replaced_in_the_database(target, tmp_path):
         assert len(database.load_quality(series_id)["badges"]) == 1
 
 
+def test_cli_screen_keeps_badges_in_the_database(tmp_path, capsys, monkeypatch):
+    from medscan.db.store import Database
+
+    db = tmp_path / "studies.db"
+    with Database.create(db, "db pass", scrypt_n=2**12) as database:
+        database.add_user("tech", "technician", "tech pass")
+    monkeypatch.setenv("MEDSCAN_DB_KEY", "db pass")
+    monkeypatch.setenv("MEDSCAN_USER_KEY", "tech pass")
+    folder = _without_slice(SAMPLE_MR, tmp_path / "mr", drop=4)
+    assert main(["screen", str(folder), "--db", str(db), "--user", "tech", "--json"]) == 0
+    series_id = json.loads(capsys.readouterr().out)[0]["database_series_id"]
+    with Database.open(db, "db pass") as database:
+        stored = database.load_quality(series_id)
+    assert stored["worst"] == "flag" and stored["rules_version"] == quality.VERSION
+    assert {b["name"]: b["level"] for b in stored["badges"]}["slices"] == "flag"
+
+
 def test_cli_screen_json_text_and_findings_hook(tmp_path, capsys, monkeypatch):
     from medscan.annotate import registry
 

@@ -310,7 +310,7 @@ class MainWindow(QMainWindow):
         self._update_enabled()
         self.viewer.setFocus()
         if not result:  # quality triage of the loaded series, in the background (badges in the browser)
-            self.browser.screen(self.jobs, scan, summary)
+            self.browser.screen(self.jobs, scan, summary, getattr(self.database.session, "database", None))
         self.scanShown.emit(scan)
 
     # ------------------------------------------------------------------------------------------

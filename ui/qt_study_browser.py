@@ -47,6 +47,7 @@ class SeriesSummary:
     study_uid: str = ""
     series_uid: str = ""
     quality: list[Any] | None = None  # medscan.screen Badges once the series has been screened
+    quality_note: str = ""  # whether the badges were kept in the study database
 
     @property
     def title(self) -> str:
@@ -110,13 +111,26 @@ def summary_from_scan(scan: Scan, path: str) -> SeriesSummary:
     )
 
 
-def screen_job(ctx: JobContext, scan: Scan, record: Any = None) -> list[Any]:
-    """Worker job: the quality triage badges of a loaded series (exact slice positions from the record)."""
-    from medscan.screen.quality import screen_scan, slice_steps_from_record
+def screen_job(ctx: JobContext, scan: Scan, record: Any = None, database: Any = None,
+               path: str = "") -> tuple[list[Any], str]:
+    """Worker job: the quality triage badges of a loaded series (exact slice positions from the record), kept in
+    the study database when one is signed in; returns (badges, a note on storing them)."""
+    from medscan.scan import MedscanError
+    from medscan.screen.quality import VERSION, screen_scan, slice_steps_from_record
 
     ctx.report(0, 0, "screening quality")
     steps = slice_steps_from_record(record) if record is not None else None
-    return screen_scan(scan, steps=steps, split_note=getattr(record, "split_note", "") or "")
+    badges = screen_scan(scan, steps=steps, split_note=getattr(record, "split_note", "") or "")
+    if database is None:
+        return badges, ""
+    from medscan.db.results import register_source
+
+    try:
+        series_id = register_source(database, record, path or scan.source_path, scan.modality)
+        database.store_quality(series_id, badges, rules_version=VERSION)
+    except MedscanError as exc:
+        return badges, f"not kept in the study database: {exc}"
+    return badges, f"kept in the study database (series {series_id})"
 
 
 QUALITY_COLOURS = {"ok": "#4caf50", "warn": "#e0a030", "flag": "#e05050"}
@@ -269,15 +283,16 @@ class StudyBrowser(QTreeWidget):
         if level:
             item.setForeground(self.QUALITY_COLUMN, QBrush(QColor(QUALITY_COLOURS[level])))
             item.setIcon(self.QUALITY_COLUMN, _dot(QUALITY_COLOURS[level]))
-        item.setToolTip(self.QUALITY_COLUMN, quality_tooltip(summary.quality) if summary.quality else
-                        "Quality triage runs when the series is loaded")
+        tip = quality_tooltip(summary.quality) if summary.quality else "Quality triage runs when the series is loaded"
+        item.setToolTip(self.QUALITY_COLUMN, f"{tip}\n\n{summary.quality_note}" if summary.quality_note else tip)
 
     def item_of(self, summary: SeriesSummary) -> QTreeWidgetItem | None:
         return next((item for item in self.series_items() if self.summary_of(item) is summary), None)
 
-    def set_quality(self, summary: SeriesSummary, badges: list[Any]) -> None:
+    def set_quality(self, summary: SeriesSummary, badges: list[Any], note: str = "") -> None:
         """Show a series' triage badges (coloured short text, messages as tooltip; details pane refreshed)."""
         summary.quality = list(badges)
+        summary.quality_note = note
         item = self.item_of(summary)
         if item is None:
             return
@@ -285,15 +300,17 @@ class StudyBrowser(QTreeWidget):
         if self.currentItem() is item:
             self.seriesSelected.emit(summary)
 
-    def screen(self, jobs: Any, scan: Scan, summary: SeriesSummary | None) -> Any:
-        """Triage a just-loaded series in the background (once per series); badges appear when done."""
+    def screen(self, jobs: Any, scan: Scan, summary: SeriesSummary | None, database: Any = None) -> Any:
+        """Triage a just-loaded series in the background (once per series); badges appear when done and are
+        kept in ``database`` (the signed-in study database) when given."""
         if summary is None or summary.quality is not None or scan.synthetic:
             return None
         item = self.item_of(summary)
         if item is not None:
             item.setText(self.QUALITY_COLUMN, "…")
-        job = jobs.run(f"Screening {summary.title}", screen_job, scan, summary.record, kind="screen")
-        job.succeeded.connect(lambda badges: self.set_quality(summary, badges))
+        job = jobs.run(f"Screening {summary.title}", screen_job, scan, summary.record, database, summary.path,
+                       kind="screen")
+        job.succeeded.connect(lambda out: self.set_quality(summary, *out))
         return job
 
     def series_items(self) -> list[QTreeWidgetItem]:

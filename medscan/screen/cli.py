@@ -99,7 +99,7 @@ def _entry(scan: Scan, badges: list[Badge], *, key: str, seconds: float) -> dict
 
 def _store(args: argparse.Namespace, path: Path, entries: list[dict[str, Any]]) -> None:
     from medscan.db.cli import open_database
-    from medscan.io.nifti import is_nifti
+    from medscan.db.results import register_source
 
     database, _ = open_database(args)
     with database:
@@ -107,13 +107,7 @@ def _store(args: argparse.Namespace, path: Path, entries: list[dict[str, Any]]) 
         for entry in entries:
             if "error" in entry:
                 continue
-            if path.is_file() and is_nifti(path):
-                series_id = database.register_file(path, entry["modality"])
-            else:
-                from medscan.io.dicom import FolderListing
-
-                listing = FolderListing(series=[entry["record"]], skipped=[], ignored=0)
-                series_id = database.import_listing(listing, str(path))[0]
+            series_id = register_source(database, entry.get("record"), path, entry["modality"])
             database.store_quality(series_id, entry["badges"], rules_version=VERSION)
             entry["database_series_id"] = series_id
 
