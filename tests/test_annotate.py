@@ -120,7 +120,10 @@ def test_findings_measure_a_sphere_in_real_ct_geometry():
 # -- review workflow, SEG and SR ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ct():
-    scan = load(SAMPLE_CT)
+    """The sample CT's first 8 slices (with their source images: SEG/SR reference exactly those) and its HU task."""
+    full = load(SAMPLE_CT)
+    scan = copy.copy(full)
+    scan.voxels, scan.source_refs = full.voxels[:8].copy(), full.source_refs[:8]
     seg = segment_hu(scan)
     findings = find_findings(scan, seg, min_volume_ml=5.0, max_per_label=1)  # body, bone, fat, air
     return scan, seg, findings

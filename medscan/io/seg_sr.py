@@ -14,6 +14,7 @@ draft". ``medscan.db.annotations`` decides what may be exported as accepted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def _concept(code: tuple[str, str, str]):
 
 def segment_property(name: str) -> tuple[Any, Any]:
     """(category, type) coded concepts for a label name; a private code when no standard one is known."""
-    key = name.strip().lower().replace(" ", "_")
+    key = re.sub(r"\(.*?\)", "", name).strip().lower().replace(" ", "_")  # "tumour (FLAIR abnormality)" -> tumour
     if key in PROPERTIES:
         category, kind = PROPERTIES[key]
     else:
