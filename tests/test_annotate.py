@@ -275,3 +275,26 @@ def test_cli_annotate_refuses_seg_for_nifti_but_writes_its_label_map(tmp_path, c
     assert main(["annotate", str(ct), "-o", str(out), "--task", "hu"]) == 0
     labels = load(out)
     assert labels.voxels.shape == load(ct).voxels.shape and set(np.unique(labels.voxels)) <= set(range(6))
+
+
+@needs_data
+def test_explain_occlusion_points_at_the_finding_and_the_cli_writes_the_png(tmp_path, capsys):
+    """Occlusion sensitivity over the HU task: patches over the bone finding matter, patches beside it do not."""
+    from medscan.annotate.explain_overlay import occlusion_sensitivity
+
+    ct = DATA / "labelled" / "ct_abdomen_totalseg_example" / "ct.nii.gz"
+    scan = load(ct)
+    seg = segment_hu(scan)
+    bone = next(f for f in find_findings(scan, seg, min_volume_ml=5.0) if f.name == "bone")
+    k = bone.diameter_slice
+    plane = bone.full_mask(scan.voxels.shape)[k]
+    heat = occlusion_sensitivity(scan, get_task("hu"), plane, bone.label, k, grid=4)
+    assert heat.shape == plane.shape and heat.max() == pytest.approx(1.0)
+    assert heat[plane].mean() > 0.2 and heat[~plane].mean() < heat[plane].mean()
+    out = tmp_path / "explain.png"
+    assert main(["explain", str(ct), "--task", "hu", "--finding", str(bone.number), "-o", str(out),
+                 "--min-volume", "5"]) == 0
+    assert "occlusion sensitivity over hu" in capsys.readouterr().out
+    from PIL import Image
+
+    assert Image.open(out).size[0] >= 512
