@@ -17,6 +17,7 @@ from PyQt6.QtCore import QSettings
 
 from medscan.db.store import Database
 from medscan.io.seg_sr import read_seg, read_sr
+from medscan.view import reformat
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
@@ -41,6 +42,7 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
     with qtbot.waitSignal(window.scanShown, timeout=60_000):
         window.open_path(SAMPLE_CT)
     panel = window.annotations
+    panel.dock.raise_()  # the Annotations tab beside Operations
     panel.task.setCurrentIndex(panel.task.findData("hu"))
     with qtbot.waitSignal(panel.changed, timeout=120_000):
         panel.run_task()
@@ -83,8 +85,21 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
     assert (edited.status, edited.source, edited.algorithm_type) == ("accepted", "human", "MANUAL")
     assert viewer.tool is None and "MANUAL" in panel.status.text()
 
+    # Explain a small bone draft: occlusion over the HU task, drawn in a heat colour over its widest slice.
+    small_bone = next(v for v in panel.views if v.label == "bone" and v.status == "draft")
+    panel.select(small_bone.id)
+    with qtbot.waitSignal(panel.explained, timeout=120_000) as explained:
+        panel.explain.click()
+    assert "occlusion sensitivity over hu" in explained.args[0] and panel.heat is not None
+    assert panel.heat.max() == 255 and panel.heat[small_bone.measurements["diameter_slice"]].any()
+    shown_plane = reformat(panel.heat, window.scan.affine, viewer.plane).voxels[viewer.slice_index]
+    assert np.asarray(shown_plane).any()  # the viewer went to the explained slice
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(SCREENSHOT.with_name("annotations_explain.png")))
+
     # The label overlay is drawn over the image (accepted green, drafts amber, selection cyan).
     panel.select(ids[0])
+    assert panel.heat is None  # the explanation belonged to the other finding
     panel.dock.raise_()
     qtbot.wait(50)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,20 @@ def export_job(_ctx: Any, database: Any, series_id: int, scan: Scan, seg_path: s
     return [str(p) for p in export(database, series_id, scan, seg_path, sr_path, accepted_only=accepted_only)]
 
 
+def explain_job(ctx: Any, scan: Scan, task_name: str, mask: np.ndarray, label: int, number: int,
+                k: int) -> tuple[int, np.ndarray, str, int]:
+    """Worker: the finding's explanation map on slice k (see ``medscan.annotate.explain_overlay``)."""
+    from types import SimpleNamespace
+
+    from medscan.annotate import get_task
+    from medscan.annotate.explain_overlay import explain_finding
+
+    ctx.report(0, 1, "explaining")
+    finding = SimpleNamespace(full_mask=lambda _shape: mask, label=label, number=number)
+    heat, method = explain_finding(scan, get_task(task_name), None, finding, k, grid=4)  # 4x4: seconds, not minutes
+    return k, heat, method, number
+
+
 class LabelLayer:
     """Paints the annotations' masks over the viewer's current plane: colour by status, the selection in cyan."""
 
@@ -76,6 +90,30 @@ class LabelLayer:
         self.opacity = 0.45
 
     def paint(self, painter: QPainter, transform: QTransform) -> None:
+        self._paint_labels(painter, transform)
+        self._paint_heat(painter, transform)
+
+    def _paint_heat(self, painter: QPainter, transform: QTransform) -> None:
+        """The explanation map (inferno; transparent where 0), on whatever plane shows slice k's voxels."""
+        from matplotlib import colormaps
+
+        panel = self.panel
+        viewer = panel.window.viewer
+        if panel.heat is None or viewer.scan is None or panel.heat.shape != tuple(viewer.scan.volume_shape):
+            return
+        plane = np.asarray(reformat(panel.heat, viewer.scan.affine, viewer.plane).voxels[viewer.slice_index])
+        if not plane.any():
+            return
+        lut = (colormaps["inferno"](np.linspace(0, 1, 256)) * 255).astype(np.uint8)
+        lut[:, 3] = (np.linspace(0, 1, 256) * 255 * min(1.0, self.opacity + 0.2)).astype(np.uint8)
+        rgba = np.ascontiguousarray(lut[plane])
+        image = QImage(rgba.data, plane.shape[1], plane.shape[0], 4 * plane.shape[1], QImage.Format.Format_RGBA8888)
+        painter.save()
+        painter.setTransform(transform)
+        painter.drawImage(QPointF(0, 0), image.copy())
+        painter.restore()
+
+    def _paint_labels(self, painter: QPainter, transform: QTransform) -> None:
         panel = self.panel
         viewer = panel.window.viewer
         if not panel.show_overlay.isChecked() or panel.labels is None or viewer.scan is None:
@@ -116,6 +154,7 @@ class AnnotationPanel(QWidget):
 
     changed = pyqtSignal()  # the list of annotations was (re)loaded
     exported = pyqtSignal(list)  # paths written
+    explained = pyqtSignal(str)  # the explanation method shown
 
     def __init__(self, window: Any) -> None:
         super().__init__(window)
@@ -124,6 +163,8 @@ class AnnotationPanel(QWidget):
         self.views: list[Any] = []
         self.labels: np.ndarray | None = None  # index into self.views (1-based) per voxel
         self.editing: int | None = None
+        self.heat: np.ndarray | None = None  # uint8 explanation map (0..255) over the volume, one slice set
+        self.heat_id: int | None = None
         self.brush = MaskParamWidget(self)
         self.brush.draw.hide()
         self.brush.clear.hide()
@@ -135,6 +176,7 @@ class AnnotationPanel(QWidget):
         self.status = QLabel("Open a series and sign in to the study database to annotate")
         self.status.setObjectName("annotationStatus")
         self.status.setWordWrap(True)
+        self.status.setMinimumHeight(self.status.fontMetrics().lineSpacing() * 3 + 4)  # room for two-line messages
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -147,6 +189,9 @@ class AnnotationPanel(QWidget):
         self.edit_button.setCheckable(True)
         self.edit_button.setToolTip("Brush the mask: left-drag paints, Shift+left-drag erases; then Save edit")
         self.save_edit = QPushButton("Save edit")
+        self.explain = QPushButton("Explain")
+        self.explain.setToolTip("Which image regions the finding depends on (occlusion, or Captum for learned "
+                                "segmenters), drawn in a heat colour on its widest slice")
         self.show_overlay = QCheckBox("Show labels")
         self.show_overlay.setChecked(True)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
@@ -160,7 +205,7 @@ class AnnotationPanel(QWidget):
         top.addWidget(self.task, 1)
         top.addWidget(self.run)
         review = QHBoxLayout()
-        for button in (self.accept_button, self.reject_button, self.edit_button, self.save_edit):
+        for button in (self.accept_button, self.reject_button, self.edit_button, self.save_edit, self.explain):
             review.addWidget(button)
         view = QHBoxLayout()
         view.addWidget(self.show_overlay)
@@ -184,6 +229,7 @@ class AnnotationPanel(QWidget):
         self.reject_button.clicked.connect(lambda: self._review("reject"))
         self.edit_button.toggled.connect(self.set_editing)
         self.save_edit.clicked.connect(self.save_current_edit)
+        self.explain.clicked.connect(self.explain_selected)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.show_overlay.toggled.connect(lambda _on: window.viewer.update())
         self.opacity.valueChanged.connect(self._set_opacity)
@@ -217,7 +263,7 @@ class AnnotationPanel(QWidget):
 
         self.set_editing(False)
         self.task.clear()
-        self.series_id, self.views, self.labels = None, [], None
+        self.series_id, self.views, self.labels, self.heat = None, [], None, None
         if scan is not None:
             for task in tasks():
                 if scan.modality in task.modalities:
@@ -255,6 +301,7 @@ class AnnotationPanel(QWidget):
         self.reject_button.setEnabled(view is not None and view.status != "rejected" and self.editing is None)
         self.edit_button.setEnabled(view is not None)
         self.save_edit.setEnabled(self.editing is not None)
+        self.explain.setEnabled(view is not None and bool(view.task) and view.status != "rejected")
         self.export_accepted.setEnabled(any(v.status == "accepted" for v in self.views))
         self.export_drafts.setEnabled(any(v.status != "rejected" for v in self.views))
 
@@ -325,6 +372,9 @@ class AnnotationPanel(QWidget):
 
     def _on_selection(self) -> None:
         selected = self.selected_id()
+        if self.heat is not None and selected != self.heat_id:  # an explanation belongs to its finding
+            self.heat, self.heat_id = None, None
+            self.status.setText("Explanation hidden: it belongs to the finding it was made for")
         view = next((v for v in self.views if v.id == selected), None)
         if view is not None:
             self._go_to(view)
@@ -397,6 +447,43 @@ class AnnotationPanel(QWidget):
         self.set_editing(False)
         self.status.setText(f"{view.label} #{view.id}: edited and accepted by {self.database.user.name} (MANUAL)")
         self.reload()
+
+    # -- explain --------------------------------------------------------------------------------
+    def explain_selected(self) -> Any:
+        """Run the selected finding's explanation in the background; shown over its widest slice."""
+        from medscan.db.annotations import load_mask
+
+        view = next((v for v in self.views if v.id == self.selected_id()), None)
+        scan = self.window.scan
+        if view is None or scan is None or not view.task:
+            return None
+        shape = tuple(scan.volume_shape)
+        mask = load_mask(self.database, view.id, shape)
+        k = int(view.measurements.get("diameter_slice", int(np.argmax(mask.sum(axis=(1, 2))))))
+        label = int(view.measurements.get("label", 1))
+        job = self.window.jobs.run(f"Explaining {view.label} #{view.id}", explain_job, scan, view.task, mask, label,
+                                   view.id, k, kind="explain")
+        job.succeeded.connect(self._on_explained)
+        job.failed.connect(lambda message: self.status.setText(f"No explanation: {message}"))
+        self.status.setText(f"Explaining {view.label} #{view.id} on slice {k} …")
+        return job
+
+    def _on_explained(self, payload: tuple[int, np.ndarray, str, int]) -> None:
+        k, heat, method, annotation_id = payload
+        scan = self.window.scan
+        if scan is None or annotation_id != self.selected_id():
+            return
+        volume = np.zeros(tuple(scan.volume_shape), np.uint8)
+        volume[k] = np.clip(np.rint(np.asarray(heat) * 255), 0, 255).astype(np.uint8)
+        self.heat, self.heat_id = volume, annotation_id
+        stack = np.asarray(reformat(volume > 0, scan.affine, self.window.viewer.plane).voxels)
+        counts = stack.reshape(stack.shape[0], -1).sum(axis=1)
+        if counts.any():
+            self.window.viewer.set_slice(int(np.argmax(counts)))
+        self.status.setText(f"Explanation ({method}, slice {k}): brighter = the finding depends more on that "
+                            "region")
+        self.window.viewer.update()
+        self.explained.emit(method)
 
     # -- export ---------------------------------------------------------------------------------
     def ask_export(self, accepted_only: bool) -> None:

@@ -21,7 +21,7 @@ from medscan.scan import MedscanError, Scan
 
 
 def explain_finding(scan: Scan, task: Any, segmentation: Any, finding: Any, k: int, *,
-                    device: str = "auto") -> tuple[np.ndarray, str]:
+                    device: str = "auto", grid: int = 6) -> tuple[np.ndarray, str]:
     """(map in [0, 1] the shape of slice k, the method's name) for ``finding``."""
     plane = finding.full_mask(scan.voxels.shape)[k]
     if not plane.any():
@@ -32,7 +32,7 @@ def explain_finding(scan: Scan, task: Any, segmentation: Any, finding: Any, k: i
         maps = explain_slice(scan, k, finding=plane)
         return np.asarray(maps["integrated_gradients"], np.float32), "Captum IntegratedGradients (tumour segmenter)"
     del segmentation
-    return occlusion_sensitivity(scan, task, plane, finding.label, k, device=device), \
+    return occlusion_sensitivity(scan, task, plane, finding.label, k, device=device, grid=grid), \
         f"occlusion sensitivity over {task.name}"
 
 
