@@ -5,7 +5,8 @@
 
 Protocol: that of ``evaluate_restore.py sr_x4`` (whose helpers it uses): ``HELDOUT_ITEMS`` only, ``--slices``
 slices per item, each clean slice area-averaged over 4 x 4 blocks and restored to the original grid; every model
-runs as the operation runs it (``run_planes``, the output the operation returns). Reference metrics: PSNR and SSIM
+runs as the operation runs it (``run_planes``, the output the operation returns; for the GAN followed by the
+operation's measurement-consistency back-projection, ``measurement_consistent``). Reference metrics: PSNR and SSIM
 on the clean slice's 0.5-99.5 percentile window, whole image and body.
 
 Sharpness (no-reference, judged against the high-resolution original's own statistics, not pixel by pixel):
@@ -68,6 +69,14 @@ def _sharpness(record: dict[str, Any], clean: np.ndarray, outputs: dict[str, Tim
                                           "lsd_upper_db": lsd, "upper_power_db": mean_db})
 
 
+def _consistent(raw: Timed, low_phys: np.ndarray) -> Timed:
+    """The GAN output as the operation returns it: pulled back onto the measurement (``measurement_consistent``)."""
+    from medscan.ops.restore import measurement_consistent
+
+    done = timed(lambda: measurement_consistent(raw.output, low_phys[None]))
+    return Timed(done.output, raw.wall_s + done.wall_s, raw.cpu_s + done.cpu_s)
+
+
 def evaluate(items: tuple[str, ...], per_item: int, fidelity, gan) -> list[dict[str, Any]]:
     records = []
     for item in items:
@@ -77,7 +86,8 @@ def evaluate(items: tuple[str, ...], per_item: int, fidelity, gan) -> list[dict[
             shape = (low_phys.shape[0] * SCALE, low_phys.shape[1] * SCALE)
             window = intensity_window(volume[k][:shape[0], :shape[1]])
             clean = normalise(volume[k][:shape[0], :shape[1]], window)
-            runs = {"fidelity": _ours(fidelity, low_phys[None]), "gan": _ours(gan, low_phys[None])}
+            runs = {"fidelity": _ours(fidelity, low_phys[None]),
+                    "gan": _consistent(_ours(gan, low_phys[None]), low_phys)}
             low = normalise(low_phys, window)
             outputs = {"bicubic": timed(lambda lo=low, s=shape: resize(lo, s, "bicubic")),
                        **{m: Timed(normalise(r.output[0], window), r.wall_s, r.cpu_s) for m, r in runs.items()}}
@@ -152,7 +162,8 @@ def time_models(models: dict[str, Any], threads: int = 2, repeats: int = 3) -> d
     for name, model in models.items():
         run_planes(plane, model, cpu)  # warm-up: kernel choice stays out of the timing
         single = [timed(lambda m=model: run_planes(plane, m, cpu)).wall_s for _ in range(repeats)]
-        tta = [timed(lambda m=model: generate_planes(plane, m, cpu)[0]).wall_s for _ in range(repeats)]
+        tta = [timed(lambda m=model, c=name == "gan": generate_planes(plane, m, cpu, consistent=c)[0]).wall_s
+               for _ in range(repeats)]
         out[name] = {"single_pass_s": float(np.median(single)), "operation_tta_s": float(np.median(tta))}
     out["load_average_end"] = os.getloadavg()[0]
     torch.set_num_threads(1)

@@ -169,13 +169,38 @@ GAN_MODELS = {("in-plane", 4): "superres_gan_x4"}
 TTA_CHUNK = 4  # planes per test-time-augmentation pass: bounds the float64 accumulators of tta_planes
 
 
+CONSISTENCY_PASSES = 5
+
+
+def measurement_consistent(refined: np.ndarray, planes: np.ndarray, iterations: int = CONSISTENCY_PASSES
+                           ) -> np.ndarray:
+    """Pull refined (N, s*h, s*w) planes back onto the measurement: area-averaged over s x s they give ``planes``.
+
+    Iterative back-projection: the coarse residual, bicubic-upsampled (smooth, so the generated fine texture
+    stays), is added back. An adversarial generator may shift local means (a CT came out 10 HU too bright);
+    after this every measured coarse voxel's mean is kept to a small fraction of a HU.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    s = refined.shape[-1] // planes.shape[-1]
+    x = torch.from_numpy(np.ascontiguousarray(refined, np.float32))[:, None]
+    measured = torch.from_numpy(np.ascontiguousarray(planes, np.float32))[:, None]
+    for _ in range(iterations):
+        residual = measured - F.avg_pool2d(x, s)
+        x = x + F.interpolate(residual, scale_factor=s, mode="bicubic", align_corners=False)
+    return x[:, 0].numpy()
+
+
 def generate_planes(planes: np.ndarray, network, device, progress: ProgressCallback | None = None,
-                    done: int = 0, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    done: int = 0, total: int | None = None, consistent: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(N, h, w) -> the model's (N, h*sy, w*sx) planes and their uncertainty, both float32 in input units.
 
     The uncertainty is the spread over flipped copies (``tta_planes``). The returned planes are the un-flipped
     member, not the ensemble mean: averaging four GANs' textures would blur away exactly the detail the GAN
-    model is for, and it keeps the fidelity model's output what it always was.
+    model is for, and it keeps the fidelity model's output what it always was. ``consistent`` (in-plane GAN)
+    passes every member through ``measurement_consistent``.
     """
     from medscan.ops.generated import FLIPS, tta_planes
 
@@ -187,6 +212,8 @@ def generate_planes(planes: np.ndarray, network, device, progress: ProgressCallb
 
         def predict(x: np.ndarray, first: list[np.ndarray] = first) -> np.ndarray:
             y = run_planes(x, network, device)
+            if consistent:
+                y = measurement_consistent(y, x)
             if not first:
                 first.append(y)
             return y
@@ -230,7 +257,7 @@ def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, d
     volumes = scan.voxels.reshape(-1, *scan.volume_shape)
     if axis == "in-plane":
         planes = volumes.reshape(-1, *scan.volume_shape[1:])
-        refined, spread = generate_planes(planes, network, torch_device, progress)
+        refined, spread = generate_planes(planes, network, torch_device, progress, consistent=is_gan)
         voxels = refined.reshape(*scan.voxels.shape[:-2], *refined.shape[-2:])
         uncertainty = spread.reshape(voxels.shape)
         factors = (factor, factor, 1)
@@ -251,7 +278,10 @@ def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, d
         uncertainty = np.ascontiguousarray(np.stack(spreads).reshape(shape))
         factors = (1, 1, factor)
     method = "GAN (adversarially trained: sharper, invented texture)" if is_gan else "fidelity-first"
-    entry = ProvenanceEntry("super_resolve", {"scale": factor, "axis": axis, "gan": is_gan, "method": method},
+    parameters = {"scale": factor, "axis": axis, "gan": is_gan, "method": method}
+    if is_gan and axis == "in-plane":
+        parameters["measurement_consistency"] = f"{CONSISTENCY_PASSES} back-projection passes (area average)"
+    entry = ProvenanceEntry("super_resolve", parameters,
                             model=name, model_version=str(card.get("version")), software=f"medscan {__version__}")
     notes = [f"super-resolved x{factor} {axis} with {name} ({method}): the new samples are generated, not "
              "measured (SYNTHETIC)"]
