@@ -135,6 +135,7 @@ def db(tmp_path, ct):
     database = Database.create(tmp_path / "studies.db", KEY, scrypt_n=2**12)
     database.add_user("rad", "radiologist", "rad-pass")
     database.add_user("tech", "technician", "tech-pass")
+    database.add_user("res", "researcher", "res-pass")
     database.login("tech", "tech-pass")  # a technician runs the task: drafts only
     series_id = database.import_folder(SAMPLE_CT)[0]
     ids = review.add_drafts(database, series_id, seg, findings, task="hu")
@@ -165,6 +166,10 @@ def test_an_ai_draft_cannot_be_exported_as_accepted_without_a_user_action(db, ct
     assert not report["verified"] and not report["complete"]
     assert {f["status"] for f in report["findings"]} == {"draft"}
     assert pydicom.dcmread(seg_path).ContentLabel == "DRAFT"
+    # a researcher may not take identifiable SEG/SR out, not even drafts
+    database.login("res", "res-pass")
+    with pytest.raises(MedscanError, match="refused for researcher"):
+        review.export(database, series_id, scan, tmp_path / "r_seg.dcm", accepted_only=False)
     # a radiologist accepts one: only that one is exported as accepted, VERIFIED by her
     database.login("rad", "rad-pass")
     review.accept(database, ids[1])

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from medscan.db.models import ROLES, Annotation, Series
+from medscan.db.models import Annotation, Series
 from medscan.scan import MedscanError, Scan
 
 DRAFT_ROLES = ("radiologist", "technician", "admin")  # who may run a task and keep its drafts
 REVIEW_ROLES = ("radiologist",)  # who may accept, reject or edit: a clinical sign-off
+EXPORT_ROLES = ("radiologist", "technician", "admin")  # as Database.export_series(identifiable=True)
 
 
 @dataclass
@@ -223,7 +224,8 @@ def export(database: Any, series_id: int, scan: Scan, seg_path: str | Path, sr_p
 
     target = f"series {series_id}"
     action = "export-annotations" if accepted_only else "export-drafts"
-    database.require_role(action, target, ROLES)
+    # SEG and SR carry the source images' patient module: identifiable, so the roles of an identifiable export.
+    database.require_role(action, target, EXPORT_ROLES)
     views = [v for v in list_annotations(database, series_id) if v.status != "rejected"]
     chosen = [v for v in views if v.status == "accepted"] if accepted_only else views
     if not chosen:
