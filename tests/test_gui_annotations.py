@@ -42,7 +42,9 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
     with qtbot.waitSignal(window.scanShown, timeout=60_000):
         window.open_path(SAMPLE_CT)
     panel = window.annotations
-    panel.dock.raise_()  # the Annotations tab beside Operations
+    assert not panel.dock.isVisible()  # the window's layout is unchanged until the user opens the panel
+    panel.action.trigger()  # Tools > Annotate and review: the Annotations tab beside Operations
+    assert panel.dock.isVisible()
     panel.task.setCurrentIndex(panel.task.findData("hu"))
     with qtbot.waitSignal(panel.changed, timeout=120_000):
         panel.run_task()

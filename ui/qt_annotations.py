@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QPointF, Qt, pyqtSignal
-from PyQt6.QtGui import QImage, QPainter, QTransform
+from PyQt6.QtGui import QAction, QImage, QPainter, QTransform
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDockWidget,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -183,6 +184,7 @@ class AnnotationPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        self.table.setMinimumWidth(120)
         self.accept_button = QPushButton("Accept")
         self.reject_button = QPushButton("Reject")
         self.edit_button = QPushButton("Edit")
@@ -204,9 +206,10 @@ class AnnotationPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.task, 1)
         top.addWidget(self.run)
-        review = QHBoxLayout()
-        for button in (self.accept_button, self.reject_button, self.edit_button, self.save_edit, self.explain):
-            review.addWidget(button)
+        review = QGridLayout()  # three a row: the panel stays as narrow as the Operations panel beside it
+        for index, button in enumerate((self.accept_button, self.reject_button, self.explain, self.edit_button,
+                                        self.save_edit)):
+            review.addWidget(button, index // 3, index % 3)
         view = QHBoxLayout()
         view.addWidget(self.show_overlay)
         view.addWidget(self.opacity, 1)
@@ -517,8 +520,14 @@ def install(window: Any) -> AnnotationPanel:
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
     if getattr(window, "opsDock", None) is not None:
         window.tabifyDockWidget(window.opsDock, dock)  # room for the findings table; a tab beside Operations
-        window.opsDock.raise_()
+    dock.hide()  # opened from Tools > Annotate and review (or View): the window's layout is unchanged until then
     if hasattr(window, "menuView"):
         window.menuView.addAction(dock.toggleViewAction())
+    if hasattr(window, "menuTools"):
+        action = QAction("&Annotate and review…", window)
+        action.setToolTip("Segment the shown series (AI drafts), review, explain and export SEG/SR")
+        action.triggered.connect(lambda: (dock.show(), dock.raise_()))
+        window.menuTools.addAction(action)
+        panel.action = action
     panel.dock = dock
     return panel
