@@ -5,7 +5,8 @@ for the clean originals, the false-flag rate (originals with any badge at 'flag'
 held-out and training volumes are all used. Degradations:
 
 * noise — white Gaussian noise in HU (CT) or Rician noise with sigma a fraction of the body's 99th percentile (MR);
-* motion (MR) — ``medscan.degrade.motion`` k-space simulation (mild/moderate/severe) along the vertical axis;
+* motion (MR) — ``medscan.degrade.motion`` k-space simulation (mild/moderate/severe) along the header's
+  phase-encoding axis (InPlanePhaseEncodingDirection), the vertical axis where the header has none;
 * slices — 1/2/3 interior slices removed (the slice positions then have gaps, as the DICOM loader sees them), or one
   interior slice blanked; the two DICOM series also lose real files from a copy and go through the loader;
 * crop — the field of view cut so that 10/20/30 % of the body's width is lost on one side.
@@ -88,11 +89,13 @@ def add_motion(scan: Scan, severity: str, seed: int) -> Scan:
     from medscan.degrade.motion import add_motion as simulate
 
     torch.set_num_threads(1)
-    v = scan.voxels
+    # The simulator's phase-encoding axis is -2; a header saying ROW puts it on -1, so turn the slices for it.
+    row = quality.phase_encoding_axes(scan)[0] == [-1]
+    v = scan.voxels.transpose(0, 2, 1) if row else scan.voxels
     scale = float(np.percentile(v, 99.5)) or 1.0
     x = torch.from_numpy(np.ascontiguousarray(v / scale, dtype=np.float32))[:, None]
     out = simulate(x, severity, torch.Generator().manual_seed(seed))[:, 0].numpy() * scale
-    return with_voxels(scan, out)
+    return with_voxels(scan, out.transpose(0, 2, 1) if row else out)
 
 
 def delete_slices(scan: Scan, count: int, rng: np.random.Generator) -> tuple[Scan, np.ndarray]:

@@ -46,7 +46,7 @@ def _format_value(badge: Badge) -> str:
         return "-"
     if badge.unit == "HU":
         return f"{badge.value:.1f} HU"
-    if badge.unit in ("fraction", "fraction of slices"):
+    if badge.unit in ("fraction", "edge fraction"):
         return f"{100 * badge.value:.1f} %"
     if badge.unit == "deg":
         return f"{badge.value:.2f} deg"
