@@ -29,11 +29,17 @@ def explain_finding(scan: Scan, task: Any, segmentation: Any, finding: Any, k: i
     if task.name == "brain-tumour":
         from medscan.explain import explain_slice
 
-        maps = explain_slice(scan, k, finding=plane)
-        return np.asarray(maps["integrated_gradients"], np.float32), "Captum IntegratedGradients (tumour segmenter)"
+        try:
+            maps = explain_slice(scan, k, finding=plane)
+            return np.asarray(maps["integrated_gradients"], np.float32), \
+                "Captum IntegratedGradients (tumour segmenter)"
+        except MedscanError as exc:  # e.g. the slice classifier it also runs is not shipped: occlusion instead
+            fallback = f" (Captum unavailable: {exc.problem[:60]})"
+    else:
+        fallback = ""
     del segmentation
     return occlusion_sensitivity(scan, task, plane, finding.label, k, device=device, grid=grid), \
-        f"occlusion sensitivity over {task.name}"
+        f"occlusion sensitivity over {task.name}{fallback}"
 
 
 def occlusion_sensitivity(scan: Scan, task: Any, plane: np.ndarray, label: int, k: int, *, grid: int = 6,
