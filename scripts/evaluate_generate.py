@@ -13,7 +13,8 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
   box, strokes and truncated-FOV edge (``medscan.degrade.masks.region_mask``). PSNR and SSIM INSIDE the hole
   (SSIM map averaged over the hole). Two cases for ours: ``in-slice`` (the neighbouring slices intact) and
   ``slab`` (the same hole on both neighbours, i.e. pure 2-D). Baselines (2-D, so the same in both cases):
-  biharmonic (``skimage.restoration.inpaint_biharmonic``) and OpenCV Telea (``cv2.inpaint``, radius 5).
+  biharmonic (``skimage.restoration.inpaint_biharmonic``) and OpenCV Telea (``cv2.inpaint``, radius 5, on the
+  slice mapped to 16 bits).
 * fill_slices: the whole volume with slices removed — every other slice (odd indices; the last kept), and
   seeded single-slice gaps — refilled along the slice axis; scored on generated slices only (up to ``--slices``
   per item, spread over the body section). Baselines: linear and cubic-spline interpolation along the slice
@@ -75,10 +76,15 @@ def biharmonic(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 
 
 def telea(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """OpenCV Telea on the slice mapped to 16 bits (its float32 path returns garbage in the hole: -0.7 dB)."""
     import cv2
 
-    source = np.where(hole, 0.0, image).astype(np.float32)
-    return cv2.inpaint(source, hole.astype(np.uint8), TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32)
+    known = image[~hole]
+    lo, hi = float(known.min()), float(known.max())
+    scale = 65535.0 / max(hi - lo, 1e-6)
+    source = np.round((np.where(hole, lo, image) - lo) * scale).astype(np.uint16)
+    filled = cv2.inpaint(source, hole.astype(np.uint8), TELEA_RADIUS, cv2.INPAINT_TELEA)
+    return (filled.astype(np.float32) / scale + lo).astype(np.float32)
 
 
 _WARMED: set[tuple[int, ...]] = set()

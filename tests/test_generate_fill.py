@@ -168,6 +168,17 @@ def _cropped_series(folder: Path, keep: range, drop: set[int], r0: int = 70, c0:
     return folder
 
 
+def test_inpaint_reads_the_dicom_seg_of_a_generated_region(tmp_path) -> None:
+    from medscan.io.result_files import save_result
+
+    scan = load(_cropped_series(tmp_path / "mr", range(10, 16), set(), size=64))
+    first = run("inpaint", scan, box="2,10,10,4,40,30")
+    save_result(first.scan, first.maps, tmp_path / "out")
+    seg = next(tmp_path.rglob("*SEG*.dcm"))
+    again = run("inpaint", scan, mask=str(seg))  # the SEG drawn on this series is the same region
+    assert np.array_equal(again.maps["generated"], first.maps["generated"])
+
+
 def test_fill_slices_restores_a_dicom_series_with_deleted_slices(tmp_path) -> None:
     full = load(_cropped_series(tmp_path / "full", range(10, 22), set()))
     gappy_folder = _cropped_series(tmp_path / "gappy", range(10, 22), {4, 7, 8})  # indices 14, 17, 18
