@@ -24,6 +24,8 @@ from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
 from medscan.train.trainer import TrainConfig, train
 
+MOTION_BANDS = [0.0, 0.02, 0.04, 0.08, 0.15, 0.25, 0.4, 0.6, 1.0]  # |ky| / (H/2) band edges
+
 
 def _net(scale: list[int], base: str, features: int, blocks: int, unshuffle: int = 1,
          conditioned: bool = False) -> dict[str, Any]:
@@ -75,15 +77,20 @@ PRESETS: dict[str, dict[str, Any]] = {
                                    "linearly interpolated plus a row-mask channel into a U-Net that corrects "
                                    "them; measured rows are copied. Trained on every other row removed, single "
                                    "missing rows and 2-3-row gaps."},
-    "motion": {"model": "motion_unet2d", "task": "motion_correct", "task_args": {}, "patch": 128,
-               "network": {"kind": "plain", "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 1,
-                                                         "out_channels": 1, "channels": [16, 32, 64, 128, 128],
-                                                         "strides": [2, 2, 2, 2], "num_res_units": 2}},
+    "motion": {"model": "motion_unet2d", "task": "motion_correct", "task_args": {}, "patch": 192,
+               "network": {"kind": "residual_corrector", "args": {"bands": MOTION_BANDS},
+                           "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": len(MOTION_BANDS) - 1,
+                                        "out_channels": 1,
+                                        "channels": [16, 32, 64, 128, 128], "strides": [2, 2, 2, 2],
+                                        "num_res_units": 2}},
                "train_items": MR_TRAIN_ITEMS, "heldout_items": MR_HELDOUT_ITEMS,
-               "description": "MR motion-artefact correction: a MONAI UNet predicting the correction added to the "
-                              "corrupted slice, trained on MR slices only with k-space rigid motion and periodic "
-                              "ghosting (medscan.degrade.motion, mild/moderate/severe, amplitudes x0.3-1, 10 % "
-                              "still) simulated along the phase-encoding axis -2 (rows; ghosts run vertically)."},
+               "description": "MR motion-artefact correction: a MONAI UNet that sees the slice split into 8 "
+                              "band-pass images along the phase-encoding axis (k-space |ky| bands) and whose "
+                              "output, scaled by a gain that starts at 0 (a fresh model is the identity), is "
+                              "added to the corrupted slice; "
+                              "trained on MR slices only with k-space rigid motion and periodic ghosting "
+                              "(medscan.degrade.motion, mild/moderate/severe, amplitudes x0.3-1, 10 % still) "
+                              "simulated along the phase-encoding axis -2 (rows; ghosts run vertically)."},
 }
 
 

@@ -61,6 +61,10 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         return ResidualDenoiser(backbone, in_channels=int(config["backbone"].get("in_channels", 2)))
     if kind == "plain":
         return backbone
+    if kind == "residual_corrector":  # motion correction: input + gain * backbone(input or its k-space bands)
+        from medscan.nets.residual import ResidualCorrector
+
+        return ResidualCorrector(backbone, **config.get("args", {}))
     raise ValueError(f"unknown network kind {kind!r}")
 
 

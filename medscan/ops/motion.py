@@ -35,7 +35,8 @@ def estimate_phase_encoding(planes: np.ndarray) -> str:
     """Guess the phase-encoding axis from the background: motion ghosts spill outside the body along it only.
 
     Compares the mean signal in the bands above/below the body (same columns) with the bands left/right of it
-    (same rows), on the mean of the planes. Ties (no visible ghosts) default to COL, the usual axial choice.
+    (same rows), on the mean of the planes. No clear difference (no visible ghosts) gives COL, the usual
+    axial choice.
     """
     from medscan.train.metrics import body_mask
 
@@ -49,7 +50,9 @@ def estimate_phase_encoding(planes: np.ndarray) -> str:
     horizontal = np.concatenate([image[r0:r1, :c0].ravel(), image[r0:r1, c1:].ravel()])
     if vertical.size == 0 or horizontal.size == 0:
         return "COL"
-    return "ROW" if horizontal.mean() > 1.2 * vertical.mean() else "COL"
+    h, v = float(horizontal.mean()), float(vertical.mean())
+    clear = abs(h - v) > 0.005 * float(np.median(image[mask]))  # background noise alone is not evidence
+    return "ROW" if clear and h > 1.2 * v else "COL"
 
 
 def correct_planes(planes: np.ndarray, model, device, *, batch: int = 4,
@@ -59,6 +62,7 @@ def correct_planes(planes: np.ndarray, model, device, *, batch: int = 4,
 
     from medscan.nets.normalize import intensity_window
     from medscan.ops.inference import _pad_to
+    from medscan.train.task_motion import apply_model
 
     n, h, w = planes.shape
     out = np.empty((n, h, w), dtype=np.float32)
@@ -70,7 +74,7 @@ def correct_planes(planes: np.ndarray, model, device, *, batch: int = 4,
             span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
             x = torch.from_numpy((chunk - lo) / span)[:, None].to(device)
             padded, _ = _pad_to(x, PAD_MULTIPLE)
-            y = (padded + model(padded)).float()[..., :h, :w]  # the model predicts the correction
+            y = apply_model(model, padded).float()[..., :h, :w]
             out[start:start + batch] = y[:, 0].cpu().numpy() * span + lo
             if progress is not None:
                 progress(min(start + batch, n), n)

@@ -21,6 +21,13 @@ MR_HELDOUT_ITEMS = tuple(i for i in HELDOUT_ITEMS if "/mr" in i or i.startswith(
 CLEAN_RANGE = (0.0, 2.0)  # magnitude images are non-negative; cap stray pixels of near-empty windows
 
 
+def apply_model(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The still estimate: a ``residual_corrector`` adds its input itself, a ``plain`` backbone predicts the
+    correction only."""
+    out = model(x)
+    return out if getattr(model, "adds_input", False) else x + out
+
+
 class MotionCorrectTask:
     """Blind motion correction over all three severities, each slice's amplitudes scaled by a random factor.
 
@@ -49,7 +56,7 @@ class MotionCorrectTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return inputs[0] + model(inputs[0])
+        return apply_model(model, inputs[0])
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
