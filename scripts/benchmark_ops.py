@@ -3,7 +3,7 @@
     python scripts/benchmark_ops.py --threads 2 --json runs/benchmark_ops.json
 
 Each operation runs through ``medscan.ops.run`` — the whole operation a user gets (fidelity guard, test-time
-augmentation for the uncertainty map, writing back in the input's units) — on a 6-slice 512x512 volume, after
+augmentation for the uncertainty map, writing back in the input's units) — on a 3-slice 512x512 volume, after
 one warm-up run (model load, hash check, kernel choice). CT operations get slices of
 ``train/ct01_upper_abdomen_siemens.nii.gz``; MR-only ones a held-out MR series resampled to 512x512 (the
 timing depends on the pixel count, not on the content). Seconds per slice = wall time / input slices.
@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-SLICES = 6
+SLICES = 3
 SIZE = 512
 # Parameters for operations that need more than their defaults (a region, a slice to replace, a scale).
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
-    "inpaint": [{"box": f"1,150,150,{SLICES - 1},350,330"}],  # about 14 % of each slice it touches
-    "fill_slices": [{"slices": "2"}],
+    "inpaint": [{"box": f"0,150,150,{SLICES},350,330"}],  # about 14 % of every slice
+    "fill_slices": [{"slices": "1"}],
     "super_resolve": [{"scale": "2"}, {"scale": "4"}, {"scale": "4", "gan": True},
                       {"scale": "2", "axis": "through-plane"}],
 }
