@@ -24,13 +24,19 @@ TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 _ALLOWED_DESCRIP = "medscan modality="
 
 
+def _ours(descrip: str) -> bool:
+    """medscan's own descrip: the modality tag, optionally followed by the SYNTHETIC mark."""
+    words = descrip.split()
+    return descrip.startswith(_ALLOWED_DESCRIP) and len(words) in (2, 3) and words[2:] in ([], ["SYNTHETIC"])
+
+
 def check_anonymous_nifti(path: str | Path) -> None:
     """Raise MedscanError unless every free-text field is empty (or our modality tag) and no extension exists."""
     image = nib.load(str(path))
     header = image.header
     for name in TEXT_FIELDS:
         text = header[name].tobytes().decode("latin-1", "replace").strip("\x00 ")
-        if text and not (name == "descrip" and text.startswith(_ALLOWED_DESCRIP) and len(text.split()) == 2):
+        if text and not (name == "descrip" and _ours(text)):
             raise MedscanError(path, f"NIfTI header field {name} holds text ({text[:40]!r}); not exported")
     if len(header.extensions):
         raise MedscanError(path, f"NIfTI file carries {len(header.extensions)} header extension(s); not exported")

@@ -524,7 +524,8 @@ def test_a_result_on_a_finer_grid_is_compared_side_by_side_by_position(qtbot, ma
     assert viewer.slice_index == 2
     viewer.zoom_by(1.5)
     assert after.zoom == pytest.approx(1.5)  # both drawn in millimetres: the same anatomy on screen
-    assert after.image_transform().m11() * 512 == pytest.approx(viewer.image_transform().m11() * 512)
+    # The two views may differ by a pixel in width (an odd split), so the same scale within 1 %.
+    assert after.image_transform().m11() == pytest.approx(viewer.image_transform().m11(), rel=0.01)
 
 
 def test_an_unexpected_error_in_the_window_is_a_dialog_not_an_abort(window, monkeypatch, errors):

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from medscan import __version__
 from medscan.ops.generated import tta_planes
@@ -166,6 +165,8 @@ def constant_regions(image: np.ndarray, min_pixels: int) -> list[np.ndarray]:
     Candidate values are those of pixels whose four neighbours all share their value, which keeps noisy air
     (thousands of distinct HU values) from costing one labelling pass per value.
     """
+    from scipy import ndimage  # here, not at import: the window builds its tabs from the registry without it
+
     core = np.zeros(image.shape, bool)
     core[1:-1, 1:-1] = ((image[1:-1, 1:-1] == image[:-2, 1:-1]) & (image[1:-1, 1:-1] == image[2:, 1:-1])
                         & (image[1:-1, 1:-1] == image[1:-1, :-2]) & (image[1:-1, 1:-1] == image[1:-1, 2:]))
