@@ -183,15 +183,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_super_resolve_writes_a_synthetic_dicom_series(tmp_path) -> None:
-    folder = tmp_path / "sr"
-    done = _cli("generate", "super-resolve", str(SAMPLE_CT), "-o", str(folder), "--scale", "2",
+    done = _cli("generate", "super-resolve", str(SAMPLE_CT), "-o", str(tmp_path / "sr"), "--scale", "2",
                 "--axis", "through-plane")
     assert done.returncode == 0, done.stderr
-    files = sorted(folder.iterdir())
-    assert len(files) == 40
+    folder = tmp_path / "sr_synthetic"  # a generated series is named so, with its uncertainty series beside it
+    files = sorted(folder.glob("SYNTHETIC_IM_*.dcm"))
+    assert len(files) == 40 and len(list(folder.glob("SYNTHETIC_UNCERTAINTY_*.dcm"))) == 40
     ds = pydicom.dcmread(files[0])
     assert "SYNTHETIC" in list(ds.ImageType) and "super_resolve" in ds.DerivationDescription
-    again, original = load(folder), load(SAMPLE_CT)
+    again, original = load(folder, series=str(ds.SeriesInstanceUID)), load(SAMPLE_CT)
     assert again.voxels.shape == (40, 512, 512) and again.units == "HU"
     assert np.isclose(again.spacing[2], original.spacing[2] / 2, atol=1e-3)
 
