@@ -52,6 +52,32 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     return residual * weight
 
 
+def windowed_planes(planes: np.ndarray, apply, device: torch.device, *, pad_multiple: int,
+                    scale: tuple[int, int] = (1, 1), batch: int = 4,
+                    progress: ProgressCallback | None = None) -> np.ndarray:
+    """``apply`` (a (B, 1, H', W') tensor in [0, 1]-ish units -> output tensor) over (N, H, W) planes, each
+    in its own intensity window, padded to ``pad_multiple``; returns (N, H*sy, W*sx) float32 in the planes' units.
+
+    A flat plane (air above the body in a reformat) has no window: any positive span maps it to 0.
+    """
+    sy, sx = scale
+    n, h, w = planes.shape
+    out = np.empty((n, h * sy, w * sx), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            chunk = np.asarray(planes[start:start + batch], dtype=np.float32)
+            windows = np.array([intensity_window(p) for p in chunk], np.float32).reshape(-1, 2, 1, 1)
+            lo, hi = windows[:, 0], windows[:, 1]
+            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
+            x = torch.from_numpy((chunk - lo) / span)[:, None].to(device)
+            padded, _ = _pad_to(x, pad_multiple)
+            y = apply(padded).float()[..., :h * sy, :w * sx]
+            out[start:start + batch] = y[:, 0].cpu().numpy() * span + lo
+            if progress is not None:
+                progress(min(start + batch, n), n)
+    return out
+
+
 BIAS_SMOOTHING_PX = 4.0
 FLAT_SHARE = 0.5
 

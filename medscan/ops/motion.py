@@ -58,27 +58,11 @@ def estimate_phase_encoding(planes: np.ndarray) -> str:
 def correct_planes(planes: np.ndarray, model, device, *, batch: int = 4,
                    progress: ProgressCallback | None = None) -> np.ndarray:
     """The model's still estimate of (N, H, W) planes whose phase-encoding axis is -2, in the planes' units."""
-    import torch
-
-    from medscan.nets.normalize import intensity_window
-    from medscan.ops.inference import _pad_to
+    from medscan.ops.inference import windowed_planes
     from medscan.train.task_motion import apply_model
 
-    n, h, w = planes.shape
-    out = np.empty((n, h, w), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, n, batch):
-            chunk = np.asarray(planes[start:start + batch], dtype=np.float32)
-            windows = np.array([intensity_window(p) for p in chunk], np.float32).reshape(-1, 2, 1, 1)
-            lo, hi = windows[:, 0], windows[:, 1]
-            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
-            x = torch.from_numpy((chunk - lo) / span)[:, None].to(device)
-            padded, _ = _pad_to(x, PAD_MULTIPLE)
-            y = apply_model(model, padded).float()[..., :h, :w]
-            out[start:start + batch] = y[:, 0].cpu().numpy() * span + lo
-            if progress is not None:
-                progress(min(start + batch, n), n)
-    return out
+    return windowed_planes(planes, lambda x: apply_model(model, x), device, pad_multiple=PAD_MULTIPLE,
+                           batch=batch, progress=progress)
 
 
 def motion_correct_planes(planes: np.ndarray, model, device, axis: str,

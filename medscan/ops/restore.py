@@ -35,28 +35,15 @@ def run_planes(planes: np.ndarray, model, device, *, batch: int = 4, condition: 
     import torch
 
     from medscan.nets.device import autocast
-    from medscan.nets.normalize import intensity_window
-    from medscan.ops.inference import _pad_to
+    from medscan.ops.inference import windowed_planes
 
-    sy, sx = model.scale
-    n, h, w = planes.shape
-    out = np.empty((n, h * sy, w * sx), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, n, batch):
-            chunk = np.asarray(planes[start:start + batch], dtype=np.float32)
-            windows = np.array([intensity_window(p) for p in chunk], np.float32).reshape(-1, 2, 1, 1)
-            lo, hi = windows[:, 0], windows[:, 1]
-            # A flat plane (air above the body in a reformat) has no window: any positive span maps it to 0.
-            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
-            x = torch.from_numpy((chunk - lo) / span)[:, None].to(device)
-            padded, _ = _pad_to(x, model.pad_multiple)
-            with autocast(device):
-                level = torch.full((len(chunk),), float(condition), device=device) if model.conditioned else None
-                y = model(padded, level).float()[..., :h * sy, :w * sx]
-            out[start:start + batch] = y[:, 0].cpu().numpy() * span + lo
-            if progress is not None:
-                progress(min(start + batch, n), n)
-    return out
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            level = torch.full((len(x),), float(condition), device=device) if model.conditioned else None
+            return model(x, level)
+
+    return windowed_planes(planes, apply, device, pad_multiple=model.pad_multiple, scale=tuple(model.scale),
+                           batch=batch, progress=progress)
 
 
 def sharpen(scan: Scan, *, strength: float, psf_sigma: float, model: str, device: str,
