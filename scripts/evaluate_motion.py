@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_restore import write_card_figures
+
 from medscan.degrade.motion import SEVERITIES, add_motion
 from medscan.train.data import TRAIN_ITEMS, intensity_window
 from medscan.train.metrics import (
@@ -260,19 +263,6 @@ def print_tables(tables: dict[str, Any]) -> None:
               f"higher SSIM: {'met' if table['target_met'] else 'NOT met'})")
 
 
-def write_card_figures(tables: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Put the figures into the model card; only the card changes, so the weights' sha256 still holds."""
-    from medscan.nets.weights import load_card
-
-    card = load_card(MODEL)
-    data = dict(card.data)
-    data["evaluation"] = {**meta, "tables": tables}
-    tmp = card.path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, card.path)
-    return card.path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=6, help="slices per held-out MR item")
@@ -311,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "tables": tables, "per_slice": records}, indent=2, default=float))
         print(f"wrote {args.json}")
     if args.cards and not args.quick:
-        print(f"figures written to {write_card_figures(tables, meta)}")
+        print(f"figures written to {write_card_figures(MODEL, tables, meta)}")
     return 0
 
 
