@@ -227,3 +227,12 @@ def test_study_browser_shows_the_flag_badge_of_a_degraded_series(qtbot, tmp_path
     out.parent.mkdir(parents=True, exist_ok=True)
     assert win.grab().save(str(out))
     win.close()
+
+
+@needs_data
+def test_a_scan_cropped_at_its_source_is_flagged_for_field_of_view_and_nothing_else():
+    """TotalSegmentator's ct_cropped example was cut around the aorta: a real truncation the FOV badge must catch."""
+    scan = load(DATA / "labelled" / "ct_aorta_totalseg_example" / "ct.nii.gz")
+    badges = screen_scan(scan)
+    assert _badge(badges, "field of view").level == "flag"
+    assert [b.name for b in badges if b.level == "flag"] == ["field of view"]
