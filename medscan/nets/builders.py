@@ -48,6 +48,14 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         from medscan.nets.esrgan import ESRGANGenerator
 
         return ESRGANGenerator(**config.get("args", {}))
+    if kind == "translator_generator":  # unpaired MR<->CT (pseudo-CT): {"kind": ..., "args": {features, blocks}}
+        from medscan.nets.cyclegan import TranslatorGenerator
+
+        return TranslatorGenerator(**config.get("args", {}))
+    if kind == "translator_unet":  # contrast translation: {"kind": ..., "args": {features, levels}}
+        from medscan.nets.translator import TranslatorUNet
+
+        return TranslatorUNet(**config.get("args", {}))
     if kind == "slice_classifier":  # explanations: {"kind": ..., "args": {channels}}
         from medscan.nets.classifier import SliceClassifier
 
