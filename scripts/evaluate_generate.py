@@ -24,11 +24,7 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_restore import write_card_figures
+from evaluate_restore import run_tasks
 
 from medscan.degrade.masks import REGION_KINDS, row_mask
-from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
+from medscan.train.data import HELDOUT_ITEMS, intensity_window
 from medscan.train.metrics import (
     Timed,
     body_mask,
@@ -261,44 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
     parser.add_argument("--cards", action="store_true", help="record the figures in the model cards")
     args = parser.parse_args(argv)
-
-    import torch
-
-    from medscan.nets.weights import load_model
-    from medscan.scan import MedscanError
-
-    torch.set_num_threads(1)
     if args.quick:
         items, per_item = (HELDOUT_ITEMS[0], HELDOUT_ITEMS[2]), 1
     else:
         items, per_item = HELDOUT_ITEMS, args.slices
-    assert not set(items) & set(TRAIN_ITEMS), "held-out items overlap the training items"
-    payload: dict[str, Any] = {"items": list(items), "slices_per_item": per_item, "quick": args.quick, "tasks": {}}
-    for task in args.tasks:
-        try:
-            model, card = load_model(MODELS[task])
-        except MedscanError as exc:
-            print(f"{exc} (train it: python scripts/train_restore.py {task})", file=sys.stderr)
-            return 2
-        started, load_start = time.perf_counter(), os.getloadavg()[0]
-        print(f"\n## {task}: model {card.name} v{card.version} sha256 {card.data['sha256'][:12]}", flush=True)
-        evaluate = evaluate_inpaint if task == "inpaint" else evaluate_fill_slices
-        records = evaluate(items, per_item, model)
-        tables = aggregate(task, records)
-        print_tables(task, tables)
-        meta = {"script": "python scripts/evaluate_generate.py " + " ".join(argv or sys.argv[1:]),
-                "items": list(items), "slices_per_item": per_item, "threads": 1,
-                "seconds": round(time.perf_counter() - started), "load_average_start": load_start,
-                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
-        payload["tasks"][task] = {**meta, "model": card.name, "sha256": card.data["sha256"], "tables": tables,
-                                  "per_slice": records}
-        if args.cards and not args.quick:
-            print(f"figures written to {write_card_figures(MODELS[task], tables, meta)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=float))
-        print(f"wrote {args.json}")
-    return 0
+
+    def evaluate(task: str, model: Any) -> tuple[list[dict], dict[str, Any]]:
+        return (evaluate_inpaint if task == "inpaint" else evaluate_fill_slices)(items, per_item, model), {}
+
+    return run_tasks("evaluate_generate.py", argv, args, items, per_item, MODELS, evaluate, aggregate, print_tables)
 
 
 if __name__ == "__main__":

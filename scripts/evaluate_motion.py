@@ -26,21 +26,17 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_restore import write_card_figures
+from evaluate_restore import run_tasks
 
 from medscan.degrade.motion import SEVERITIES, add_motion
-from medscan.train.data import TRAIN_ITEMS, intensity_window
+from medscan.train.data import intensity_window
 from medscan.train.metrics import (
     Timed,
     body_mask,
@@ -270,39 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
     parser.add_argument("--cards", action="store_true", help="record the figures in the model card")
     args = parser.parse_args(argv)
-
-    import torch
-
-    from medscan.nets.weights import load_model
-    from medscan.scan import MedscanError
-
-    torch.set_num_threads(1)
+    args.tasks = ["motion"]
     items, per_item = ((MR_HELDOUT_ITEMS[0],), 1) if args.quick else (MR_HELDOUT_ITEMS, args.slices)
-    assert not set(items) & set(TRAIN_ITEMS), "held-out items overlap the training items"
-    try:
-        model, card = load_model(MODEL)
-    except MedscanError as exc:
-        print(f"{exc} (train it: python scripts/train_restore.py motion)", file=sys.stderr)
-        return 2
-    started, load_start = time.perf_counter(), os.getloadavg()[0]
-    print(f"## motion_correct: model {card.name} v{card.version} sha256 {card.data['sha256'][:12]}", flush=True)
-    tv_weights = tune_tv()
-    records = evaluate(items, per_item, model, tv_weights)
-    tables = aggregate(records)
-    print_tables(tables)
-    meta = {"script": "python scripts/evaluate_motion.py " + " ".join(argv or sys.argv[1:]), "items": list(items),
-            "slices_per_item": per_item, "threads": 1, "seconds": round(time.perf_counter() - started),
-            "load_average_start": load_start, "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "baselines": [LABELS["autofocus"], LABELS["tv"]], "tv_weights": tv_weights,
-            "autofocus": {"blocks": AUTOFOCUS_BLOCKS, "steps_px": [list(s) for s in AUTOFOCUS_STEPS]}}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**meta, "model": card.name, "sha256": card.data["sha256"],
-                                         "tables": tables, "per_slice": records}, indent=2, default=float))
-        print(f"wrote {args.json}")
-    if args.cards and not args.quick:
-        print(f"figures written to {write_card_figures(MODEL, tables, meta)}")
-    return 0
+
+    def run(_task: str, model: Any) -> tuple[list[dict], dict[str, Any]]:
+        tv_weights = tune_tv()
+        extra = {"baselines": [LABELS["autofocus"], LABELS["tv"]], "tv_weights": tv_weights,
+                 "autofocus": {"blocks": AUTOFOCUS_BLOCKS, "steps_px": [list(s) for s in AUTOFOCUS_STEPS]}}
+        return evaluate(items, per_item, model, tv_weights), extra
+
+    return run_tasks("evaluate_motion.py", argv, args, items, per_item, {"motion": MODEL}, run,
+                     lambda _task, records: aggregate(records), lambda _task, tables: print_tables(tables))
 
 
 if __name__ == "__main__":

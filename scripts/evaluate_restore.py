@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,17 +339,57 @@ def print_tables(task: str, tables: dict[str, Any]) -> None:
               f"{'met' if table['target_met'] else 'NOT met'})")
 
 
-def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Put the figures into the model card; only the card changes, so the weights' sha256 still holds."""
+def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any], folder: Path | None = None) -> Path:
+    """Put the figures into the model card (in ``folder``, default models/; fold weights live in models/folds);
+    only the card changes, so the weights' sha256 still holds."""
     from medscan.nets.weights import load_card
 
-    card = load_card(model)
+    card = load_card(model, folder)
     data = dict(card.data)
     data["evaluation"] = {**meta, "tables": tables}
     tmp = card.path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, card.path)
     return card.path
+
+
+def run_tasks(script: str, argv: list[str] | None, args: argparse.Namespace, items: tuple[str, ...], per_item: int,
+              models: dict[str, str], evaluate: Callable[[str, Any], tuple[list[dict], dict[str, Any]]],
+              aggregate: Callable[[str, list[dict]], dict], print_tables: Callable[[str, dict], None]) -> int:
+    """The loop every held-out evaluation script shares: per task load the shipped model (its hash checked),
+    evaluate, print the tables, record how, where and how long it ran; ``--json`` and ``--cards`` write them."""
+    import torch
+
+    from medscan.nets.weights import load_model
+    from medscan.scan import MedscanError
+
+    torch.set_num_threads(1)
+    assert not set(items) & set(TRAIN_ITEMS), "held-out items overlap the training items"
+    payload: dict[str, Any] = {"items": list(items), "slices_per_item": per_item, "quick": args.quick, "tasks": {}}
+    for task in args.tasks:
+        try:
+            model, card = load_model(models[task])
+        except MedscanError as exc:
+            print(f"{exc} (train it: python scripts/train_restore.py {task})", file=sys.stderr)
+            return 2
+        started, load_start = time.perf_counter(), os.getloadavg()[0]
+        print(f"\n## {task}: model {card.name} v{card.version} sha256 {card.data['sha256'][:12]}", flush=True)
+        records, extra = evaluate(task, model)
+        tables = aggregate(task, records)
+        print_tables(task, tables)
+        meta = {"script": f"python scripts/{script} " + " ".join(argv or sys.argv[1:]), "items": list(items),
+                "slices_per_item": per_item, "threads": 1, **extra, "seconds": round(time.perf_counter() - started),
+                "load_average_start": load_start, "cpu": platform.processor() or platform.machine(),
+                "torch": torch.__version__}
+        payload["tasks"][task] = {**meta, "model": card.name, "sha256": card.data["sha256"], "tables": tables,
+                                  "per_slice": records}
+        if args.cards and not args.quick:
+            print(f"figures written to {write_card_figures(models[task], tables, meta)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2, default=float))
+        print(f"wrote {args.json}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,50 +402,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuning-cache", type=Path, default=Path("runs/sharpen_baseline_tuning.json"),
                         help="reuse the baselines' tuning (train slices only) when grids and slices match")
     args = parser.parse_args(argv)
-
-    import torch
-
-    from medscan.nets.weights import load_model
-    from medscan.scan import MedscanError
-
-    torch.set_num_threads(1)
     if args.quick:
         items, per_item, tuning_per_item = (HELDOUT_ITEMS[0], HELDOUT_ITEMS[1]), 1, 1
     else:
         items, per_item, tuning_per_item = HELDOUT_ITEMS, args.slices, 2
-    assert not set(items) & set(TRAIN_ITEMS), "held-out items overlap the training items"
-    payload: dict[str, Any] = {"items": list(items), "slices_per_item": per_item, "quick": args.quick, "tasks": {}}
-    for task in args.tasks:
-        try:
-            model, card = load_model(MODELS[task])
-        except MedscanError as exc:
-            print(f"{exc} (train it: python scripts/train_restore.py {task})", file=sys.stderr)
-            return 2
-        started, load_start = time.perf_counter(), os.getloadavg()[0]
-        print(f"\n## {task}: model {card.name} v{card.version} sha256 {card.data['sha256'][:12]}", flush=True)
-        tuned = None
+
+    def evaluate(task: str, model: Any) -> tuple[list[dict], dict[str, Any]]:
         if task == "sharpen":
             tuned = _cached_tuning(args.tuning_cache, tuning_per_item)
-            records = evaluate_sharpen(items, per_item, model, tuned)
-        elif task == "sr_z2":
-            records = evaluate_through_plane(items, per_item, model)
-        else:
-            records = evaluate_in_plane(items, per_item, model, 4 if task == "sr_x4" else 2)
-        tables = aggregate(task, records)
-        print_tables(task, tables)
-        meta = {"script": "python scripts/evaluate_restore.py " + " ".join(argv or sys.argv[1:]),
-                "items": list(items), "slices_per_item": per_item, "threads": 1, "tuning": tuned,
-                "seconds": round(time.perf_counter() - started), "load_average_start": load_start,
-                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
-        payload["tasks"][task] = {**meta, "model": card.name, "sha256": card.data["sha256"], "tables": tables,
-                                  "per_slice": records}
-        if args.cards and not args.quick:
-            print(f"figures written to {write_card_figures(MODELS[task], tables, meta)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=float))
-        print(f"wrote {args.json}")
-    return 0
+            return evaluate_sharpen(items, per_item, model, tuned), {"tuning": tuned}
+        if task == "sr_z2":
+            return evaluate_through_plane(items, per_item, model), {}
+        return evaluate_in_plane(items, per_item, model, 4 if task == "sr_x4" else 2), {}
+
+    return run_tasks("evaluate_restore.py", argv, args, items, per_item, MODELS, evaluate, aggregate, print_tables)
 
 
 if __name__ == "__main__":
