@@ -60,6 +60,10 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         from medscan.nets.classifier import SliceClassifier
 
         return SliceClassifier(**config.get("args", {}))
+    if kind == "synth_denoiser":  # synthetic slices: {"kind": ..., "args": {channels, attention, unshuffle, ...}}
+        from medscan.synth.network import ConditionalDenoiser
+
+        return ConditionalDenoiser(**config.get("args", {}))
     backbone_cfg = dict(config["backbone"])
     arch = backbone_cfg.pop("arch", "UNet")
     from monai.networks import nets  # imported lazily: MONAI is heavy and only needed for inference

@@ -13,7 +13,8 @@ class SliceClassifier(nn.Module):
     three blocks): the Grad-CAM layer.
     """
 
-    def __init__(self, channels: list[int] | tuple[int, ...] = (16, 32, 64), in_channels: int = 1) -> None:
+    def __init__(self, channels: list[int] | tuple[int, ...] = (16, 32, 64), in_channels: int = 1,
+                 outputs: int = 1) -> None:
         super().__init__()
         blocks, previous = [], in_channels
         for index, width in enumerate(channels):
@@ -25,11 +26,15 @@ class SliceClassifier(nn.Module):
             blocks.append(nn.Sequential(*layers))
             previous = width
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(previous, 1)
+        self.head = nn.Linear(previous, outputs)  # outputs > 1: class logits (the synthetic-slice quality encoder)
 
     @property
     def cam_layer(self) -> nn.Module:
         return self.blocks[-1]
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer: globally averaged last-block activations (N, channels[-1])."""
+        return self.blocks(x).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(x).mean(dim=(2, 3)))
+        return self.head(self.features(x))

@@ -1,0 +1,206 @@
+"""The slices the synthesis model learns from: axial slices of whole volumes on a fixed per-class grid.
+
+Why a fixed grid per class: a generated slice must have a physical pixel spacing to be exported, so every
+slice of one class is resampled to the same field of view (``CLASSES[...].fov_mm`` over ``GRID`` pixels),
+centred on the body, in radiological orientation (rows anterior->posterior, columns right->left, as LPS).
+
+Intensities: CT is mapped through the fixed HU window ``CT_WINDOW`` to [-1, 1] (bone above the window clips);
+MR has no absolute unit, so each volume is divided by its 99.5th percentile inside the head/body and written
+back as arbitrary units 0..``MR_UNITS``.
+
+The classes are what ``../shared/data`` holds as axial volumes (see ``SYNTH_TRAIN`` / ``SYNTH_HELDOUT``); the
+split is by subject: held out are the TCGA brain subject fg_6692 (MR brain) and the TotalSegmentator aorta
+example (CT chest + abdomen), which share no patient with the training side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medscan.io import load
+from medscan.train.data import DATA_ROOT
+
+GRID = 128
+CT_WINDOW = (-1024.0, 1024.0)  # HU mapped to [-1, 1]; air stays air, bone above +1024 HU clips
+MR_UNITS = 1000.0  # generated MR is in arbitrary units 0..1000 (the training volumes' 99.5th percentile = 1000)
+
+
+@dataclass(frozen=True)
+class SliceClass:
+    """One modality + body region the model is conditioned on."""
+
+    modality: str
+    region: str
+    fov_mm: float  # square field of view of the GRID x GRID slice
+
+    @property
+    def name(self) -> str:
+        return f"{self.modality} {self.region}"
+
+
+CLASSES = (
+    SliceClass("MR", "brain", 240.0),
+    SliceClass("CT", "head", 250.0),
+    SliceClass("CT", "chest", 400.0),
+    SliceClass("CT", "abdomen", 400.0),
+)
+NONE_CLASS = len(CLASSES)  # the "unconditional" label (classifier-free guidance style)
+
+# item -> class name, or "torso" for CT volumes whose slices are labelled chest/abdomen by their lung content.
+SYNTH_TRAIN = {
+    "paired/brain_tcga_du_7294/t1.nii.gz": "MR brain",
+    "paired/brain_tcga_du_7294/t1c.nii.gz": "MR brain",
+    "paired/brain_tcga_du_7294/t2.nii.gz": "MR brain",
+    "paired/brain_tcga_du_7294/flair.nii.gz": "MR brain",
+    "train-extra/ct03_head_ge_4mm_detilted.nii.gz": "CT head",
+    "train-extra/ct03_head_ge_7mm_detilted.nii.gz": "CT head",
+    "train/ct01_upper_abdomen_siemens.nii.gz": "torso",
+    "train/ct02_abdomen_pelvis_3mm.nii.gz": "torso",
+    "labelled/ct_abdomen_totalseg_example/ct.nii.gz": "torso",
+    "train-extra/ct04_chest_philips_5mm_kernelB.nii.gz": "torso",
+}
+SYNTH_HELDOUT = {
+    "paired/brain_tcga_fg_6692/t1.nii.gz": "MR brain",
+    "paired/brain_tcga_fg_6692/t1c.nii.gz": "MR brain",
+    "paired/brain_tcga_fg_6692/t2.nii.gz": "MR brain",
+    "paired/brain_tcga_fg_6692/flair.nii.gz": "MR brain",
+    "labelled/ct_aorta_totalseg_example/ct.nii.gz": "torso",
+}
+# Lesion masks (automatic tumour segmentation) on the same grid as the paired brain volumes.
+LESION_MASKS = {
+    "paired/brain_tcga_du_7294": "paired/brain_tcga_du_7294/tumour_seg_auto.nii.gz",
+    "paired/brain_tcga_fg_6692": "paired/brain_tcga_fg_6692/tumour_seg_auto.nii.gz",
+}
+
+
+def class_index(modality: str, region: str) -> int:
+    """The class of a modality + region, or -1 when the model never saw it."""
+    for index, cls in enumerate(CLASSES):
+        if cls.modality.upper() == modality.upper() and cls.region.lower() == region.lower():
+            return index
+    return -1
+
+
+def pixel_spacing(label: int) -> float:
+    return CLASSES[label].fov_mm / GRID
+
+
+def to_unit(values: np.ndarray, modality: str, mr_scale: float = 1.0) -> np.ndarray:
+    """Physical values -> the model's [-1, 1]."""
+    if modality == "CT":
+        lo, hi = CT_WINDOW
+        return np.clip((values - lo) / (hi - lo), 0, 1) * 2 - 1
+    return np.clip(values / mr_scale, 0, 1) * 2 - 1
+
+
+def from_unit(x: np.ndarray, modality: str) -> np.ndarray:
+    """The model's [-1, 1] -> HU (CT, through ``CT_WINDOW``) or arbitrary units 0..MR_UNITS (MR)."""
+    x = np.clip(np.asarray(x, np.float32), -1, 1)
+    if modality == "CT":
+        lo, hi = CT_WINDOW
+        return ((x + 1) / 2 * (hi - lo) + lo).astype(np.float32)
+    return ((x + 1) / 2 * MR_UNITS).astype(np.float32)
+
+
+def _resample_slice(image: np.ndarray, spacing: tuple[float, float], centre: tuple[float, float], fov: float,
+                    fill: float, order: int = 1) -> np.ndarray:
+    """``image`` (rows, cols) at ``spacing`` mm -> GRID x GRID over ``fov`` mm centred on ``centre`` (row, col)."""
+    from scipy import ndimage
+
+    out_spacing = fov / GRID
+    if order:
+        sigma = [max(0.0, 0.4 * (out_spacing / s - 1)) for s in spacing]  # anti-alias before shrinking
+        if max(sigma) > 0:
+            image = ndimage.gaussian_filter(image, sigma)
+    offsets = (np.arange(GRID) - (GRID - 1) / 2) * out_spacing
+    rows = centre[0] + offsets / spacing[0]
+    cols = centre[1] + offsets / spacing[1]
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    return ndimage.map_coordinates(image, [rr, cc], order=order, mode="constant", cval=fill).astype(np.float32)
+
+
+@dataclass
+class SynthSlices:
+    """Slices in the model's units with their labels: images (N, G, G) in [-1, 1], masks (N, G, G) uint8."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    sources: list[str]
+    positions: np.ndarray  # slice index in the source volume
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, images=self.images.astype(np.float16), labels=self.labels, masks=self.masks,
+                            sources=np.array(self.sources), positions=self.positions)
+
+    @classmethod
+    def load(cls, path: Path) -> SynthSlices:
+        data = np.load(path)
+        return cls(images=data["images"].astype(np.float32), labels=data["labels"], masks=data["masks"],
+                   sources=[str(s) for s in data["sources"]], positions=data["positions"])
+
+
+def _axial_volume(item: str, root: Path) -> tuple[np.ndarray, np.ndarray, str, tuple[float, float]]:
+    """Voxels (k, rows, cols) flipped so that rows run anterior->posterior and columns right->left."""
+    scan = load(root / item)
+    volume = np.asarray(scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0], np.float32)
+    affine = scan.affine
+    if affine[0, 0] < 0:
+        volume = volume[:, :, ::-1]
+    if affine[1, 1] < 0:
+        volume = volume[:, ::-1, :]
+    spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0])))
+    return volume, affine, scan.modality, spacing
+
+
+def extract_slices(items: dict[str, str], root: Path = DATA_ROOT, stride: int = 1) -> SynthSlices:
+    """Every ``stride``-th axial slice of ``items`` with enough body in it, on its class grid.
+
+    Torso CT slices are labelled chest when air at lung density fills over 8 % of the body, else abdomen.
+    """
+    from scipy import ndimage
+
+    names = [c.name for c in CLASSES]
+    images, labels, masks, sources, positions = [], [], [], [], []
+    for item, kind in items.items():
+        volume, affine, modality, spacing = _axial_volume(item, root)
+        lesion = None
+        folder = str(Path(item).parent)
+        if folder in LESION_MASKS and (root / LESION_MASKS[folder]).exists():
+            lesion, _, _, _ = _axial_volume(LESION_MASKS[folder], root)
+        if modality == "CT":
+            body3d = volume > -500
+            scale = 1.0
+        else:
+            positive = volume[volume > 0]
+            scale = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+            body3d = volume > 0.05 * scale
+        for k in range(0, volume.shape[0], stride):
+            body = ndimage.binary_fill_holes(ndimage.binary_opening(body3d[k], iterations=2))
+            if body.sum() * spacing[0] * spacing[1] < 3000:  # under 30 cm^2 of tissue: an end slice
+                continue
+            if kind == "torso":
+                lungs = body & (volume[k] < -500) & (volume[k] > -990)
+                kind_k = "CT chest" if lungs.sum() > 0.08 * body.sum() else "CT abdomen"
+            else:
+                kind_k = kind
+            label = names.index(kind_k)
+            rows, cols = np.nonzero(body)
+            centre = ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2)
+            fill = -1024.0 if modality == "CT" else 0.0
+            image = _resample_slice(volume[k], spacing, centre, CLASSES[label].fov_mm, fill)
+            images.append(to_unit(image, modality, scale))
+            if lesion is not None:
+                grid = _resample_slice((lesion[k] > 0).astype(np.float32), spacing, centre, CLASSES[label].fov_mm,
+                                       0.0, order=0)
+                masks.append((grid > 0.5).astype(np.uint8))
+            else:
+                masks.append(np.zeros((GRID, GRID), np.uint8))
+            labels.append(label)
+            sources.append(item)
+            positions.append(k)
+    return SynthSlices(images=np.stack(images).astype(np.float32), labels=np.array(labels, np.int64),
+                       masks=np.stack(masks), sources=sources, positions=np.array(positions, np.int64))

@@ -1,0 +1,168 @@
+"""Train the synthetic-slice diffusion model (models/synth_diffusion2d) on a time budget, resumably.
+
+    python scripts/train_synth.py --threads 1 --minutes 40            # train (resumes from runs/synth_diffusion2d)
+    python scripts/train_synth.py --export-only                       # write the card from the last checkpoint
+
+Epsilon-prediction DDPM (1000 steps, scaled-linear betas) on 128 x 128 axial slices of ``SYNTH_TRAIN``; the class
+label is replaced by "none" 15 % of the time and the lesion mask (where the slice has one) is given 70 % of the time,
+so one network samples unconditionally, per class, and with a lesion mask. The learning rate follows a cosine over
+the time budget (not a step count: the machine's speed varies), and the shipped weights are the EMA of the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medscan.nets.builders import build_network, count_parameters  # noqa: E402
+from medscan.nets.weights import save_model  # noqa: E402
+from medscan.synth.data import (  # noqa: E402
+    CLASSES, CT_WINDOW, GRID, MR_UNITS, NONE_CLASS, SYNTH_HELDOUT, SYNTH_TRAIN, SynthSlices, extract_slices,
+)
+from medscan.synth.sampler import SCHEDULE  # noqa: E402
+from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint  # noqa: E402
+
+NAME = "synth_diffusion2d"
+NETWORK = {"kind": "synth_denoiser", "args": {"channels": [32, 64, 64], "attention": [False, False, False],
+                                              "res_blocks": 1, "num_classes": NONE_CLASS + 1, "unshuffle": 2}}
+
+
+def training_slices(cache: Path) -> SynthSlices:
+    if cache.exists():
+        return SynthSlices.load(cache)
+    slices = extract_slices(SYNTH_TRAIN)
+    slices.save(cache)
+    return slices
+
+
+def sampling_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-slice probabilities: classes weighted by the square root of their size (small classes seen more often
+    than their share, but not so often that 28 CT head slices are learned by heart)."""
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
+    per_class = np.sqrt(counts) / np.sqrt(counts).sum()
+    weights = per_class[labels] / counts[labels]
+    return weights / weights.sum()
+
+
+def make_batch(data: SynthSlices, probabilities: np.ndarray, batch: int, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    index = rng.choice(len(data.labels), size=batch, p=probabilities)
+    images = data.images[index].copy()
+    masks = data.masks[index].astype(np.float32)
+    flip = rng.random(batch) < 0.5  # left-right mirror: anatomy is near-symmetric, lesions are not tied to a side
+    images[flip] = images[flip, :, ::-1]
+    masks[flip] = masks[flip, :, ::-1]
+    has_mask = masks.reshape(batch, -1).max(1) > 0
+    masks[has_mask & (rng.random(batch) >= 0.7)] = 0.0
+    labels = data.labels[index].copy()
+    labels[rng.random(batch) < 0.15] = NONE_CLASS
+    return (torch.from_numpy(np.ascontiguousarray(images))[:, None], torch.from_numpy(labels),
+            torch.from_numpy(np.ascontiguousarray(masks))[:, None])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=40.0, help="training time budget (wall clock)")
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / NAME)
+    parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument("--export-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    data = training_slices(args.workdir.parent / "synth_train.npz")
+    probabilities = sampling_weights(data.labels)
+    model = build_network(NETWORK)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    checkpoint = args.workdir / "checkpoint.pt"
+    elapsed_file = args.workdir / "elapsed.json"
+    start = load_checkpoint(checkpoint, rng, generator, model=model, ema=ema, optimizer=optimizer)
+    elapsed = json.loads(elapsed_file.read_text())["seconds"] if start and elapsed_file.exists() else 0.0
+    budget = args.minutes * 60
+    from monai.networks.schedulers import DDPMScheduler
+
+    scheduler = DDPMScheduler(**SCHEDULE)
+    log, writer = open_log(args.workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
+    step, losses, began = start, [], time.time() - elapsed
+    model.train()
+    while not args.export_only and time.time() - began < budget:
+        step += 1
+        fraction = (time.time() - began) / budget
+        lr = args.lr * min(1.0, step / 100) * (0.5 * (1 + np.cos(np.pi * min(fraction, 1.0))) * 0.95 + 0.05)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, labels, masks = make_batch(data, probabilities, args.batch, rng)
+        noise = torch.randn(images.shape, generator=generator)
+        timesteps = torch.randint(0, scheduler.num_train_timesteps, (len(images),), generator=generator)
+        noisy = scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
+        loss = torch.nn.functional.mse_loss(model(noisy, timesteps, labels, masks), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        decay = min(0.998, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+                target.lerp_(source, 1 - decay)
+            for target, source in zip(ema.buffers(), model.buffers(), strict=True):
+                target.copy_(source)
+        losses.append(loss.item())
+        if step % 20 == 0:
+            writer.writerow([step, f"{np.mean(losses[-20:]):.6f}", f"{lr:.2e}", f"{time.time() - began:.1f}"])
+            log.flush()
+            print(f"step {step} loss {np.mean(losses[-20:]):.4f} lr {lr:.2e} {time.time() - began:.0f}s", flush=True)
+        if step % 100 == 0:
+            save_checkpoint(checkpoint, step, rng, generator, model=model, ema=ema, optimizer=optimizer)
+            elapsed_file.write_text(json.dumps({"seconds": time.time() - began}))
+    if not args.export_only:
+        save_checkpoint(checkpoint, step, rng, generator, model=model, ema=ema, optimizer=optimizer)
+        elapsed_file.write_text(json.dumps({"seconds": time.time() - began}))
+    log.close()
+    seconds = json.loads(elapsed_file.read_text())["seconds"] if elapsed_file.exists() else 0.0
+    counts = {cls.name: int((data.labels == i).sum()) for i, cls in enumerate(CLASSES)}
+    card = {
+        "name": NAME, "version": "1", "task": "synthesize",
+        "description": ("Denoising diffusion model (DDPM training, DDIM sampling) of 128 x 128 axial slices, "
+                        "conditioned on modality + body region (or 'none': unconditional) and optionally on a lesion "
+                        "mask. Outputs are synthetic: CT in HU through a fixed window, MR in arbitrary units."),
+        "network": NETWORK, "parameters": count_parameters(ema),
+        "classes": [{"modality": c.modality, "region": c.region, "fov_mm": c.fov_mm,
+                     "train_slices": counts[c.name]} for c in CLASSES],
+        "grid": GRID, "ct_window_hu": list(CT_WINDOW), "mr_units": MR_UNITS, "schedule": SCHEDULE,
+        "training": {"train_items": SYNTH_TRAIN, "heldout_items": SYNTH_HELDOUT,
+                     "split": ("by subject: held out TCGA fg_6692 (MR brain, 4 contrasts) and the TotalSegmentator "
+                               "aorta CT (chest + abdomen); CT head has no held-out subject"),
+                     "lesion_masks": "paired/brain_tcga_du_7294/tumour_seg_auto.nii.gz (automatic, all labels > 0)",
+                     "steps": step, "batch": args.batch, "lr": args.lr, "ema_decay": 0.998,
+                     "class_dropout": 0.15, "mask_given": 0.7, "threads": args.threads,
+                     "minutes": round(seconds / 60, 1),
+                     "final_loss": float(np.mean(losses[-100:])) if losses else None,
+                     "command": ("/work/notes/trainslot python scripts/train_synth.py --threads "
+                                 f"{args.threads} --minutes {args.minutes:g} --batch {args.batch} --lr {args.lr:g}")},
+    }
+    args.models.mkdir(parents=True, exist_ok=True)
+    log_src = args.workdir / "log.csv"
+    if log_src.exists():
+        (args.models / f"{NAME}.train_log.csv").write_text(log_src.read_text())
+    print("wrote", save_model(ema, card, NAME, args.models))
+
+
+if __name__ == "__main__":
+    main()
