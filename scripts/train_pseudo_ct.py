@@ -1,6 +1,6 @@
 """Train the EXPERIMENTAL unpaired MR->CT (pseudo-CT) model shipped as models/pseudo_ct_cyclegan2d.
 
-    python scripts/train_pseudo_ct.py --steps 3000 --threads 1 --workdir runs/pseudo_ct   # resumes
+    python scripts/train_pseudo_ct.py --steps 3000 --minutes 38 --threads 1 --workdir runs/pseudo_ct  # resumes
     python scripts/train_pseudo_ct.py --workdir runs/pseudo_ct --export-checkpoint         # ship the latest checkpoint
 
 No CT+MR pair of one patient exists here, so this is CycleGAN-style unpaired training on 2-D slices: two small
@@ -68,6 +68,7 @@ class CycleConfig:
     seed: int = 0
     threads: int = 1
     checkpoint_every: int = 100
+    minutes: float = 0.0  # wall-clock budget (0: none): the run ends at whichever of steps / minutes comes first
     mr_items: list[list[Any]] = field(default_factory=lambda: [list(x) for x in MR_ITEMS])
     ct_items: list[list[Any]] = field(default_factory=lambda: [list(x) for x in CT_ITEMS])
 
@@ -75,10 +76,14 @@ class CycleConfig:
     def network(self) -> dict[str, Any]:
         return {"kind": "translator_generator", "args": {"features": self.features, "blocks": self.blocks}}
 
-    def lr_at(self, step: int) -> float:
+    def progress(self, step: int, seconds: float) -> float:
+        """How far the run is (0..1): by steps, or by the wall-clock budget when that is nearer its end."""
+        done = step / self.steps
+        return max(done, seconds / (60 * self.minutes)) if self.minutes > 0 else done
+
+    def lr_at(self, progress: float) -> float:
         """Constant for the first half, then linear decay to a tenth (CycleGAN's schedule, shortened)."""
-        half = self.steps / 2
-        return self.lr if step <= half else self.lr * (1 - 0.9 * (step - half) / half)
+        return self.lr if progress <= 0.5 else self.lr * (1 - 0.9 * min(1.0, (progress - 0.5) / 0.5))
 
 
 def to_grid(volume: np.ndarray, spacing: tuple[float, float, float], order: int = 1) -> np.ndarray:
@@ -167,8 +172,10 @@ def train(config: CycleConfig, workdir: Path) -> dict[str, Any]:
     rows = (workdir / "log.csv").read_text().strip().splitlines() if start > 0 else []
     began = time.time() - (float(rows[-1].split(",")[-1]) if len(rows) > 1 else 0.0)
     history: dict[str, list[float]] = {k: [] for k in LOG_FIELDS[1:6]}
+    step = start
     for step in range(start + 1, config.steps + 1):
-        lr = config.lr_at(step)
+        progress = config.progress(step, time.time() - began)
+        lr = config.lr_at(progress)
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -192,18 +199,21 @@ def train(config: CycleConfig, workdir: Path) -> dict[str, Any]:
         opt_d.step()
         for key, value in zip(LOG_FIELDS[1:6], (adv, cycle, identity, loss_d_ct, loss_d_mr), strict=True):
             history[key].append(float(value.detach()))
-        if step % 20 == 0 or step == config.steps:
+        last = step == config.steps or progress >= 1.0
+        if step % 20 == 0 or last:
             means = [f"{np.mean(history[k][-20:]):.5f}" for k in LOG_FIELDS[1:6]]
             writer.writerow([step, *means, f"{lr:.2e}", f"{time.time() - began:.1f}"])
             log.flush()
             print(f"step {step} {time.time() - began:.0f}s: "
                   + " ".join(f"{k}={v}" for k, v in zip(LOG_FIELDS[1:6], means, strict=True)), flush=True)
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if step % config.checkpoint_every == 0 or last:
             save_checkpoint(checkpoint, step, rng, stream, **parts)
+        if last:
+            break
     log.close()
     g_ct.eval()
     g_mr.eval()
-    return {"model": g_ct, "model_ct2mr": g_mr, "steps": config.steps}
+    return {"model": g_ct, "model_ct2mr": g_mr, "steps": step}
 
 
 WARNING = ("EXPERIMENTAL, NOT VALIDATED: trained UNPAIRED (no CT and MR of the same patient exist here), on mostly "
@@ -256,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = CycleConfig()
     for name in ("steps", "batch", "patch", "features", "blocks", "d_features", "seed", "threads"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "w_cycle", "w_identity"):
+    for name in ("lr", "w_cycle", "w_identity", "minutes"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--workdir", type=Path, default=Path("runs") / NAME)
     parser.add_argument("--models", type=Path, default=None, help="where to write the model (default: models/)")
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = CycleConfig(**{k: getattr(args, k) for k in (
             "steps", "batch", "patch", "features", "blocks", "d_features", "seed", "threads", "lr", "w_cycle",
-            "w_identity")})
+            "w_identity", "minutes")})
         result = train(config, workdir)
         g_ct, g_mr, steps = result["model"], result["model_ct2mr"], result["steps"]
     path = save_model(g_ct, _card(config, g_ct, steps, workdir, command, direction="MR->CT"), config.name,

@@ -48,9 +48,12 @@ def tta_planes(predict: PlanesFn, planes: np.ndarray, flips: Sequence[tuple[int,
 
 def synthetic_result(scan: Scan, voxels: np.ndarray, entry: ProvenanceEntry, *, uncertainty: np.ndarray,
                      generated: np.ndarray | None = None, affine: np.ndarray | None = None,
-                     notes: Sequence[str] = ()) -> Result:
+                     notes: Sequence[str] = (), experimental: str = "") -> Result:
     """The derived, SYNTHETIC scan with its ``uncertainty`` map (same shape as the output voxels) and, when
     only part of the output was generated, the boolean ``generated`` mask; unmarked voxels are measured.
+
+    ``experimental`` (a one-line warning) marks a model that is not validated: the word EXPERIMENTAL goes into
+    the provenance (hence DerivationDescription), the series description and the notes.
 
     The generated region's size goes into the provenance so a DICOM reader sees how much was made up.
     """
@@ -60,6 +63,8 @@ def synthetic_result(scan: Scan, voxels: np.ndarray, entry: ProvenanceEntry, *, 
     maps = {"uncertainty": np.asarray(uncertainty, dtype=np.float32)}
     parameters = dict(entry.parameters)
     parameters["synthetic"] = True
+    if experimental:
+        parameters["experimental"] = experimental
     if generated is not None:
         generated = np.asarray(generated, dtype=bool)
         if generated.shape != voxels.shape:
@@ -72,5 +77,9 @@ def synthetic_result(scan: Scan, voxels: np.ndarray, entry: ProvenanceEntry, *, 
     entry = ProvenanceEntry(entry.operation, parameters, entry.model, entry.model_version, entry.software,
                             entry.timestamp)
     derived = scan.derive(voxels, entry, affine=affine, synthetic=True)
+    if experimental:
+        derived.description = f"EXPERIMENTAL {derived.description}".strip()
+        warning = experimental if "EXPERIMENTAL" in experimental else f"EXPERIMENTAL — {experimental}"
+        notes = [f"{entry.operation}: {warning}", *notes]
     return Result(scan=derived, maps=maps, notes=[*notes, f"{entry.operation}: SYNTHETIC — generated pixels, "
                                                           "not measured; see the uncertainty map"])
