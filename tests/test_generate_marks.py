@@ -26,7 +26,10 @@ CASES: dict[str, list[list[str]]] = {
     "fill_slices": [["--slices", "2"]],
     "motion_correct": [[]],
     "super_resolve": [["--scale", "2"], ["--scale", "4", "--gan"]],
+    "translate": [["--to", "T2", "--from", "T1"]],
 }
+# Operations that refuse the MR crop (translate needs a skull-stripped axial brain): the fixture they get instead.
+INPUTS: dict[str, str] = {"translate": "brain_stack"}
 PARTIAL = {"inpaint", "fill_slices"}  # only part of the output is generated: a SEG records which part
 
 
@@ -45,6 +48,22 @@ def mr_crop(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def brain_stack(tmp_path_factory) -> Path:
+    """10 axial slices of the held-out skull-stripped paired T1 (paired/brain_tcga_fg_6692)."""
+    source = DATA / "paired" / "brain_tcga_fg_6692" / "t1.nii.gz"
+    if not source.exists():
+        pytest.skip("shared paired data not present")
+    scan = load(source)
+    affine = scan.affine.copy()
+    affine[:3, 3] = scan.index_to_world([[0, 0, 70]])[0]
+    scan.voxels = np.ascontiguousarray(scan.voxels[70:80])
+    scan.affine = affine
+    path = tmp_path_factory.mktemp("brain") / "t1_stack.nii.gz"
+    write_nifti(scan, path)
+    return path
+
+
 def test_every_generate_operation_has_a_marking_case():
     assert {op.name for op in operations("generate")} <= set(CASES)
 
@@ -54,11 +73,13 @@ def _cases():
 
 
 @pytest.mark.parametrize(("name", "extra"), _cases(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
-def test_generate_output_through_the_cli_is_marked_synthetic_everywhere(name, extra, mr_crop, tmp_path, capsys):
+def test_generate_output_through_the_cli_is_marked_synthetic_everywhere(name, extra, mr_crop, tmp_path, capsys,
+                                                                        request):
     if name not in {op.name for op in operations("generate")}:
         pytest.skip(f"{name} is not installed")
+    source = request.getfixturevalue(INPUTS[name]) if name in INPUTS else mr_crop
     out = tmp_path / "result"
-    assert main(["generate", name.replace("_", "-"), str(mr_crop), "-o", str(out), "--modality", "MR",
+    assert main(["generate", name.replace("_", "-"), str(source), "-o", str(out), "--modality", "MR",
                  *extra]) == 0
     folder = tmp_path / "result_synthetic"
     assert not out.exists() and folder.is_dir()

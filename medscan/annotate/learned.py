@@ -127,17 +127,29 @@ def check_brain(scan: Scan) -> None:
     if "flair" not in described and re.search(r"(^|[^a-z0-9])(t1|t2|dwi|adc|swi|mprage|tof|dti)", described):
         raise MedscanError(where, f"brain-tumour was trained on FLAIR; this series is described as "
                                   f"{scan.description!r} — load the FLAIR series")
+    _require_brain_foreground(scan, "brain-tumour")
+
+
+def require_skull_stripped_brain(scan: Scan, task: str, max_thickness: float = 3.0) -> None:
+    """An axial stack of a skull-stripped brain (BraTS-style): what every brain model trained on paired/ saw."""
+    _require_axial_stack(scan, task, max_thickness=max_thickness)
+    _require_brain_foreground(scan, task)
+
+
+def _require_brain_foreground(scan: Scan, task: str) -> None:
+    """Mostly background with a brain-sized foreground (100-200 x 120-240 mm): a skull-stripped brain."""
+    where = _where(scan)
     volume = scan.voxels
     positive = volume[volume > 0]
     if positive.size == 0:
-        raise MedscanError(where, "brain-tumour: the series is empty (no positive voxels)")
+        raise MedscanError(where, f"{task}: the series is empty (no positive voxels)")
     brain = volume > 0.05 * np.percentile(positive, 99)
     background = 1.0 - brain.mean()
     _ks, js, is_ = np.nonzero(brain)
     sx, sy, _sz = scan.spacing
     extent = ((is_.max() - is_.min() + 1) * sx, (js.max() - js.min() + 1) * sy)
     if background < 0.4 or not (100 <= extent[0] <= 200 and 120 <= extent[1] <= 240):
-        raise MedscanError(where, "brain-tumour needs a skull-stripped brain MR (zero outside the brain); this series "
+        raise MedscanError(where, f"{task} needs a skull-stripped brain MR (zero outside the brain); this series "
                                   f"has {100 * background:.0f}% background and a {extent[0]:.0f}x{extent[1]:.0f} mm "
                                   "foreground — not a skull-stripped brain")
 

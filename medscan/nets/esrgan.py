@@ -82,16 +82,19 @@ class ESRGANGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Spectral-norm convolutional critic: one real/fake logit per receptive-field patch (about 30 px)."""
+    """Spectral-norm convolutional critic: one real/fake logit per receptive-field patch (about 30 px).
 
-    def __init__(self, features: int = 32) -> None:
+    ``in_channels`` > 1 makes it a conditional (pix2pix) critic: the candidate image with its condition planes.
+    """
+
+    def __init__(self, features: int = 32, in_channels: int = 1) -> None:
         super().__init__()
         f = features
 
         def conv(cin: int, cout: int, stride: int) -> nn.Module:
             return spectral_norm(nn.Conv2d(cin, cout, 3, stride=stride, padding=1))
 
-        self.body = nn.Sequential(conv(1, f, 1), nn.LeakyReLU(0.2), conv(f, f, 2), nn.LeakyReLU(0.2),
+        self.body = nn.Sequential(conv(in_channels, f, 1), nn.LeakyReLU(0.2), conv(f, f, 2), nn.LeakyReLU(0.2),
                                   conv(f, 2 * f, 1), nn.LeakyReLU(0.2), conv(2 * f, 2 * f, 2), nn.LeakyReLU(0.2),
                                   conv(2 * f, 4 * f, 1), nn.LeakyReLU(0.2), conv(4 * f, 4 * f, 2),
                                   nn.LeakyReLU(0.2), conv(4 * f, 1, 1))

@@ -8,6 +8,7 @@ from medscan.ops import fill as _fill  # noqa: F401  (registers inpaint and fill
 from medscan.ops import motion as _motion  # noqa: F401  (registers motion_correct)
 from medscan.ops import restore as _restore  # noqa: F401  (registers sharpen and super_resolve)
 from medscan.ops import study_adapt as _study_adapt  # noqa: F401  (registers clean adapt)
+from medscan.ops import translate as _translate  # noqa: F401  (registers translate)
 from medscan.ops.registry import Operation, Param, Result, get, operations, run
 
 __all__ = ["Operation", "Param", "Result", "get", "operations", "run"]

@@ -1,0 +1,228 @@
+"""Translate (a Generate operation): a contrast that was not acquired, predicted from one that was.
+
+MR -> MR: the conditional pix2pix-style translator ``translate_mr2d`` (trained on one skull-stripped glioma
+subject, evaluated on the other; see its card) maps T1 -> T2, T1 -> FLAIR, T2 -> T1, T1c -> T1 and T1 -> T1c
+slice by slice on axial 1 mm planes. MR -> CT (``--to CT``) is the experimental unpaired pseudo-CT of
+``medscan.ops.pseudo_ct``.
+
+Intensity scale: MR has arbitrary units, so the output is written on the INPUT's scale: the model predicts the
+target contrast with the brain's median at 1 (as in training) and that is multiplied by the input's own brain
+median, so typical brain tissue has the same value in input and output (CSF in a T2 output then sits at about
+3-4 x that). Outside the brain (the zero region of the skull-stripped input) the output is 0. Every pixel is
+generated: the uncertainty map is the spread over the four flipped copies of each slice, in output units.
+
+The model only knows skull-stripped axial brain MR of the contrasts it was trained on: a CT, a series that is not
+a skull-stripped brain, an unknown or identical source contrast, or an untrained direction is refused.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from medscan import __version__
+from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.scan import MedscanError, ProvenanceEntry, Scan
+
+TRANSLATE_MODEL = "translate_mr2d"
+MR_CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
+TARGETS = (*MR_CONTRASTS, "CT")
+MIN_ZERO_BACKGROUND = 0.3  # a skull-stripped volume is exactly 0 outside the brain; raw MR background is noise
+CHUNK = 8  # planes per forward pass
+
+
+def _where(scan: Scan) -> str:
+    return scan.source_path or scan.description or "series"
+
+
+# -- which contrast is the input? ------------------------------------------------------------------------------------
+def contrast_from_text(text: str) -> str | None:
+    """T1 / T1c / T2 / FLAIR named in a series description, protocol or file name; None when it does not say.
+
+    FLAIR before T2 (a "T2 FLAIR" is FLAIR), post-contrast T1 before T1 (t1c, t1ce, t1gd, "T1 POST", "+C", gad).
+    T2* (gradient echo) is not T2 and stays unknown.
+    """
+    t = text.lower()
+    if re.search(r"flair|(^|[^a-z0-9])(fla|t2f|dark[ _-]?fluid|tirm)([^a-z0-9]|$)", t):
+        return "FLAIR"
+    t1 = re.search(r"(^|[^a-z0-9])(t1|t1w|mprage|spgr|t1c|t1ce|t1gd)", t)
+    post = re.search(r"t1c|t1ce|t1gd|t1[ _-]?\+[ _-]?c|(^|[^a-z0-9])(post|gd|gad|gado|contrast|ce|km)([^a-z0-9]|$)"
+                     r"|\+c([^a-z0-9]|$)", t)
+    if t1 and post:
+        return "T1c"
+    if re.search(r"(^|[^a-z0-9])t2[ _-]?(\*|star)", t):
+        return None
+    if re.search(r"(^|[^a-z0-9])(t2|t2w)([^a-z0-9]|$)", t):
+        return "T2"
+    if t1:
+        return "T1"
+    return None
+
+
+def detect_contrast(scan: Scan) -> tuple[str, str]:
+    """(contrast, what said so) from SeriesDescription, ProtocolName, the description and the file name.
+
+    Raises a one-line MedscanError when none of them names a contrast, or when they disagree.
+    """
+    from pathlib import Path
+
+    header = scan.header
+    texts = {"SeriesDescription": str(getattr(header, "SeriesDescription", "") or "") if header is not None else "",
+             "ProtocolName": str(getattr(header, "ProtocolName", "") or "") if header is not None else "",
+             "description": scan.description or "",
+             "file name": Path(scan.source_path).name if scan.source_path else ""}
+    found = {key: contrast_from_text(text) for key, text in texts.items() if text}
+    named = {key: value for key, value in found.items() if value}
+    kinds = set(named.values())
+    if not kinds:
+        raise MedscanError(_where(scan), "cannot tell the source contrast from the series description, protocol or "
+                                         "file name — give --from T1|T1c|T2|FLAIR")
+    if len(kinds) > 1:
+        said = ", ".join(f"{k} says {v}" for k, v in named.items())
+        raise MedscanError(_where(scan), f"conflicting source contrast ({said}) — give --from")
+    key = next(iter(named))
+    return named[key], key
+
+
+# -- what the model was made for -------------------------------------------------------------------------------------
+def check_translatable(scan: Scan, source: str, target: str, card: dict) -> None:
+    """Refuse what the translator never saw: CT, untrained directions, anything but a skull-stripped axial brain."""
+    from medscan.annotate.learned import require_skull_stripped_brain
+
+    where = _where(scan)
+    if scan.modality == "CT" or scan.units == "HU":
+        raise MedscanError(where, f"translate --to {target} is an MR contrast model; this series is CT")
+    if scan.modality != "MR":
+        raise MedscanError(where, f"translate needs an MR series, not {scan.modality or 'an unknown modality'}")
+    if source == target:
+        raise MedscanError(where, f"the series already is {source} (from and to are the same contrast)")
+    trained = [tuple(d) for d in card.get("directions", [])]
+    if (source, target) not in trained:
+        names = ", ".join(f"{a}->{b}" for a, b in trained)
+        raise MedscanError(where, f"{TRANSLATE_MODEL} was not trained for {source}->{target} (trained: {names})")
+    require_skull_stripped_brain(scan, "translate", max_thickness=3.0)
+    zero = float(np.mean(scan.voxels == 0))
+    if zero < MIN_ZERO_BACKGROUND:
+        raise MedscanError(where, f"translate needs a skull-stripped brain (exactly 0 outside the brain); only "
+                                  f"{100 * zero:.0f}% of this series is zero — skull-strip it first")
+
+
+# -- running the model ------------------------------------------------------------------------------------------
+def translate_planes(model, planes: np.ndarray, brain: np.ndarray, source: str, target: str, device,
+                     progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """TTA mean and spread of the normalised target for normalised canonical 1 mm (N, H, W) ``planes``.
+
+    Planes are padded to the network's multiple (zeros: the background of a skull-stripped slice), predicted in
+    chunks, and zeroed outside ``brain``.
+    """
+    import torch
+
+    from medscan.nets.translator import CONTRASTS
+    from medscan.ops.generated import tta_planes
+
+    multiple = int(getattr(model, "pad_multiple", 16))
+    n, h, w = planes.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    a, t = CONTRASTS.index(source), CONTRASTS.index(target)
+    total = n * 4
+    done = [0]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape, np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(x), CHUNK):
+                chunk = torch.from_numpy(np.pad(x[start:start + CHUNK], ((0, 0), (0, ph), (0, pw))))[:, None]
+                chunk = chunk.to(device)
+                codes = [torch.full((len(chunk),), c, dtype=torch.long, device=device) for c in (a, t)]
+                out[start:start + CHUNK] = model(chunk, *codes)[:, 0, :h, :w].float().cpu().numpy()
+                done[0] += len(chunk)
+                if progress is not None:
+                    progress(done[0], total)
+        return out
+
+    mean, spread = tta_planes(predict, np.ascontiguousarray(planes, np.float32))
+    mean = np.maximum(mean, 0.0) * brain
+    return mean.astype(np.float32), (spread * brain).astype(np.float32)
+
+
+def translate_volume(model, scan: Scan, source: str, target: str, device, grid_mm: float = 1.0,
+                     progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(output, uncertainty, input scale) on the scan's own grid, in the input's units (see the module note)."""
+    from medscan.annotate.learned import _axial_flips, canonical_volume, resample_planes
+    from medscan.train.task_translate import brain_scale
+
+    normalised, brain, scale = brain_scale(canonical_volume(scan.voxels, scan))
+    _k, h, w = normalised.shape
+    spacing = scan.spacing[:2]
+    work = resample_planes(normalised, spacing, grid_mm)
+    work_brain = resample_planes(brain.astype(np.float32), spacing, grid_mm) > 0.5
+    rows = np.flatnonzero(work_brain.sum(axis=(1, 2)) > 0)
+    mean = np.zeros_like(work)
+    spread = np.zeros_like(work)
+    if rows.size:
+        mean[rows], spread[rows] = translate_planes(model, work[rows], work_brain[rows], source, target, device,
+                                                    progress)
+    if mean.shape[1:] != (h, w):
+        mean = resample_planes(mean, (grid_mm, grid_mm), grid_mm, shape=(h, w))
+        spread = resample_planes(spread, (grid_mm, grid_mm), grid_mm, shape=(h, w))
+    mean, spread = mean * brain, spread * brain
+    flip_rows, flip_cols = _axial_flips(scan)  # canonical -> the scan's own orientation (a flip is its own inverse)
+    if flip_rows:
+        mean, spread = mean[:, ::-1], spread[:, ::-1]
+    if flip_cols:
+        mean, spread = mean[:, :, ::-1], spread[:, :, ::-1]
+    return (np.ascontiguousarray(mean) * scale, np.ascontiguousarray(spread) * scale, scale)
+
+
+def translate(scan: Scan, *, to: str, model: str, device: str, progress: ProgressCallback | None,
+              **params: str) -> Result:
+    source_param = str(params.get("from", "auto"))
+    if to == "CT":
+        if scan.modality == "CT" or scan.units == "HU":
+            raise MedscanError(_where(scan), "the series already is CT (from and to are the same modality)")
+        from medscan.ops.pseudo_ct import pseudo_ct
+
+        return pseudo_ct(scan, device=device)
+    from medscan.nets.device import pick_device
+    from medscan.nets.weights import load_card
+    from medscan.ops.generated import synthetic_result
+    from medscan.ops.inference import cached_model
+
+    if scan.modality == "CT" or scan.units == "HU":  # before anything else: a CT has no MR contrast to detect
+        raise MedscanError(_where(scan), f"translate --to {to} is an MR contrast model; this series is CT")
+    source, said_by = (source_param, "--from") if source_param != "auto" else detect_contrast(scan)
+    card = load_card(model).data
+    check_translatable(scan, source, to, card)
+    torch_device = pick_device(device)
+    network, card = cached_model(model, torch_device)
+    output, spread, scale = translate_volume(network, scan, source, to, torch_device,
+                                             float(card.get("grid_mm", 1.0)), progress)
+    entry = ProvenanceEntry("translate", {"from": source, "from_source": said_by, "to": to,
+                                          "tta": "flips x4", "input_brain_median": round(scale, 4),
+                                          "scale": "target contrast with its brain median at the input's"},
+                            model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
+    notes = [f"{to} predicted from {source} ({said_by}); intensities on the input's scale (brain median "
+             f"{scale:.4g} in both), arbitrary MR units"]
+    result = synthetic_result(scan, output.reshape(scan.voxels.shape), entry,
+                              uncertainty=spread.reshape(scan.voxels.shape), notes=notes)
+    result.scan.description = f"{to} from {source}" + (f" ({scan.description})" if scan.description else "")
+    return result
+
+
+register(Operation(
+    name="translate",
+    family="generate",
+    title="Translate contrast",
+    summary="Predict a contrast that was not acquired (MR T1->T2/FLAIR/T1c, T2->T1, T1c->T1 on a skull-stripped "
+            "axial brain; MR->CT experimental); the output is SYNTHETIC.",
+    params=(
+        Param("to", "choice", "T2", "contrast to produce", choices=TARGETS),
+        Param("from", "choice", "auto", "contrast of the input (auto: from SeriesDescription, ProtocolName or the "
+                                        "file name)", choices=("auto", *MR_CONTRASTS)),
+        Param("model", "str", TRANSLATE_MODEL, "shipped MR translation model to use"),
+    ),
+    function=translate,
+    modalities=("MR",),
+    synthetic=True,
+))

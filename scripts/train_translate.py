@@ -1,0 +1,231 @@
+"""Train the conditional MR contrast translator (pix2pix-style) on ONE paired subject; the other is held out.
+
+    python scripts/train_translate.py --train du_7294 --threads 1       # fold A -> models/folds/translate_du_7294
+    python scripts/train_translate.py --train du_7294 --ship translate_mr2d   # also ship it as models/translate_mr2d
+    python scripts/train_translate.py --train fg_6692 --export-checkpoint     # write the latest checkpoint
+
+One generator (``translator_unet``: source slice + source/target one-hot planes) covers every direction of
+``DIRECTIONS``. Phase 1 (steps 1..pretrain-steps): L1 only. Phase 2: pix2pix loss, ``w_l1`` * L1 (100) plus the
+non-saturating adversarial loss of the shared spectral-norm ``PatchDiscriminator`` (medscan.nets.esrgan), made
+conditional: it sees the candidate target with the source slice and the target one-hot planes. Crops are
+1 mm axial; the output is zeroed outside the brain (the non-zero region of the skull-stripped source). Resumes
+from ``runs/translate_<train>/checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medscan.nets.builders import build_network, count_parameters
+from medscan.nets.esrgan import PatchDiscriminator
+from medscan.nets.translator import CONTRASTS
+from medscan.nets.weights import save_model
+from medscan.train.task_translate import DIRECTIONS, SUBJECTS, PairedBank
+from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_FIELDS = ["step", "phase", "l1", "adversarial", "discriminator", "lr", "seconds"]
+
+
+@dataclass
+class TranslateConfig:
+    name: str
+    train_subject: str
+    heldout_subject: str
+    features: int = 16
+    levels: int = 4
+    d_features: int = 16
+    pretrain_steps: int = 600
+    steps: int = 1000
+    batch: int = 8
+    patch: int = 96
+    lr_pretrain: float = 1e-3
+    lr: float = 2e-4
+    w_l1: float = 100.0
+    w_adversarial: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    checkpoint_every: int = 50
+    directions: list[list[str]] = field(default_factory=lambda: [list(d) for d in DIRECTIONS])
+
+    @property
+    def network(self) -> dict[str, Any]:
+        return {"kind": "translator_unet", "args": {"features": self.features, "levels": self.levels}}
+
+    def generator_lr(self, step: int) -> float:
+        """Phase 1: warm-up then cosine to a tenth; phase 2: pix2pix's constant 2e-4 halving at the end."""
+        if step > self.pretrain_steps:
+            return self.lr * (0.5 if step > (self.pretrain_steps + self.steps) / 2 else 1.0)
+        warm = min(1.0, step / 30)
+        progress = step / max(1, self.pretrain_steps)
+        return self.lr_pretrain * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def critic_input(source: torch.Tensor, image: torch.Tensor, target_code: torch.Tensor) -> torch.Tensor:
+    """What the conditional critic judges: (source, candidate, target one-hot planes)."""
+    b, _, h, w = image.shape
+    onehot = F.one_hot(target_code, len(CONTRASTS)).to(image.dtype)[:, :, None, None].expand(b, -1, h, w)
+    return torch.cat([source, image, onehot], dim=1)
+
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))
+
+
+def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
+    """Train (or resume) in ``workdir``; returns the generator and the step count."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    (workdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    net = build_network(config.network)
+    critic = PatchDiscriminator(config.d_features, in_channels=2 + len(CONTRASTS))
+    opt_g = torch.optim.Adam(net.parameters(), lr=config.lr_pretrain, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    rng = np.random.default_rng(config.seed)
+    stream = torch.Generator().manual_seed(config.seed)
+    checkpoint = workdir / "checkpoint.pt"
+    parts = {"model": net, "discriminator": critic, "optimizer": opt_g, "optimizer_d": opt_d}
+    start = load_checkpoint(checkpoint, rng, stream, **parts)
+    bank = PairedBank.from_subjects([config.train_subject])
+    directions = tuple(tuple(d) for d in config.directions)
+    log, writer = open_log(workdir / "log.csv", LOG_FIELDS, resume=start > 0)
+    rows = (workdir / "log.csv").read_text().strip().splitlines() if start > 0 else []
+    began = time.time() - (float(rows[-1].split(",")[-1]) if len(rows) > 1 else 0.0)
+    history: dict[str, list[float]] = {k: [] for k in LOG_FIELDS[2:5]}
+    net.train()
+    for step in range(start + 1, config.steps + 1):
+        lr = config.generator_lr(step)
+        for group in opt_g.param_groups:
+            group["lr"] = lr
+        source, target, brain, a, t = bank.sample(config.batch, config.patch, rng, directions)
+        fake = net(source, a, t) * brain
+        l1 = F.l1_loss(fake, target)
+        adversarial_phase = step > config.pretrain_steps
+        adv = d_loss = torch.zeros(())
+        if adversarial_phase:
+            for p in critic.parameters():
+                p.requires_grad_(False)
+            adv = _bce(critic(critic_input(source, fake, t)), real=True)
+            for p in critic.parameters():
+                p.requires_grad_(True)
+            loss = config.w_l1 * l1 + config.w_adversarial * adv
+        else:
+            loss = l1
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        opt_g.step()
+        if adversarial_phase:
+            d_loss = (_bce(critic(critic_input(source, target, t)), real=True)
+                      + _bce(critic(critic_input(source, fake.detach(), t)), real=False)) / 2
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        for key, value in zip(LOG_FIELDS[2:5], (l1, adv, d_loss), strict=True):
+            history[key].append(float(value.detach()))
+        if step % 20 == 0 or step == config.steps:
+            means = [f"{np.mean(history[k][-20:]):.5f}" for k in LOG_FIELDS[2:5]]
+            writer.writerow([step, 2 if adversarial_phase else 1, *means, f"{lr:.2e}", f"{time.time() - began:.1f}"])
+            log.flush()
+            print(f"step {step}: " + " ".join(f"{k}={v}" for k, v in zip(LOG_FIELDS[2:5], means, strict=True))
+                  + f" {time.time() - began:.0f}s", flush=True)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint(checkpoint, step, rng, stream, **parts)
+    log.close()
+    net.eval()
+    return {"model": net, "steps": config.steps}
+
+
+def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: Path, command: str) -> dict[str, Any]:
+    rows = (workdir / "log.csv").read_text().strip().splitlines()
+    last = dict(zip(LOG_FIELDS, rows[-1].split(","), strict=True)) if len(rows) > 1 else {}
+    directions = ", ".join(f"{a}->{b}" for a, b in config.directions)
+    return {
+        "name": config.name,
+        "version": "1",
+        "task": "translate",
+        "description": ("Conditional MR contrast translation (pix2pix-style): a U-Net without normalisation layers "
+                        f"({config.levels} stride-2 levels, {config.features} base features) fed the source slice "
+                        "plus one-hot planes naming the source and the target contrast, so one network covers "
+                        f"{directions}. Loss: {config.w_l1:g} x L1 + the non-saturating adversarial loss of a "
+                        "conditional spectral-norm patch discriminator (source, candidate, target one-hot) after "
+                        f"{config.pretrain_steps} L1-only steps. Axial 1 mm slices of a skull-stripped brain; each "
+                        "volume divided by the median of its brain (non-zero voxels); output zero outside "
+                        "the brain. The output is GENERATED contrast, not a measurement."),
+        "network": config.network,
+        "parameters": count_parameters(model),
+        "contrasts": list(CONTRASTS),
+        "directions": [list(d) for d in config.directions],
+        "grid_mm": 1.0,
+        "normalisation": "volume / median of its non-zero (brain) voxels, negatives clipped to 0",
+        "data": {"train": [f"paired/brain_tcga_{config.train_subject}/{{t1,t1c,t2,flair}}.nii.gz"],
+                 "heldout": [f"paired/brain_tcga_{config.heldout_subject}/{{t1,t1c,t2,flair}}.nii.gz"],
+                 "split": (f"by subject: trained on every brain slice of {config.train_subject}; no slice of "
+                           f"{config.heldout_subject} seen in training. Two subjects only (TCGA-LGG via "
+                           "BraTS-Toolkit, CC BY 3.0).")},
+        "training": {**asdict(config), "command": command, "steps_completed": steps,
+                     "seconds": round(float(last.get("seconds", 0))),
+                     "minutes": round(float(last.get("seconds", 0)) / 60, 1), "final": last, "device": "cpu",
+                     "log": f"models/{config.name}.train_log.csv"},
+        "evaluation": {},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", choices=SUBJECTS, required=True, help="training subject; the other is held out")
+    defaults = TranslateConfig(name="", train_subject="", heldout_subject="")
+    for name in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch", "patch", "seed", "threads"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("lr_pretrain", "lr", "w_l1", "w_adversarial"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--ship", default="", help="also write models/<SHIP> (the shipped model)")
+    parser.add_argument("--export-checkpoint", action="store_true",
+                        help="write the cards from the latest checkpoint (of an unfinished run too)")
+    args = parser.parse_args(argv)
+    name = f"translate_{args.train}"
+    workdir = args.workdir or ROOT / "runs" / name
+    command = "python " + " ".join(sys.argv).replace(" --export-checkpoint", "")
+    if args.export_checkpoint:
+        config = TranslateConfig(**json.loads((workdir / "config.json").read_text()))
+        model = build_network(config.network)
+        state = torch.load(workdir / "checkpoint.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        steps = int(state["step"])
+        model.eval()
+    else:
+        heldout = next(s for s in SUBJECTS if s != args.train)
+        config = TranslateConfig(name=name, train_subject=args.train, heldout_subject=heldout, **{
+            k: getattr(args, k) for k in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch",
+                                          "patch", "seed", "threads", "lr_pretrain", "lr", "w_l1",
+                                          "w_adversarial")})
+        result = train(config, workdir)
+        model, steps = result["model"], result["steps"]
+    targets = [(config.name, ROOT / "models" / "folds")]
+    if args.ship:
+        targets.append((args.ship, ROOT / "models"))
+    for out_name, folder in targets:
+        data = card(config, model, steps, workdir, command)
+        data["name"] = out_name
+        data["training"]["log"] = f"models/{'' if folder.name == 'models' else 'folds/'}{out_name}.train_log.csv"
+        path = save_model(model, data, out_name, folder)
+        (folder / f"{out_name}.train_log.csv").write_text((workdir / "log.csv").read_text())
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
