@@ -77,6 +77,39 @@ def _model_stack_round_trip() -> str:
     return "torch, MONAI and safetensors checked with a throwaway network"
 
 
+# Third-party modules medscan imports only inside functions (the feature that needs them loads them): a bundle
+# that lost one starts fine and fails when a user reaches the feature. tests/test_installer_spec.py keeps this
+# list complete from the source.
+LAZY_IMPORTS = (
+    "PIL", "PyQt6.QtCore", "PyQt6.QtWidgets", "alembic", "alembic.config", "captum.attr", "cv2", "highdicom",
+    "highdicom.sr.templates", "jpeg_ls", "keyring", "keyring.backends", "matplotlib", "monai.inferers",
+    "monai.networks", "monai.networks.nets", "monai.networks.schedulers", "nibabel.nicom", "numpy", "pydicom",
+    "pydicom.pixels", "pydicom.sr.codedict", "pydicom.uid", "pylibjpeg.utils", "safetensors.torch", "scipy",
+    "scipy.stats", "skimage.filters", "skimage.metrics", "sqlalchemy", "torch", "torch.nn.functional", "tqdm",
+    "yaml",
+)
+
+
+def check_imports() -> str:
+    """Every medscan module and every library a feature loads lazily imports in this installation."""
+    import importlib
+    import pkgutil
+
+    import medscan
+
+    names = [m.name for m in pkgutil.walk_packages(medscan.__path__, "medscan.")
+             if not m.name.endswith(("__main__", "migrations.env"))]
+    failed = []
+    for name in [*names, *LAZY_IMPORTS]:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            failed.append(f"{name} ({exc})")
+    if failed:
+        raise RuntimeError(f"{len(failed)} modules do not import: {'; '.join(failed[:3])}")
+    return f"{len(names)} medscan modules and {len(LAZY_IMPORTS)} lazily used libraries"
+
+
 def check_decoders() -> str:
     """pylibjpeg finds its decoders through package metadata (entry points), which a bundle can lose."""
     from pydicom import uid
@@ -188,6 +221,7 @@ def run_self_test(gui: bool = False) -> int:
     import medscan
 
     checks: list[tuple[str, Callable[[], str]]] = [
+        ("imports", check_imports),
         ("models", check_models),
         ("decoders", check_decoders),
         ("sample", check_sample),

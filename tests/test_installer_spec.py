@@ -73,3 +73,28 @@ def test_the_bundle_keeps_every_module_the_app_imports() -> None:
     excluded = sorted(f"{module} (excluded as {rule})" for module in report["loaded"] for rule in excludes
                       if module == rule or module.startswith(rule + "."))
     assert excluded == [], f"installer/medscan.spec excludes modules the app imports: {excluded[:10]}"
+
+
+def lazy_third_party_imports() -> set[str]:
+    """Modules outside the standard library, medscan and ui that are imported inside a function body."""
+    found: set[str] = set()
+    for package in ("medscan", "ui"):
+        for path in (ROOT / package).rglob("*.py"):
+            for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Import):
+                        found.update(alias.name for alias in node.names)
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                        found.add(node.module)
+    return {name for name in found if name.split(".")[0] not in sys.stdlib_module_names | {"medscan", "ui"}
+            and not name.startswith(OPTIONAL)}
+
+
+def test_the_self_test_imports_every_library_a_feature_loads_lazily() -> None:
+    from medscan.selftest import LAZY_IMPORTS, check_imports
+
+    missing = sorted(lazy_third_party_imports() - set(LAZY_IMPORTS))
+    assert missing == [], f"add to medscan.selftest.LAZY_IMPORTS (the bundle's self-test imports them): {missing}"
+    assert "medscan modules" in check_imports()
