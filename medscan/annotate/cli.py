@@ -1,6 +1,7 @@
 """``medscan annotate`` (segment, list findings, write DICOM SEG/SR of the drafts), ``medscan review`` (accept,
 reject, list, export accepted annotations in a study database) and ``medscan explain`` (a finding's explanation
-overlay as PNG).
+overlay as PNG; with ``--db`` the map is also kept with the finding's annotation, as ``annotate --db --explain``
+does for every finding).
 
 Everything is checked before anything is written: a series a task was not made for gets the task's one-line
 message and no file; SEG/SR need the DICOM series the scan was read from (a NIfTI input can write its labels as
@@ -37,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     annotate.add_argument("--max-per-label", type=int, default=10, help="largest N findings per label (default 10)")
     annotate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     annotate.add_argument("--json", action="store_true", help="print the findings as JSON")
+    annotate.add_argument("--explain", action="store_true",
+                          help="with --db: explain every finding on its widest slice and keep the map with it")
     _db_args(annotate)
     annotate.set_defaults(func=cmd_annotate)
 
@@ -58,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     explain = subparsers.add_parser("explain", help="a finding's explanation overlay over its slice, as PNG")
     explain.add_argument("path", help="DICOM file or folder, or NIfTI file")
-    explain.add_argument("--finding", type=int, required=True, help="finding number as listed by medscan annotate")
+    which = explain.add_mutually_exclusive_group(required=True)
+    which.add_argument("--finding", type=int, help="finding number as listed by medscan annotate")
+    which.add_argument("--annotation", type=int, help="with --db: an annotation kept there (medscan review list)")
     explain.add_argument("-o", "--output", required=True, help="OUT.png")
     explain.add_argument("--task", choices=names, help="segmentation task (default: as medscan annotate)")
     explain.add_argument("--series", help=SERIES_HELP)
@@ -67,11 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--min-volume", type=float, default=0.5)
     explain.add_argument("--max-per-label", type=int, default=10)
     explain.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _db_args(explain)
     explain.set_defaults(func=cmd_explain)
 
 
 def _db_args(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    parser.add_argument("--db", required=required, help="study database (SQLite file or URL): keep the drafts there")
+    parser.add_argument("--db", required=required,
+                        help="study database (SQLite file or URL): keep the drafts (and explanations) there")
     parser.add_argument("--blobs", help="with --db: blob folder (default: <db>.blobs)")
     parser.add_argument("--user", help="with --db: account name (default: MEDSCAN_USER or the login name)")
 
@@ -157,6 +164,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
         source_datasets(scan)  # refuses a NIfTI input or missing source files before any work
     task = choose_task(scan, args.task)
+    if args.explain and not args.db:
+        raise MedscanError(args.path, "--explain keeps each finding's map with its annotation: give --db")
     database = None
     if args.db:
         from medscan.db.annotations import DRAFT_ROLES
@@ -183,6 +192,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             series_id = register_source(database, record, args.path, scan.modality)
             ids = review.add_drafts(database, series_id, segmentation, findings, task=task.name)
             print(f"kept as draft annotation(s) {', '.join(map(str, ids))} of series {series_id} in {args.db}")
+            if args.explain:
+                for finding, annotation_id in zip(findings, ids, strict=True):
+                    _, method, k = explain_and_keep(database, annotation_id, scan, task, finding,
+                                                    finding.diameter_slice, args.device)
+                    print(f"  explanation of #{finding.number} kept with annotation {annotation_id} ({method}, "
+                          f"slice {k})")
             written = review.export(database, series_id, scan, out, args.sr, accepted_only=False)
         else:
             written = _write_drafts(scan, segmentation, findings, out, args.sr)
@@ -262,6 +277,58 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 # -- explain -----------------------------------------------------------------------------------------
+def explain_and_keep(database: Any, annotation_id: int, scan: Scan, task: Any, finding: Any, k: int,
+                     device: str = "auto", grid: int = 6) -> tuple[np.ndarray, str, int]:
+    """Explain ``finding`` on slice k and keep the map as an overlay of annotation ``annotation_id``."""
+    from medscan.annotate.explain_overlay import explain_finding
+    from medscan.db.annotations import store_explanation
+
+    heat, method = explain_finding(scan, task, None, finding, k, device=device, grid=grid)
+    store_explanation(database, annotation_id, k, heat, method, {"task": task.name})
+    return heat, method, k
+
+
+class KeptFinding:
+    """A finding as the database keeps it (an annotation's mask and label), for ``explain_finding``."""
+
+    def __init__(self, view: Any, mask: np.ndarray) -> None:
+        self.number, self.name, self.mask = view.id, view.label, mask
+        self.label = int(view.measurements.get("label", 1))
+        kk = np.flatnonzero(mask.any(axis=(1, 2)))
+        self.slice_range = (int(kk.min()), int(kk.max())) if kk.size else (0, -1)
+        self.diameter_slice = int(view.measurements.get("diameter_slice", int(np.argmax(mask.sum(axis=(1, 2))))))
+
+    def full_mask(self, _shape: tuple[int, ...]) -> np.ndarray:
+        return self.mask
+
+    def describe(self) -> str:
+        return f"annotation {self.number} {self.name}"
+
+
+def _kept_annotation(database: Any, series_id: int, annotation_id: int, scan: Scan) -> tuple[Any, KeptFinding]:
+    from medscan.db import annotations as review
+
+    view = next((v for v in review.list_annotations(database, series_id) if v.id == annotation_id), None)
+    if view is None:
+        raise MedscanError(database.label, f"series {series_id} has no annotation {annotation_id} "
+                                           "(see medscan review list)")
+    if not view.task:
+        raise MedscanError(f"annotation {annotation_id}", "was not made by a segmentation task; nothing to explain")
+    return view, KeptFinding(view, review.load_mask(database, annotation_id, scan.voxels.shape))
+
+
+def _matching_annotation(database: Any, series_id: int, task: Any, finding: Any) -> int:
+    """The kept (not rejected) AI annotation of this series that is ``finding`` (same task, label and box)."""
+    from medscan.db import annotations as review
+
+    box = finding.measurements()["box"]
+    for view in review.list_annotations(database, series_id, include_rejected=False):
+        if view.task == task.name and view.label == finding.name[:128] and view.measurements.get("box") == box:
+            return view.id
+    raise MedscanError(database.label, f"finding {finding.number} is not kept in the database: run medscan annotate "
+                                       "--db first, or name a kept one with --annotation")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".png":
@@ -269,22 +336,59 @@ def cmd_explain(args: argparse.Namespace) -> int:
     _refuse_existing(out)
     if not 0.0 <= args.opacity <= 1.0:
         raise MedscanError(str(args.opacity), "--opacity must be between 0 and 1")
-    scan, _ = load_input(args.path, args.series)
-    task = choose_task(scan, args.task)
-    segmentation, findings = segment_and_measure(scan, task, device=args.device, min_volume_ml=args.min_volume,
-                                                 max_per_label=args.max_per_label)
-    if not 1 <= args.finding <= len(findings):
-        raise MedscanError(args.path, f"no finding {args.finding}: {task.title} found {len(findings)} "
-                                      f"(numbered 1..{len(findings)}, see medscan annotate)")
-    finding = findings[args.finding - 1]
-    k = finding.diameter_slice if args.slice is None else args.slice
-    if not finding.slice_range[0] <= k <= finding.slice_range[1]:
-        raise MedscanError(args.path, f"finding {finding.number} spans slices {finding.slice_range[0]}-"
-                                      f"{finding.slice_range[1]}, not {k}")
-    from medscan.annotate.explain_overlay import explain_finding, render_overlay
+    if args.annotation is not None and not args.db:
+        raise MedscanError(str(args.annotation), "--annotation names an annotation kept in a database: give --db")
+    scan, record = load_input(args.path, args.series)
+    database = None
+    if args.db:
+        from medscan.db.annotations import DRAFT_ROLES
+        from medscan.db.cli import open_database
 
-    heat, method = explain_finding(scan, task, segmentation, finding, k, device=args.device)
-    render_overlay(scan, k, heat, finding.full_mask(scan.voxels.shape)[k], out, opacity=args.opacity,
-                   title=f"finding {finding.number} {finding.name} - {method} (slice {k})")
+        database, _ = open_database(args)
+        try:
+            database.require_role("annotation-explain", str(args.path), DRAFT_ROLES)
+        except MedscanError:
+            database.close()
+            raise
+    try:
+        annotation_id = None
+        if args.annotation is not None:
+            from medscan.annotate import get_task
+            from medscan.db.results import register_source
+
+            series_id = register_source(database, record, args.path, scan.modality)
+            view, finding = _kept_annotation(database, series_id, args.annotation, scan)
+            task, annotation_id = get_task(view.task), view.id
+        else:
+            task = choose_task(scan, args.task)
+            _segmentation, findings = segment_and_measure(scan, task, device=args.device,
+                                                          min_volume_ml=args.min_volume,
+                                                          max_per_label=args.max_per_label)
+            if not 1 <= args.finding <= len(findings):
+                raise MedscanError(args.path, f"no finding {args.finding}: {task.title} found {len(findings)} "
+                                              f"(numbered 1..{len(findings)}, see medscan annotate)")
+            finding = findings[args.finding - 1]
+            if database is not None:
+                from medscan.db.results import register_source
+
+                series_id = register_source(database, record, args.path, scan.modality)
+                annotation_id = _matching_annotation(database, series_id, task, finding)
+        k = finding.diameter_slice if args.slice is None else args.slice
+        if not finding.slice_range[0] <= k <= finding.slice_range[1]:
+            raise MedscanError(args.path, f"finding {finding.number} spans slices {finding.slice_range[0]}-"
+                                          f"{finding.slice_range[1]}, not {k}")
+        from medscan.annotate.explain_overlay import explain_finding, render_overlay
+
+        if database is not None and annotation_id is not None:
+            heat, method, _ = explain_and_keep(database, annotation_id, scan, task, finding, k, args.device)
+        else:
+            heat, method = explain_finding(scan, task, None, finding, k, device=args.device)
+        render_overlay(scan, k, heat, finding.full_mask(scan.voxels.shape)[k], out, opacity=args.opacity,
+                       title=f"finding {finding.number} {finding.name} - {method} (slice {k})")
+    finally:
+        if database is not None:
+            database.close()
     print(f"{finding.describe()}\nexplanation: {method}, slice {k}\nwrote {out}")
+    if annotation_id is not None:
+        print(f"kept with annotation {annotation_id} in {args.db}")
     return 0

@@ -9,6 +9,10 @@ it was made (task, method, version, SegmentAlgorithmType) and the review history
 - ``edit``: a person replaces the mask (brush/erase); the annotation becomes source "human", algorithm type
   MANUAL, status accepted by that person, measurements recomputed; the AI's mask blob id is kept in history.
 
+A finding's explanation map (``store_explanation``) is kept as an ``Overlay`` of its annotation: the map of one
+slice (float32 in [0, 1], an encrypted blob like the masks), the slice index and how it was made; it goes with
+its annotation (cascade) and ``load_explanations`` gives it back for display.
+
 ``export`` writes DICOM SEG (+ SR) over the source series. As *accepted* it takes only annotations a user
 accepted or edited and refuses when there are none — an AI draft can never leave as accepted without a
 user action. As *drafts* it writes every non-rejected annotation into an UNVERIFIED SR and a SEG labelled
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from medscan.db.models import Annotation, Series
+from medscan.db.models import Annotation, Overlay, Series
 from medscan.scan import MedscanError, Scan
 
 DRAFT_ROLES = ("radiologist", "technician", "admin")  # who may run a task and keep its drafts
@@ -123,6 +127,64 @@ def load_mask(database: Any, annotation_id: int, shape: tuple[int, int, int]) ->
     out = np.zeros(shape, bool)
     out[box] = crop
     return out
+
+
+EXPLANATION_KIND = "explanation"
+
+
+@dataclass
+class Explanation:
+    """A stored explanation overlay: the map of slice ``k`` (the series' in-plane shape, values in [0, 1])."""
+
+    id: int
+    annotation_id: int
+    k: int
+    method: str
+    heat: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def store_explanation(database: Any, annotation_id: int, k: int, heat: np.ndarray, method: str,
+                      details: dict[str, Any] | None = None) -> int:
+    """Keep ``heat`` (slice k's explanation map, values in [0, 1]) as an overlay of the annotation; an earlier
+    explanation of the same annotation and slice is replaced. Returns the overlay id."""
+    heat = np.asarray(heat, np.float32)
+    target = f"annotation {annotation_id}"
+    if heat.ndim != 2 or not np.isfinite(heat).all() or heat.min() < 0 or heat.max() > 1:
+        raise MedscanError(target, f"an explanation map is one slice with values in [0, 1], not {heat.shape}")
+    database.require_role("annotation-explain", target, DRAFT_ROLES)
+    blob = database.blobs.put_array(heat)  # durable before the row
+    with database.transaction() as session:
+        row = session.get(Annotation, annotation_id)
+        if row is None:
+            raise MedscanError(database.label, f"no annotation with id {annotation_id}")
+        box = (row.geometry or {}).get("box")
+        if box and not box[0][0] <= k < box[0][1]:
+            raise MedscanError(target, f"slice {k} is outside the finding (slices {box[0][0]}-{box[0][1] - 1})")
+        for old in list(row.overlays):
+            if old.kind == EXPLANATION_KIND and old.slices == [int(k)]:
+                session.delete(old)  # its blob goes with the next orphan collection
+        overlay = Overlay(annotation_ref=annotation_id, kind=EXPLANATION_KIND, slices=[int(k)], blob_id=blob,
+                          details={"method": method, "by": _who(database), "at": _now(), "shape": list(heat.shape),
+                                   **(details or {})})
+        session.add(overlay)
+        session.flush()
+        overlay_id = overlay.id
+    database.audit("annotation-explain", target, detail=f"slice {k}: {method} -> overlay {overlay_id}")
+    return overlay_id
+
+
+def load_explanations(database: Any, annotation_id: int) -> list[Explanation]:
+    """An annotation's stored explanation maps, oldest first."""
+    with database.transaction() as session:
+        row = session.get(Annotation, annotation_id)
+        if row is None:
+            raise MedscanError(database.label, f"no annotation with id {annotation_id}")
+        kept = [(o.id, o.slices[0], dict(o.details or {}), o.blob_id)
+                for o in sorted(row.overlays, key=lambda o: o.id) if o.kind == EXPLANATION_KIND and o.slices]
+    return [Explanation(id=i, annotation_id=annotation_id, k=int(k), method=str(d.get("method", "")),
+                        heat=np.asarray(database.blobs.get_array(blob), np.float32), details=d)
+            for i, k, d, blob in kept]
 
 
 def _change(database: Any, annotation_id: int, action: str, allowed_from: tuple[str, ...], status: str,

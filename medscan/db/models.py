@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("radiologist", "technician", "researcher", "admin")
@@ -130,18 +130,26 @@ class Annotation(Base):
     source: Mapped[str] = mapped_column(String(8), default="human")  # human or ai
     status: Mapped[str] = mapped_column(String(16), default="draft")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    overlays: Mapped[list[Overlay]] = relationship(back_populates="annotation", cascade="all, delete-orphan")
 
 
 class Overlay(Base):
-    """An explanation map (e.g. Grad-CAM) for the slices of a result it explains."""
+    """A map kept beside what it belongs to: a result's (uncertainty, generated region) or an annotation's
+    explanation (e.g. a finding's IntegratedGradients or occlusion map on one slice). Exactly one owner."""
 
     __tablename__ = "overlays"
+    __table_args__ = (
+        CheckConstraint("(result_ref IS NULL) <> (annotation_ref IS NULL)", name="ck_overlays_one_owner"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
-    result_ref: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    result_ref: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    annotation_ref: Mapped[int | None] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     slices: Mapped[list[Any]] = mapped_column(default=list)
     blob_id: Mapped[str] = mapped_column(String(64), index=True)
-    result: Mapped[Result] = relationship(back_populates="overlays")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # method, model, who made it, when
+    result: Mapped[Result | None] = relationship(back_populates="overlays")
+    annotation: Mapped[Annotation | None] = relationship(back_populates="overlays")
 
 
 class Job(Base):
