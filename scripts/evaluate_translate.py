@@ -11,10 +11,12 @@ Scored inside the brain mask (voxels non-zero in all four skull-stripped contras
 axial slices with at least ``MIN_BRAIN_PIXELS`` brain pixels, every ``--stride``-th one. Intensities are those the
 model works in: each volume divided by the median of its brain, so MAE is in units of the brain median and
 PSNR/SSIM use a data range of 1 (PSNR = 10 log10(median^2 / MSE): lower than peak-based PSNRs elsewhere, since
-bright tissue reaches 1.5-4 x the median; differences between methods are unaffected). "ours" is what the operation returns: the mean over four flipped copies.
-Two LUTs (see ``medscan.train.task_translate``): the conditional mean per source-intensity bin (non-monotone) and
-the best monotone map; "best LUT" below is whichever of the two has the higher held-out PSNR (a choice made on
-the test subject, so it favours the baseline). s/slice: one thread, 240x240 at 1 mm.
+bright tissue reaches 1.5-4 x the median; differences between methods are unaffected). "ours" is what the
+operation returns: the mean over four flipped copies. Four LUTs fitted on the training subject (see
+``medscan.train.task_translate``): the conditional mean per source-intensity bin (non-monotone) and the best
+monotone map, each applied directly and after histogram-matching the held-out source to the training subject's;
+"best LUT" below is whichever has the higher held-out PSNR (a choice made on the test subject, so it favours the
+baseline). s/slice: one thread, 240x240 at 1 mm.
 """
 
 from __future__ import annotations

@@ -43,8 +43,9 @@ class TranslateConfig:
     name: str
     train_subject: str
     heldout_subject: str
-    features: int = 16
+    features: int = 12
     levels: int = 4
+    norm: str = "none"
     d_features: int = 16
     pretrain_steps: int = 600
     steps: int = 1000
@@ -61,7 +62,8 @@ class TranslateConfig:
 
     @property
     def network(self) -> dict[str, Any]:
-        return {"kind": "translator_unet", "args": {"features": self.features, "levels": self.levels}}
+        return {"kind": "translator_unet", "args": {"features": self.features, "levels": self.levels,
+                                                    "norm": self.norm}}
 
     def generator_lr(self, step: int) -> float:
         """Phase 1: warm-up then cosine to a tenth; phase 2: pix2pix's constant 2e-4 halving at the end."""
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("lr_pretrain", "lr", "w_l1", "w_adversarial"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    parser.add_argument("--norm", choices=("none", "batch"), default=defaults.norm)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--ship", default="", help="also write models/<SHIP> (the shipped model)")
     parser.add_argument("--export-checkpoint", action="store_true",
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TranslateConfig(name=name, train_subject=args.train, heldout_subject=heldout, **{
             k: getattr(args, k) for k in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch",
                                           "patch", "seed", "threads", "lr_pretrain", "lr", "w_l1",
-                                          "w_adversarial")})
+                                          "w_adversarial", "norm")})
         result = train(config, workdir)
         model, steps = result["model"], result["steps"]
     targets = [(config.name, ROOT / "models" / "folds")]

@@ -30,8 +30,8 @@ def _crop(name: str, folder: Path, out_name: str) -> Path:
     scan = load(HELDOUT / name)
     brain = (scan.voxels != 0).any(axis=0)
     rows, cols = np.flatnonzero(brain.any(axis=1)), np.flatnonzero(brain.any(axis=0))
-    r0, r1 = max(rows[0] - 6, 0), rows[-1] + 7
-    c0, c1 = max(cols[0] - 6, 0), cols[-1] + 7
+    r0, r1 = max(rows[0] - 24, 0), rows[-1] + 25  # the brain checks want >= 40% background
+    c0, c1 = max(cols[0] - 24, 0), cols[-1] + 25
     affine = scan.affine.copy()
     affine[:3, 3] = scan.index_to_world([[c0, r0, SLICES.start]])[0]
     scan.voxels = np.ascontiguousarray(scan.voxels[SLICES, r0:r1, c0:c1])

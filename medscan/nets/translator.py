@@ -16,9 +16,14 @@ from torch import nn
 CONTRASTS: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
+def _block(cin: int, cout: int, norm: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(2):
+        layers.append(nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1))
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
 
 
 class TranslatorUNet(nn.Module):
@@ -28,20 +33,27 @@ class TranslatorUNet(nn.Module):
     normalised scale as training (brain 99th percentile = 1). H and W must be multiples of ``pad_multiple``.
     """
 
-    def __init__(self, features: int = 24, levels: int = 3, contrasts: int = len(CONTRASTS)) -> None:
+    def __init__(self, features: int = 24, levels: int = 3, contrasts: int = len(CONTRASTS), norm: str = "none"
+                 ) -> None:
         super().__init__()
+        if norm not in ("none", "batch"):
+            raise ValueError(f"norm is 'none' or 'batch', not {norm!r}")
         self.contrasts = int(contrasts)
         self.pad_multiple = 2 ** levels
         widths = [features * 2 ** k for k in range(levels + 1)]
         self.down = nn.ModuleList()
         cin = 1 + 2 * self.contrasts
         for width in widths[:-1]:
-            self.down.append(_block(cin, width))
+            self.down.append(_block(cin, width, norm))
             cin = width
         self.pool = nn.ModuleList(nn.Conv2d(w, w, 3, stride=2, padding=1) for w in widths[:-1])
-        self.bottom = _block(widths[-2], widths[-1])
-        self.up = nn.ModuleList(_block(widths[k + 1] + widths[k], widths[k]) for k in reversed(range(levels)))
+        self.bottom = _block(widths[-2], widths[-1], norm)
+        self.up = nn.ModuleList(_block(widths[k + 1] + widths[k], widths[k], norm) for k in reversed(range(levels)))
         self.head = nn.Conv2d(widths[0], 1, 1)
+        for module in self.modules():  # He initialisation for leaky ReLU: the signal neither dies nor explodes
+            if isinstance(module, nn.Conv2d):  # through the unnormalised depth (PyTorch's default shrinks it)
+                nn.init.kaiming_normal_(module.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
 
     def condition(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The image with its source and target one-hot planes (B, 1 + 2 * contrasts, H, W)."""

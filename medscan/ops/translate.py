@@ -183,7 +183,7 @@ def translate(scan: Scan, *, to: str, model: str, device: str, progress: Progres
             raise MedscanError(_where(scan), "the series already is CT (from and to are the same modality)")
         from medscan.ops.pseudo_ct import pseudo_ct
 
-        return pseudo_ct(scan, device=device)
+        return pseudo_ct(scan, device=device, progress=progress)
     from medscan.nets.device import pick_device
     from medscan.nets.weights import load_card
     from medscan.ops.generated import synthetic_result
