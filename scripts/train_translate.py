@@ -158,8 +158,9 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
         "name": config.name,
         "version": "1",
         "task": "translate",
-        "description": ("Conditional MR contrast translation (pix2pix-style): a U-Net without normalisation layers "
-                        f"({config.levels} stride-2 levels, {config.features} base features) fed the source slice "
+        "description": ("Conditional MR contrast translation (pix2pix-style): a U-Net "
+                        f"({config.levels} stride-2 levels, {config.features} base features, norm: {config.norm}; "
+                        "batch norm runs on its running statistics at inference) fed the source slice "
                         "plus one-hot planes naming the source and the target contrast, so one network covers "
                         f"{directions}. Loss: {config.w_l1:g} x L1 + the non-saturating adversarial loss of a "
                         "conditional spectral-norm patch discriminator (source, candidate, target one-hot) after "

@@ -2,9 +2,11 @@
 
 One network covers every trained direction: the input is the normalised source slice plus constant one-hot
 channels naming the source and the target contrast, so the same weights learn T1->T2, T1->FLAIR, T2->T1 and
-T1c<->T1 and share their anatomy features. No normalisation layers: the network is trained on crops and run on
-whole slices, and instance/group statistics over a whole (mostly background) slice differ from a crop's, which
-shifted the output of the learned segmenters (see ``medscan.annotate.learned.predict_planes``).
+T1c<->T1 and share their anatomy features. Normalisation is
+either none or batch norm, never instance/group norm: the network is trained on crops and run on whole slices,
+and per-image statistics over a whole (mostly background) slice differ from a crop's, which shifted the output of
+the learned segmenters (see ``medscan.annotate.learned.predict_planes``); batch norm uses its running statistics
+at inference, so a pixel's output does not depend on how much background surrounds it.
 """
 
 from __future__ import annotations
