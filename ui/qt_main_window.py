@@ -123,6 +123,9 @@ class MainWindow(QMainWindow):
         from ui.qt_annotations import install as install_annotations
 
         self.annotations = install_annotations(self)
+        from ui.qt_synthesize import install as install_synthesize
+
+        self.actionSynthesize = install_synthesize(self)
         self.resizeDocks([self.studyDock, self.jobsDock], [620, 110], Qt.Orientation.Vertical)
         self.resizeDocks([self.studyDock, self.opsDock], [300, 330], Qt.Orientation.Horizontal)
         self.seriesDetails.setHtml("")
