@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         kwargs["choices"] = param.choices
                 parser.add_argument(flag, **kwargs)
             parser.set_defaults(func=run_operation_command, operation_name=op.name)
+        if family == "generate":  # noise-to-image takes no input PATH: its own entry
+            from medscan.synth.cli import add_synthesize
+
+            add_synthesize(family_sub)
 
 
 def _progress_bar(label: str):

@@ -101,7 +101,7 @@ def main() -> None:
                      "command": f"/work/notes/trainslot python scripts/train_slice_type.py --threads {args.threads} "
                                 f"--steps {args.steps}"},
         "evaluation": {"heldout_accuracy": round(float(np.mean(predicted == held_types)), 3),
-                       "heldout_accuracy_per_type": per_type, "heldout_slices": int(len(held_types))},
+                       "heldout_accuracy_per_type": per_type, "heldout_slices": len(held_types)},
     }
     args.models.mkdir(parents=True, exist_ok=True)
     (args.models / f"{NAME}.train_log.csv").write_text("\n".join(log) + "\n")

@@ -27,7 +27,15 @@ sys.path.insert(0, str(ROOT))
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
 from medscan.nets.weights import save_model  # noqa: E402
 from medscan.synth.data import (  # noqa: E402
-    CLASSES, CT_WINDOW, GRID, MR_UNITS, NONE_CLASS, SYNTH_HELDOUT, SYNTH_TRAIN, SynthSlices, extract_slices,
+    CLASSES,
+    CT_WINDOW,
+    GRID,
+    MR_UNITS,
+    NONE_CLASS,
+    SYNTH_HELDOUT,
+    SYNTH_TRAIN,
+    SynthSlices,
+    extract_slices,
 )
 from medscan.synth.sampler import SCHEDULE  # noqa: E402
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint  # noqa: E402
@@ -73,6 +81,7 @@ def make_batch(data: SynthSlices, probabilities: np.ndarray, batch: int, rng: np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=40.0, help="training time budget (wall clock)")
+    parser.add_argument("--until", default="", help="UTC HH:MM: stop then at the latest (a late slot shortens the run)")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=1)
@@ -96,6 +105,14 @@ def main() -> None:
     start = load_checkpoint(checkpoint, rng, generator, model=model, ema=ema, optimizer=optimizer)
     elapsed = json.loads(elapsed_file.read_text())["seconds"] if start and elapsed_file.exists() else 0.0
     budget = args.minutes * 60
+    if args.until:
+        import datetime as dt
+
+        now = dt.datetime.now(dt.UTC)
+        hour, minute = (int(v) for v in args.until.split(":"))
+        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        budget = max(60.0, min(budget, elapsed + (stop - now).total_seconds()))
+        print(f"time budget {budget / 60:.1f} min", flush=True)
     from monai.networks.schedulers import DDPMScheduler
 
     scheduler = DDPMScheduler(**SCHEDULE)
@@ -155,7 +172,9 @@ def main() -> None:
                      "minutes": round(seconds / 60, 1),
                      "final_loss": float(np.mean(losses[-100:])) if losses else None,
                      "command": ("/work/notes/trainslot python scripts/train_synth.py --threads "
-                                 f"{args.threads} --minutes {args.minutes:g} --batch {args.batch} --lr {args.lr:g}")},
+                                 f"{args.threads} --minutes {args.minutes:g}"
+                                 + (f" --until {args.until}" if args.until else "")
+                                 + f" --batch {args.batch} --lr {args.lr:g}")},
     }
     args.models.mkdir(parents=True, exist_ok=True)
     log_src = args.workdir / "log.csv"

@@ -10,7 +10,9 @@ back as arbitrary units 0..``MR_UNITS``.
 
 The classes are what ``../shared/data`` holds as axial volumes (see ``SYNTH_TRAIN`` / ``SYNTH_HELDOUT``); the
 split is by subject: held out are the TCGA brain subject fg_6692 (MR brain) and the TotalSegmentator aorta
-example (CT chest + abdomen), which share no patient with the training side.
+the Philips chest CT ct04 (CT chest) — the same held-out subjects as ``medscan.train.data.HELDOUT_ITEMS`` —
+which share no patient with the training side. CT abdomen and CT head have no held-out subject here (every other
+CT subject is needed to train them), so their quality is not measured against unseen patients.
 """
 
 from __future__ import annotations
@@ -60,14 +62,14 @@ SYNTH_TRAIN = {
     "train/ct01_upper_abdomen_siemens.nii.gz": "torso",
     "train/ct02_abdomen_pelvis_3mm.nii.gz": "torso",
     "labelled/ct_abdomen_totalseg_example/ct.nii.gz": "torso",
-    "train-extra/ct04_chest_philips_5mm_kernelB.nii.gz": "torso",
+    "labelled/ct_aorta_totalseg_example/ct.nii.gz": "torso",
 }
 SYNTH_HELDOUT = {
     "paired/brain_tcga_fg_6692/t1.nii.gz": "MR brain",
     "paired/brain_tcga_fg_6692/t1c.nii.gz": "MR brain",
     "paired/brain_tcga_fg_6692/t2.nii.gz": "MR brain",
     "paired/brain_tcga_fg_6692/flair.nii.gz": "MR brain",
-    "labelled/ct_aorta_totalseg_example/ct.nii.gz": "torso",
+    "train-extra/ct04_chest_philips_5mm_kernelB.nii.gz": "CT chest",
 }
 # Lesion masks (automatic tumour segmentation) on the same grid as the paired brain volumes.
 LESION_MASKS = {
@@ -159,14 +161,14 @@ def _axial_volume(item: str, root: Path) -> tuple[np.ndarray, np.ndarray, str, t
 def extract_slices(items: dict[str, str], root: Path = DATA_ROOT, stride: int = 1) -> SynthSlices:
     """Every ``stride``-th axial slice of ``items`` with enough body in it, on its class grid.
 
-    Torso CT slices are labelled chest when air at lung density fills over 8 % of the body, else abdomen.
+    Torso CT slices are labelled chest when aerated lung fills over 5 % of the body (and lung), else abdomen.
     """
     from scipy import ndimage
 
     names = [c.name for c in CLASSES]
     images, labels, masks, sources, positions = [], [], [], [], []
     for item, kind in items.items():
-        volume, affine, modality, spacing = _axial_volume(item, root)
+        volume, _, modality, spacing = _axial_volume(item, root)
         lesion = None
         folder = str(Path(item).parent)
         if folder in LESION_MASKS and (root / LESION_MASKS[folder]).exists():
@@ -183,8 +185,9 @@ def extract_slices(items: dict[str, str], root: Path = DATA_ROOT, stride: int = 
             if body.sum() * spacing[0] * spacing[1] < 3000:  # under 30 cm^2 of tissue: an end slice
                 continue
             if kind == "torso":
-                lungs = body & (volume[k] < -500) & (volume[k] > -990)
-                kind_k = "CT chest" if lungs.sum() > 0.08 * body.sum() else "CT abdomen"
+                # aerated lung (-950..-500 HU; outside air is below), also where a tight crop cuts the lungs open
+                lungs = ndimage.binary_opening((volume[k] < -500) & (volume[k] > -950), iterations=2)
+                kind_k = "CT chest" if lungs.sum() > 0.05 * (body | lungs).sum() else "CT abdomen"
             else:
                 kind_k = kind
             label = names.index(kind_k)

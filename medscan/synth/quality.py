@@ -78,8 +78,8 @@ def _coverage(points: np.ndarray, manifold: np.ndarray, radii: np.ndarray) -> fl
 
 def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls in feature space."""
-    precision = _coverage(generated, real, _knn_radii(real, k))
-    recall = _coverage(real, generated, _knn_radii(generated, k))
+    precision = _coverage(generated, real, _knn_radii(real, min(k, len(real) - 1)))
+    recall = _coverage(real, generated, _knn_radii(generated, min(k, len(generated) - 1)))
     return precision, recall
 
 
