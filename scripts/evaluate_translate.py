@@ -58,7 +58,7 @@ def evaluate_fold(train_subject: str, stride: int, quick: bool = False) -> dict[
     import torch
 
     from medscan.nets.weights import load_model
-    from medscan.ops.translate import translate_planes
+    from medscan.ops.translate import card_prior, translate_planes
 
     test_subject = next(s for s in SUBJECTS if s != train_subject)
     model, card = load_model(f"translate_{train_subject}", ROOT / "models" / "folds")
@@ -74,7 +74,8 @@ def evaluate_fold(train_subject: str, stride: int, quick: bool = False) -> dict[
         luts = fit_luts(train_vols[source], train_vols[target], train_brain)
         src, real, brain = test_vols[source][slices], test_vols[target][slices], test_brain[slices]
         began = time.perf_counter()
-        ours, spread = translate_planes(model, src, brain, source, target, device)
+        ours, spread = translate_planes(model, src, brain, source, target, device,
+                                        prior=card_prior(card.data, source, target))
         ours_time = (time.perf_counter() - began) / len(slices)
         rows: dict[str, Any] = {}
         for lut in luts:
@@ -142,10 +143,10 @@ def figure(path: Path) -> None:
     import torch
 
     from medscan.nets.weights import load_model
-    from medscan.ops.translate import translate_planes
+    from medscan.ops.translate import card_prior, translate_planes
 
     train_subject, test_subject = SHIPPED_FOLD, next(s for s in SUBJECTS if s != SHIPPED_FOLD)
-    model, _ = load_model(SHIPPED)
+    model, card = load_model(SHIPPED)
     train_vols, train_brain = load_subject(train_subject)
     test_vols, test_brain = load_subject(test_subject)
     from medscan.io import load
@@ -166,7 +167,8 @@ def figure(path: Path) -> None:
         lut = max(fit_luts(train_vols["T1"], train_vols[target], train_brain),
                   key=lambda f: psnr(real[0], f(src[0], test_vols["T1"][test_brain]) * brain[0], brain[0]))
         mapped = lut(src, test_vols["T1"][test_brain]) * brain
-        ours, _ = translate_planes(model, src, brain, "T1", target, torch.device("cpu"))
+        ours, _ = translate_planes(model, src, brain, "T1", target, torch.device("cpu"),
+                                   prior=card_prior(card.data, "T1", target))
         panels = [(src[0], "T1 input (held-out subject)"),
                   (mapped[0], f"LUT ({lut.kind}) {psnr(real[0], mapped[0], brain[0]):.1f} dB"),
                   (ours[0], f"ours {psnr(real[0], ours[0], brain[0]):.1f} dB"),

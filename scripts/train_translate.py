@@ -31,7 +31,7 @@ from medscan.nets.builders import build_network, count_parameters
 from medscan.nets.esrgan import PatchDiscriminator
 from medscan.nets.translator import CONTRASTS
 from medscan.nets.weights import save_model
-from medscan.train.task_translate import DIRECTIONS, SUBJECTS, PairedBank
+from medscan.train.task_translate import DIRECTIONS, SUBJECTS, PairedBank, fit_priors, load_subject
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,8 @@ class TranslateConfig:
     heldout_subject: str
     features: int = 12
     levels: int = 4
-    norm: str = "none"
+    norm: str = "batch"
+    prior: bool = True  # predict a correction to the training subject's conditional-mean LUT
     d_features: int = 16
     pretrain_steps: int = 600
     steps: int = 1000
@@ -63,7 +64,7 @@ class TranslateConfig:
     @property
     def network(self) -> dict[str, Any]:
         return {"kind": "translator_unet", "args": {"features": self.features, "levels": self.levels,
-                                                    "norm": self.norm}}
+                                                    "norm": self.norm, "prior": self.prior}}
 
     def generator_lr(self, step: int) -> float:
         """Phase 1: warm-up then cosine to a tenth; phase 2: pix2pix's constant 2e-4 halving at the end."""
@@ -101,6 +102,8 @@ def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
     parts = {"model": net, "discriminator": critic, "optimizer": opt_g, "optimizer_d": opt_d}
     start = load_checkpoint(checkpoint, rng, stream, **parts)
     bank = PairedBank.from_subjects([config.train_subject])
+    priors = fit_priors(bank.volumes[0], bank.brains[0], directions=tuple(tuple(d) for d in config.directions)) \
+        if config.prior else None
     directions = tuple(tuple(d) for d in config.directions)
     log, writer = open_log(workdir / "log.csv", LOG_FIELDS, resume=start > 0)
     rows = (workdir / "log.csv").read_text().strip().splitlines() if start > 0 else []
@@ -111,8 +114,8 @@ def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
         lr = config.generator_lr(step)
         for group in opt_g.param_groups:
             group["lr"] = lr
-        source, target, brain, a, t = bank.sample(config.batch, config.patch, rng, directions)
-        fake = net(source, a, t) * brain
+        source, target, brain, a, t, prior = bank.sample(config.batch, config.patch, rng, directions, priors)
+        fake = net(source, a, t, prior) * brain
         l1 = F.l1_loss(fake, target)
         adversarial_phase = step > config.pretrain_steps
         adv = d_loss = torch.zeros(())
@@ -147,10 +150,11 @@ def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
             save_checkpoint(checkpoint, step, rng, stream, **parts)
     log.close()
     net.eval()
-    return {"model": net, "steps": config.steps}
+    return {"model": net, "steps": config.steps, "priors": priors}
 
 
-def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: Path, command: str) -> dict[str, Any]:
+def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: Path, command: str,
+         priors: dict | None) -> dict[str, Any]:
     rows = (workdir / "log.csv").read_text().strip().splitlines()
     last = dict(zip(LOG_FIELDS, rows[-1].split(","), strict=True)) if len(rows) > 1 else {}
     directions = ", ".join(f"{a}->{b}" for a, b in config.directions)
@@ -159,6 +163,8 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
         "version": "1",
         "task": "translate",
         "description": ("Conditional MR contrast translation (pix2pix-style): a U-Net "
+                        + ("predicting a correction to an intensity look-up table fitted on the training subject "
+                           "(the table's answer is also an input channel) " if config.prior else "") +
                         f"({config.levels} stride-2 levels, {config.features} base features, norm: {config.norm}; "
                         "batch norm runs on its running statistics at inference) fed the source slice "
                         "plus one-hot planes naming the source and the target contrast, so one network covers "
@@ -173,6 +179,9 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
         "directions": [list(d) for d in config.directions],
         "grid_mm": 1.0,
         "normalisation": "volume / median of its non-zero (brain) voxels, negatives clipped to 0",
+        "priors": ({key: lut.to_json() for key, lut in priors.items()} if priors else None),
+        "priors_note": ("the network's extra input and the base it corrects: per direction, the conditional mean of "
+                        f"the target per source-intensity bin on {config.train_subject} (256 quantile bins)"),
         "data": {"train": [f"paired/brain_tcga_{config.train_subject}/{{t1,t1c,t2,flair}}.nii.gz"],
                  "heldout": [f"paired/brain_tcga_{config.heldout_subject}/{{t1,t1c,t2,flair}}.nii.gz"],
                  "split": (f"by subject: trained on every brain slice of {config.train_subject}; no slice of "
@@ -195,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lr_pretrain", "lr", "w_l1", "w_adversarial"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--norm", choices=("none", "batch"), default=defaults.norm)
+    parser.add_argument("--no-prior", dest="prior", action="store_false", help="no LUT prior input")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--ship", default="", help="also write models/<SHIP> (the shipped model)")
     parser.add_argument("--export-checkpoint", action="store_true",
@@ -210,19 +220,21 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(state["model"])
         steps = int(state["step"])
         model.eval()
+        directions = tuple(tuple(d) for d in config.directions)
+        priors = fit_priors(*load_subject(config.train_subject), directions=directions) if config.prior else None
     else:
         heldout = next(s for s in SUBJECTS if s != args.train)
         config = TranslateConfig(name=name, train_subject=args.train, heldout_subject=heldout, **{
             k: getattr(args, k) for k in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch",
                                           "patch", "seed", "threads", "lr_pretrain", "lr", "w_l1",
-                                          "w_adversarial", "norm")})
+                                          "w_adversarial", "norm", "prior")})
         result = train(config, workdir)
-        model, steps = result["model"], result["steps"]
+        model, steps, priors = result["model"], result["steps"], result["priors"]
     targets = [(config.name, ROOT / "models" / "folds")]
     if args.ship:
         targets.append((args.ship, ROOT / "models"))
     for out_name, folder in targets:
-        data = card(config, model, steps, workdir, command)
+        data = card(config, model, steps, workdir, command, priors)
         data["name"] = out_name
         data["training"]["log"] = f"models/{'' if folder.name == 'models' else 'folds/'}{out_name}.train_log.csv"
         path = save_model(model, data, out_name, folder)

@@ -35,16 +35,17 @@ class TranslatorUNet(nn.Module):
     normalised scale as training (brain 99th percentile = 1). H and W must be multiples of ``pad_multiple``.
     """
 
-    def __init__(self, features: int = 24, levels: int = 3, contrasts: int = len(CONTRASTS), norm: str = "none"
-                 ) -> None:
+    def __init__(self, features: int = 24, levels: int = 3, contrasts: int = len(CONTRASTS), norm: str = "none",
+                 prior: bool = False) -> None:
         super().__init__()
+        self.prior = bool(prior)
         if norm not in ("none", "batch"):
             raise ValueError(f"norm is 'none' or 'batch', not {norm!r}")
         self.contrasts = int(contrasts)
         self.pad_multiple = 2 ** levels
         widths = [features * 2 ** k for k in range(levels + 1)]
         self.down = nn.ModuleList()
-        cin = 1 + 2 * self.contrasts
+        cin = 1 + 2 * self.contrasts + int(self.prior)
         for width in widths[:-1]:
             self.down.append(_block(cin, width, norm))
             cin = width
@@ -56,6 +57,8 @@ class TranslatorUNet(nn.Module):
             if isinstance(module, nn.Conv2d):  # through the unnormalised depth (PyTorch's default shrinks it)
                 nn.init.kaiming_normal_(module.weight, a=0.2, nonlinearity="leaky_relu")
                 nn.init.zeros_(module.bias)
+        if self.prior:  # a residual on the prior starts as exactly the prior
+            nn.init.zeros_(self.head.weight)
 
     def condition(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The image with its source and target one-hot planes (B, 1 + 2 * contrasts, H, W)."""
@@ -63,8 +66,15 @@ class TranslatorUNet(nn.Module):
         onehot = torch.cat([F.one_hot(source, self.contrasts), F.one_hot(target, self.contrasts)], dim=1)
         return torch.cat([image, onehot.to(image.dtype)[:, :, None, None].expand(b, -1, h, w)], dim=1)
 
-    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+        """With ``prior`` (the intensity look-up table's answer, (B,1,H,W)) the network predicts a correction to it:
+        the table carries the tissue intensities, the network what intensity alone cannot tell (anatomy, lesions)."""
+        if self.prior != (prior is not None):
+            raise ValueError("this translator was built " + ("with" if self.prior else "without") + " a prior input")
         x = self.condition(image, source, target)
+        if prior is not None:
+            x = torch.cat([x, prior], dim=1)
         skips = []
         for block, pool in zip(self.down, self.pool, strict=True):
             x = block(x)
@@ -75,4 +85,4 @@ class TranslatorUNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return self.head(x) if prior is None else prior + self.head(x)

@@ -109,12 +109,22 @@ def check_translatable(scan: Scan, source: str, target: str, card: dict) -> None
 
 
 # -- running the model ------------------------------------------------------------------------------------------
+def card_prior(card: dict, source: str, target: str):
+    """The model's intensity prior for a direction (the LUT its output corrects), or None for a prior-free model."""
+    from medscan.train.task_translate import IntensityLUT
+
+    priors = card.get("priors") or {}
+    key = f"{source}->{target}"
+    return IntensityLUT.from_json(priors[key]) if key in priors else None
+
+
 def translate_planes(model, planes: np.ndarray, brain: np.ndarray, source: str, target: str, device,
-                     progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: ProgressCallback | None = None, prior=None) -> tuple[np.ndarray, np.ndarray]:
     """TTA mean and spread of the normalised target for normalised canonical 1 mm (N, H, W) ``planes``.
 
     Planes are padded to the network's multiple (zeros: the background of a skull-stripped slice), predicted in
-    chunks, and zeroed outside ``brain``.
+    chunks, and zeroed outside ``brain``. ``prior`` (an ``IntensityLUT``, see ``card_prior``) is required by a
+    model built with a prior input; it is applied pixel by pixel inside the brain, so it flips with the planes.
     """
     import torch
 
@@ -132,10 +142,13 @@ def translate_planes(model, planes: np.ndarray, brain: np.ndarray, source: str, 
         out = np.empty(x.shape, np.float32)
         with torch.inference_mode():
             for start in range(0, len(x), CHUNK):
-                chunk = torch.from_numpy(np.pad(x[start:start + CHUNK], ((0, 0), (0, ph), (0, pw))))[:, None]
-                chunk = chunk.to(device)
+                planes_np = np.pad(x[start:start + CHUNK], ((0, 0), (0, ph), (0, pw)))
+                chunk = torch.from_numpy(planes_np)[:, None].to(device)
                 codes = [torch.full((len(chunk),), c, dtype=torch.long, device=device) for c in (a, t)]
-                out[start:start + CHUNK] = model(chunk, *codes)[:, 0, :h, :w].float().cpu().numpy()
+                base = None
+                if prior is not None:
+                    base = torch.from_numpy(prior(planes_np) * (planes_np > 0))[:, None].to(device)
+                out[start:start + CHUNK] = model(chunk, *codes, base)[:, 0, :h, :w].float().cpu().numpy()
                 done[0] += len(chunk)
                 if progress is not None:
                     progress(done[0], total)
@@ -147,7 +160,7 @@ def translate_planes(model, planes: np.ndarray, brain: np.ndarray, source: str, 
 
 
 def translate_volume(model, scan: Scan, source: str, target: str, device, grid_mm: float = 1.0,
-                     progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+                     progress: ProgressCallback | None = None, prior=None) -> tuple[np.ndarray, np.ndarray, float]:
     """(output, uncertainty, input scale) on the scan's own grid, in the input's units (see the module note)."""
     from medscan.annotate.learned import _axial_flips, canonical_volume, resample_planes
     from medscan.train.task_translate import brain_scale
@@ -162,7 +175,7 @@ def translate_volume(model, scan: Scan, source: str, target: str, device, grid_m
     spread = np.zeros_like(work)
     if rows.size:
         mean[rows], spread[rows] = translate_planes(model, work[rows], work_brain[rows], source, target, device,
-                                                    progress)
+                                                    progress, prior)
     if mean.shape[1:] != (h, w):
         mean = resample_planes(mean, (grid_mm, grid_mm), grid_mm, shape=(h, w))
         spread = resample_planes(spread, (grid_mm, grid_mm), grid_mm, shape=(h, w))
@@ -197,7 +210,7 @@ def translate(scan: Scan, *, to: str, model: str, device: str, progress: Progres
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
     output, spread, scale = translate_volume(network, scan, source, to, torch_device,
-                                             float(card.get("grid_mm", 1.0)), progress)
+                                             float(card.get("grid_mm", 1.0)), progress, card_prior(card, source, to))
     entry = ProvenanceEntry("translate", {"from": source, "from_source": said_by, "to": to,
                                           "tta": "flips x4", "input_brain_median": round(scale, 4),
                                           "scale": "target contrast with its brain median at the input's"},

@@ -93,9 +93,11 @@ class PairedBank:
             slices += [(s, k) for k in np.flatnonzero(brain.sum(axis=(1, 2)) >= MIN_BRAIN_PIXELS)]
         return cls(volumes, brains, slices)
 
-    def sample(self, n: int, size: int, rng: np.random.Generator, directions=DIRECTIONS
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(source, target, brain) (n,1,size,size) crops with (source, target) contrast codes (n,).
+    def sample(self, n: int, size: int, rng: np.random.Generator, directions=DIRECTIONS,
+               priors: dict[str, IntensityLUT] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(source, target, brain) (n,1,size,size) crops with (source, target) contrast codes (n,), and with
+        ``priors`` ({"T1->T2": LUT}) the prior crops: each direction's table applied to the augmented source.
 
         Crops are centred on a random brain pixel (so they hold brain, not background), flipped at random, and
         the source gets a random intensity scale (0.9-1.1) and gamma (0.85-1.15): the per-volume percentile
@@ -126,8 +128,15 @@ class PairedBank:
             tgt[b, 0, :ph, :pw] = planes[1]
             msk[b, 0, :ph, :pw] = planes[2]
             codes[:, b] = code(a), code(t)
+        prior = None
+        if priors is not None:
+            prior = np.zeros_like(src)
+            for b in range(n):
+                lut = priors[f"{CONTRASTS[codes[0, b]]}->{CONTRASTS[codes[1, b]]}"]
+                prior[b] = lut(src[b]) * msk[b]
+            prior = torch.from_numpy(prior)
         return (torch.from_numpy(src), torch.from_numpy(tgt), torch.from_numpy(msk),
-                torch.from_numpy(codes[0]), torch.from_numpy(codes[1]))
+                torch.from_numpy(codes[0]), torch.from_numpy(codes[1]), prior)
 
 
 # -- the look-up-table baseline -----------------------------------------------------------------------------------
@@ -175,6 +184,15 @@ class IntensityLUT:
     def to_json(self) -> dict:
         return {"kind": self.kind, "centres": [round(float(c), 5) for c in self.centres],
                 "values": [round(float(v), 5) for v in self.values]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> IntensityLUT:
+        return cls(np.asarray(data["centres"], np.float64), np.asarray(data["values"], np.float64), data["kind"])
+
+
+def fit_priors(volumes: dict[str, np.ndarray], brain: np.ndarray, directions=DIRECTIONS) -> dict[str, IntensityLUT]:
+    """The translator's prior per direction: the training subject's conditional-mean LUT (applied directly)."""
+    return {f"{a}->{b}": fit_luts(volumes[a], volumes[b], brain)[0] for a, b in directions}
 
 
 def fit_luts(source: np.ndarray, target: np.ndarray, brain: np.ndarray, bins: int = LUT_BINS) -> list[IntensityLUT]:
