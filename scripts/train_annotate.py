@@ -52,6 +52,70 @@ def load_brain(subject: str) -> dict[str, np.ndarray]:
             "tumour": L.canonical_volume(seg, scan)}
 
 
+UNENHANCED_BLOOD_HU = (30.0, 50.0)  # the abdomen CT's aorta (TotalSegmentator id 52) is unenhanced: 42 HU
+ENHANCED_BLOOD_HU = (150.0, 450.0)  # arterial-phase contrast (the angiogram's lumen averages 265 HU)
+
+
+def swap_aorta_contrast(image: np.ndarray, aorta: np.ndarray, enhanced: bool, rng: np.random.Generator
+                        ) -> np.ndarray:
+    """The crop's aorta with the other contrast phase: contrast -> unenhanced blood, unenhanced -> contrast.
+
+    Why: the two CT subjects show the aorta as 265 HU contrast (angiogram) and as 42 HU blood (unenhanced abdomen,
+    the same as liver); one channel fitted to both appearances ended up below 0.5 on both (Dice 0), and a fold
+    trained on one phase found nothing in the other. The mask is known, so the other phase can be synthesised
+    (a uniform blood value with 12 HU texture) on every aorta slice of either subject.
+    """
+    if not aorta.any():
+        return image
+    lo, hi = L.CT_WINDOW
+    low, high = UNENHANCED_BLOOD_HU if enhanced else ENHANCED_BLOOD_HU
+    value = (rng.uniform(low, high) - lo) / (hi - lo)
+    texture = rng.normal(0.0, 12.0 / (hi - lo), image.shape).astype(np.float32)
+    out = image.copy()
+    out[aorta] = value + texture[aorta]
+    return out
+
+
+def organ_pos_weight(datas: list[dict]) -> torch.Tensor:
+    """Per-organ BCE foreground weight sqrt(background / foreground) over the labelled subjects, in [1, 8]."""
+    fg, total = np.zeros(4), np.zeros(4)
+    for d in datas:
+        fg += d["masks"].sum(axis=(0, 2, 3)) * d["labelled"]
+        total += d["masks"][:, 0].size * d["labelled"]
+    ratio = np.where(fg > 0, (total - fg) / np.maximum(fg, 1), 1.0)
+    return torch.from_numpy(np.clip(np.sqrt(ratio), 1.0, 8.0)).float()
+
+
+def organ_thresholds(model: torch.nn.Module, train: str, patch: int) -> dict[str, float]:
+    """Per-organ probability threshold that maximises Dice on the TRAINING subject(s) (pooled), 0.1..0.9 in 0.05.
+
+    Chosen on training data only: the held-out subject never sets an operating point.
+    """
+    subjects = ["abdomen", "aorta"] if train == "both" else [train]
+    grid = np.round(np.arange(0.1, 0.91, 0.05), 2)
+    inter = np.zeros((4, grid.size))
+    sums = np.zeros((4, grid.size))
+    model.eval()
+    for subject in subjects:
+        d = load_ct(subject)
+        probs = L.predict_planes(model, d["image"], torch.device("cpu"), roi=patch)
+        for c in range(4):
+            if d["labelled"][c] == 0:
+                continue
+            truth = d["masks"][:, c] > 0.5
+            for g, t in enumerate(grid):
+                pred = probs[:, c] >= t
+                inter[c, g] += (pred & truth).sum()
+                sums[c, g] += pred.sum() + truth.sum()
+    out = {}
+    for c in range(4):
+        if sums[c].max() > 0:
+            scores = 2 * inter[c] / np.maximum(sums[c], 1)
+            out[L.ORGAN_NAMES[c + 1]] = float(grid[int(np.argmax(scores))])
+    print("organs: thresholds chosen on the training data " + str(out), flush=True)
+    return out
+
+
 def load_ct(subject: str) -> dict[str, np.ndarray]:
     """CT windowed to [0, 1] at 2 mm in-plane, (4, K, H, W) organ masks and which organs are labelled."""
     folder = DATA_ROOT / CT_SUBJECTS[subject]
@@ -70,7 +134,10 @@ def load_ct(subject: str) -> dict[str, np.ndarray]:
     image = L.resample_planes(image, spacing, L.CT_MM)
     k = masks.shape[1]
     masks = L.resample_planes(masks.transpose(1, 0, 2, 3).reshape(k, 4, *masks.shape[2:]), spacing, L.CT_MM)
-    return {"image": image, "masks": (masks > 0.5).astype(np.float32), "labelled": np.asarray(labelled, np.float32)}
+    masks = (masks > 0.5).astype(np.float32)
+    slices_with = [np.flatnonzero(masks[:, c].sum(axis=(1, 2)) > 0) for c in range(4)]
+    return {"image": image, "masks": masks, "labelled": np.asarray(labelled, np.float32),
+            "slices_with": slices_with, "enhanced_aorta": subject == "aorta"}
 
 
 def crop(arrays: list[np.ndarray], size: int, centre: tuple[int, int] | None, rng: np.random.Generator
@@ -157,12 +224,16 @@ def sample_brain(data: dict, bank: dict, n: int, size: int, rng: np.random.Gener
 
 
 # -- losses ------------------------------------------------------------------------------------------------------------
-def dice_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """BCE + soft Dice per class over the batch; ``weight`` (N, C) zeroes classes a subject has no label for."""
+def dice_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+             pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE + soft Dice per class over the batch; ``weight`` (N, C) zeroes classes a subject has no label for;
+    ``pos_weight`` (C,) up-weights a small class's foreground pixels in the BCE (class imbalance)."""
     if weight is None:
         weight = torch.ones(logits.shape[:2])
     w = weight[:, :, None, None].expand_as(logits)
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum() / w.sum().clamp_min(1)
+    pw = None if pos_weight is None else pos_weight[None, :, None, None]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pw)
+    bce = (bce * w).sum() / w.sum().clamp_min(1)
     p = torch.sigmoid(logits) * w
     t = target * w
     inter = (p * t).sum(dim=(0, 2, 3))
@@ -174,10 +245,15 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | 
 
 # -- training loop -----------------------------------------------------------------------------------------------------
 def train_loop(name: str, network_cfg: dict, batch_fn, loss_fn, steps: int, lr: float, out: Path,
-               log_every: int = 25) -> torch.nn.Module:
-    """Adam with cosine decay; resumable from ``out/checkpoint.pt``; a CSV log of the training loss."""
+               log_every: int = 25, init: dict | None = None) -> torch.nn.Module:
+    """Adam with cosine decay; resumable from ``out/checkpoint.pt``; a CSV log of the training loss.
+
+    ``init``: a state dict to start from (fine-tuning a shipped model with a fresh optimiser and schedule).
+    """
     out.mkdir(parents=True, exist_ok=True)
     model = build_network(network_cfg)
+    if init is not None:
+        model.load_state_dict(init)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     start, ckpt = 0, out / "checkpoint.pt"
@@ -227,11 +303,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ship", default="", help="also write models/<NAME>.safetensors + card")
+    parser.add_argument("--init", default="", help="fine-tune from this model (models/folds/NAME, else models/NAME): "
+                                                   "its weights, a fresh optimiser and schedule")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    out = ROOT / "runs" / "annotate" / f"{args.model}_{args.train}"
+    fold = f"{args.model}_{args.train}"
+    out = ROOT / "runs" / "annotate" / (f"{fold}_from_{args.init}" if args.init else fold)
     command = "python " + " ".join(sys.argv)
     t0 = time.time()
     if args.model == "tumour":
@@ -245,11 +324,36 @@ def main() -> None:
     card.update({"version": "1", "command": command, "train_subject": args.train, "steps": args.steps,
                  "batch": args.batch, "patch": args.patch, "lr": args.lr, "threads": args.threads,
                  "train_minutes": round((time.time() - t0) / 60, 1), "parameters": count_parameters(model)})
-    save_model(model, card, out.name, ROOT / "models" / "folds")  # every fold, for scripts/evaluate_annotate.py
+    if args.init:
+        card.update(init_card(args.init))
+    if args.model == "organs":
+        card["thresholds"] = organ_thresholds(model, args.train, int(args.patch))
+    save_model(model, card, fold, ROOT / "models" / "folds")  # every fold, for scripts/evaluate_annotate.py
     if args.ship:
         save_model(model, {**card, "name": args.ship}, args.ship)
         (ROOT / "models" / f"{args.ship}.train_log.csv").write_text((out / "train_log.csv").read_text())
     print(f"done {out.name} in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def init_weights(name: str) -> dict | None:
+    """The state dict of model ``name`` (models/folds first, then models/), or None without --init."""
+    if not name:
+        return None
+    from medscan.nets.weights import load_model
+
+    folder = ROOT / "models" / "folds"
+    model, _card = load_model(name, folder if (folder / f"{name}.json").exists() else None)
+    return model.state_dict()
+
+
+def init_card(name: str) -> dict:
+    """What a fine-tuned card says about the run it started from (its command, steps and minutes)."""
+    from medscan.nets.weights import load_model
+
+    folder = ROOT / "models" / "folds"
+    _model, card = load_model(name, folder if (folder / f"{name}.json").exists() else None)
+    keys = ("name", "command", "steps", "train_minutes", "sha256", "fine_tuned_from")
+    return {"fine_tuned_from": {k: card.data.get(k) for k in keys if k in card.data}}
 
 
 def train_tumour(args, rng, out):
@@ -262,7 +366,8 @@ def train_tumour(args, rng, out):
         x, y = sample_brain(data, bank, args.batch, args.patch, rng)
         return augment(torch.from_numpy(x), torch.from_numpy(y), rng, flips=True, rotate=20)
 
-    model = train_loop("tumour", network, batch, lambda m, x, y: dice_bce(m(x), y), args.steps, args.lr, out)
+    model = train_loop("tumour", network, batch, lambda m, x, y: dice_bce(m(x), y), args.steps, args.lr, out,
+                       init=init_weights(args.init))
     return model, {"task": "segment", "segmentation_task": "brain-tumour", "network": network,
                    "description": "2-D whole-tumour segmentation of skull-stripped axial FLAIR at 1 mm (brain-median "
                                   "normalised); trained on one BraTS-Toolkit pseudo-labelled subject with flips, "
@@ -277,20 +382,27 @@ def train_organs(args, rng, out):
     subjects = ["abdomen", "aorta"] if args.train == "both" else [args.train]
     datas = [load_ct(s) for s in subjects]
     network = {"kind": "plain", "backbone": {**UNET_SEG, "out_channels": 4}}
+    pos_weight = organ_pos_weight(datas)
+    print("organs: BCE foreground weights " + ", ".join(f"{L.ORGAN_NAMES[c + 1]} {w:.1f}"
+                                                       for c, w in enumerate(pos_weight.tolist())), flush=True)
 
     def batch(step):
         xs, ys, ws = [], [], []
         for _ in range(args.batch):
             d = datas[rng.integers(len(datas))]
-            k = int(rng.integers(d["image"].shape[0]))
-            m = d["masks"][k]
-            centre = None
-            present = [c for c in range(m.shape[0]) if m[c].any()]
-            if present and rng.random() < 0.8:  # centre on one organ chosen uniformly: small organs get seen too
-                js, is_ = np.nonzero(m[present[rng.integers(len(present))]])
+            labelled = [c for c in range(4) if d["labelled"][c] > 0]
+            if rng.random() < 0.8:  # class-balanced: an organ uniformly, then a slice with it, centred on it
+                organ = labelled[rng.integers(len(labelled))]
+                k = int(rng.choice(d["slices_with"][organ]))
+                js, is_ = np.nonzero(d["masks"][k, organ])
                 pick = rng.integers(js.size)
                 centre = (int(js[pick]), int(is_[pick]))
+            else:
+                k, centre = int(rng.integers(d["image"].shape[0])), None
+            m = d["masks"][k]
             xi, yi = crop([d["image"][k], m], args.patch, centre, rng)
+            if d["labelled"][3] > 0 and rng.random() < 0.5:
+                xi = swap_aorta_contrast(xi, yi[3] > 0.5, d["enhanced_aorta"], rng)
             xs.append(xi[None])
             ys.append(yi)
             ws.append(d["labelled"])
@@ -301,13 +413,19 @@ def train_organs(args, rng, out):
         x = x + 0.03 * torch.rand(len(x), 1, 1, 1) * torch.randn_like(x)
         return x, y, torch.from_numpy(np.stack(ws))
 
-    model = train_loop("organs", network, batch, lambda m, x, y, w: dice_bce(m(x), y, w), args.steps, args.lr, out)
+    model = train_loop("organs", network, batch, lambda m, x, y, w: dice_bce(m(x), y, w, pos_weight), args.steps,
+                       args.lr, out, init=init_weights(args.init))
     return model, {"task": "segment", "segmentation_task": "organs", "network": network,
                    "labels": {str(k): v for k, v in L.ORGAN_NAMES.items()},
+                   "bce_pos_weight": {L.ORGAN_NAMES[c + 1]: round(float(w), 2) for c, w in enumerate(pos_weight)},
                    "description": "2-D multi-label organ segmentation of axial CT (HU window -250..350, 2 mm "
                                   "in-plane, LPS in-plane orientation): liver, spleen, kidneys, aorta. Partial labels: "
                                   "the aorta CT contributes only the aorta channel (other channels are masked out "
-                                  "of its loss).",
+                                  "of its loss). Class-balanced crops (an organ uniformly, then a slice with it), "
+                                  "BCE foreground weight sqrt(background/foreground) capped at 8 per organ, and the "
+                                  "aorta given the other contrast phase in half of the crops (angiogram -> unenhanced "
+                                  "blood 30-50 HU, unenhanced -> contrast 150-450 HU, textured) so that one aorta "
+                                  "channel learns both appearances.",
                    "agreement_note": "Dice is agreement with TotalSegmentator pseudo-labels, not clinical accuracy"}
 
 

@@ -96,12 +96,27 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
     assert panel.heat.max() == 255 and panel.heat[small_bone.measurements["diameter_slice"]].any()
     shown_plane = reformat(panel.heat, window.scan.affine, viewer.plane).voxels[viewer.slice_index]
     assert np.asarray(shown_plane).any()  # the viewer went to the explained slice
+    from medscan.db.annotations import load_explanations
+
+    k = small_bone.measurements["diameter_slice"]
+    kept = load_explanations(window.database.session.database, small_bone.id)  # stored as the annotation's overlay
+    assert [e.k for e in kept] == [k] and "occlusion sensitivity over hu" in kept[0].method
+    assert np.array_equal(np.rint(kept[0].heat * 255).astype(np.uint8), panel.heat[k])
+    shown_heat = panel.heat.copy()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     window.grab().save(str(SCREENSHOT.with_name("annotations_explain.png")))
 
     # The label overlay is drawn over the image (accepted green, drafts amber, selection cyan).
     panel.select(ids[0])
     assert panel.heat is None  # the explanation belonged to the other finding
+    panel.select(small_bone.id)  # ... and comes back from the database when its finding is selected again
+    assert panel.heat is not None and np.array_equal(panel.heat, shown_heat) and "Kept explanation" in \
+        panel.status.text()
+    panel.opacity.setValue(80)  # the one opacity control drives the kept map too
+    assert panel.layer.opacity == pytest.approx(0.8)
+    panel.opacity.setValue(45)
+    panel.select(ids[0])
+    assert panel.heat is None
     panel.dock.raise_()
     qtbot.wait(50)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ review state, audit and export); this panel only drives it. Drafts live in the s
 needs a signed-in user — who accepted what is that user's action, audited. The label overlay is drawn over
 the viewer's current plane (any plane) through ``viewer.layers``; Edit installs the window's mask brush
 (``ui.qt_mask_brush.BrushTool``) on a copy of the draft's mask: left-drag paints, Shift+left-drag erases,
-"Save edit" stores it as the user's MANUAL annotation.
+"Save edit" stores it as the user's MANUAL annotation. Explain keeps the finding's map in the database as an
+overlay of its annotation (``medscan.db.annotations.store_explanation``); selecting a finding shows its kept map
+again, under the same opacity control as the labels.
 """
 
 from __future__ import annotations
@@ -69,17 +71,22 @@ def export_job(_ctx: Any, database: Any, series_id: int, scan: Scan, seg_path: s
     return [str(p) for p in export(database, series_id, scan, seg_path, sr_path, accepted_only=accepted_only)]
 
 
-def explain_job(ctx: Any, scan: Scan, task_name: str, mask: np.ndarray, label: int, number: int,
+def explain_job(ctx: Any, database: Any, scan: Scan, task_name: str, mask: np.ndarray, label: int, number: int,
                 k: int) -> tuple[int, np.ndarray, str, int]:
-    """Worker: the finding's explanation map on slice k (see ``medscan.annotate.explain_overlay``)."""
+    """Worker: the finding's explanation map on slice k (see ``medscan.annotate.explain_overlay``), kept in the
+    database with annotation ``number``."""
     from types import SimpleNamespace
 
     from medscan.annotate import get_task
     from medscan.annotate.explain_overlay import explain_finding
+    from medscan.db.annotations import store_explanation
 
-    ctx.report(0, 1, "explaining")
+    ctx.report(0, 2, "explaining")
     finding = SimpleNamespace(full_mask=lambda _shape: mask, label=label, number=number)
     heat, method = explain_finding(scan, get_task(task_name), None, finding, k, grid=4)  # 4x4: seconds, not minutes
+    ctx.check()
+    ctx.report(1, 2, "keeping the map")
+    store_explanation(database, number, k, heat, method, {"task": task_name, "grid": 4})
     return k, heat, method, number
 
 
@@ -381,6 +388,8 @@ class AnnotationPanel(QWidget):
         view = next((v for v in self.views if v.id == selected), None)
         if view is not None:
             self._go_to(view)
+            if self.heat is None:
+                self.show_kept_explanation(view.id)
         self._update_enabled()
         self.window.viewer.update()
 
@@ -464,8 +473,8 @@ class AnnotationPanel(QWidget):
         mask = load_mask(self.database, view.id, shape)
         k = int(view.measurements.get("diameter_slice", int(np.argmax(mask.sum(axis=(1, 2))))))
         label = int(view.measurements.get("label", 1))
-        job = self.window.jobs.run(f"Explaining {view.label} #{view.id}", explain_job, scan, view.task, mask, label,
-                                   view.id, k, kind="explain")
+        job = self.window.jobs.run(f"Explaining {view.label} #{view.id}", explain_job, self.database, scan, view.task,
+                                   mask, label, view.id, k, kind="explain")
         job.succeeded.connect(self._on_explained)
         job.failed.connect(lambda message: self.status.setText(f"No explanation: {message}"))
         self.status.setText(f"Explaining {view.label} #{view.id} on slice {k} …")
@@ -473,9 +482,18 @@ class AnnotationPanel(QWidget):
 
     def _on_explained(self, payload: tuple[int, np.ndarray, str, int]) -> None:
         k, heat, method, annotation_id = payload
-        scan = self.window.scan
-        if scan is None or annotation_id != self.selected_id():
+        if annotation_id != self.selected_id():
             return
+        if self._show_heat(annotation_id, k, heat):
+            self.status.setText(f"Explanation ({method}, slice {k}), kept in the database: brighter = the finding "
+                                "depends more on that region")
+            self.explained.emit(method)
+
+    def _show_heat(self, annotation_id: int, k: int, heat: np.ndarray) -> bool:
+        """Draw ``heat`` (slice k's map, values in [0, 1]) and go to the slice that shows it."""
+        scan = self.window.scan
+        if scan is None or np.shape(heat) != tuple(scan.volume_shape)[1:]:
+            return False
         volume = np.zeros(tuple(scan.volume_shape), np.uint8)
         volume[k] = np.clip(np.rint(np.asarray(heat) * 255), 0, 255).astype(np.uint8)
         self.heat, self.heat_id = volume, annotation_id
@@ -483,10 +501,24 @@ class AnnotationPanel(QWidget):
         counts = stack.reshape(stack.shape[0], -1).sum(axis=1)
         if counts.any():
             self.window.viewer.set_slice(int(np.argmax(counts)))
-        self.status.setText(f"Explanation ({method}, slice {k}): brighter = the finding depends more on that "
-                            "region")
         self.window.viewer.update()
-        self.explained.emit(method)
+        return True
+
+    def show_kept_explanation(self, annotation_id: int) -> bool:
+        """Show the latest explanation the database keeps for the annotation (none: nothing drawn)."""
+        from medscan.db.annotations import load_explanations
+
+        if self.database is None:
+            return False
+        try:
+            kept = load_explanations(self.database, annotation_id)
+        except MedscanError:
+            return False
+        if not kept or not self._show_heat(annotation_id, kept[-1].k, kept[-1].heat):
+            return False
+        self.status.setText(f"Kept explanation ({kept[-1].method}, slice {kept[-1].k}, by "
+                            f"{kept[-1].details.get('by', '?')})")
+        return True
 
     # -- export ---------------------------------------------------------------------------------
     def ask_export(self, accepted_only: bool) -> None:

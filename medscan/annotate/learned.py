@@ -218,17 +218,25 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(sizes))
 
 
+def card_thresholds(card: dict, names: dict[int, str], default: float = 0.5) -> np.ndarray:
+    """Per-class operating thresholds from a model card: its "thresholds" by class name (organs, each chosen on the
+    training data), else its single "threshold", else ``default``."""
+    single = float(card.get("threshold", default))
+    per_class = card.get("thresholds", {})
+    return np.array([float(per_class.get(names[value], single)) for value in sorted(names)], np.float32)
+
+
 def _segment(scan: Scan, model_name: str, normalised: np.ndarray, target_mm: float, device: str,
-             threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Labels (argmax of the classes above ``threshold``) and class probabilities on the scan's own grid."""
+             names: dict[int, str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Labels (argmax of the classes above their card thresholds) and class probabilities on the scan's grid."""
     model, card = _model(model_name)
-    labels, probs = segment_with(model, scan, normalised, target_mm, _device(device),
-                                 float(card.get("threshold", threshold)), int(card.get("patch", 96)))
+    labels, probs = segment_with(model, scan, normalised, target_mm, _device(device), card_thresholds(card, names),
+                                 int(card.get("patch", 96)))
     return labels, probs, card
 
 
 def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, target_mm: float,
-                 device: torch.device | None = None, threshold: float = 0.5, roi: int = 96
+                 device: torch.device | None = None, threshold: float | np.ndarray = 0.5, roi: int = 96
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Any fold's network over a normalised volume: (labels, (C, K, H, W) probabilities) on the scan's grid."""
     dev = device or torch.device("cpu")
@@ -244,14 +252,17 @@ def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, tar
     if flip_cols:
         probs = probs[:, :, :, ::-1]
     probs = np.ascontiguousarray(np.moveaxis(probs, 1, 0))  # (C, K, H, W)
-    best = probs.argmax(axis=0)
-    labels = np.where(probs.max(axis=0) >= threshold, best + 1, 0).astype(np.uint8)
+    # a class counts where it reaches its own threshold; among those, the most probable wins
+    limits = np.broadcast_to(np.asarray(threshold, np.float32), (probs.shape[0],)).reshape(-1, 1, 1, 1)
+    above = np.where(probs >= limits, probs, -1.0)
+    best = above.argmax(axis=0)
+    labels = np.where(above.max(axis=0) >= 0, best + 1, 0).astype(np.uint8)
     return labels, probs.astype(np.float32)
 
 
 def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
     normalised, brain = brain_normalise(scan.voxels)
-    labels, probs, card = _segment(scan, TUMOUR_MODEL, normalised, BRAIN_MM, device)
+    labels, probs, card = _segment(scan, TUMOUR_MODEL, normalised, BRAIN_MM, device, TUMOUR_NAMES)
     labels[~brain] = 0
     if card.get("largest_component", False):
         labels = np.where(largest_component(labels > 0), labels, 0).astype(np.uint8)
@@ -261,7 +272,7 @@ def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
 
 
 def run_organs(scan: Scan, *, device: str = "auto") -> Segmentation:
-    labels, probs, card = _segment(scan, ORGAN_MODEL, ct_normalise(scan.voxels), CT_MM, device)
+    labels, probs, card = _segment(scan, ORGAN_MODEL, ct_normalise(scan.voxels), CT_MM, device, ORGAN_NAMES)
     labels[scan.voxels < -500] = 0  # organs are never air
     return Segmentation(labels=labels, names=dict(ORGAN_NAMES), source="ai", method=ORGAN_MODEL,
                         version=str(card.get("version", "1")), probabilities=probs,
