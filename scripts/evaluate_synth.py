@@ -164,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     # --- memorisation calibration on real held-out slices ---
     reference = Reference.build(to_check_grid(train.images), train.labels)
     modalities = [c.modality for c in CLASSES]
-    calibration = calibrate(heldout.images, heldout.labels, reference, modalities)
+    cache = ROOT / "runs" / "synth_heldout_nn_ssim.npy"  # depends only on the data, not on the model
+    nn_heldout = np.load(cache) if cache.exists() and not args.quick else None
+    if nn_heldout is None or len(nn_heldout) != len(heldout.labels):
+        nn_heldout, _ = nearest_training(heldout.images, reference)
+        if not args.quick:
+            np.save(cache, nn_heldout)
+    calibration = calibrate(heldout.images, heldout.labels, reference, modalities, nn_ssim=nn_heldout)
+    print(f"calibrated on {len(nn_heldout)} held-out slices", flush=True)
     thresholds = calibration["thresholds"]
 
     # --- sampling ---

@@ -42,7 +42,7 @@ from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint  # 
 
 NAME = "synth_diffusion2d"
 NETWORK = {"kind": "synth_denoiser", "args": {"channels": [32, 64, 64], "attention": [False, False, False],
-                                              "res_blocks": 1, "num_classes": NONE_CLASS + 1, "unshuffle": 2}}
+                                              "res_blocks": 1, "num_classes": NONE_CLASS + 1, "unshuffle": 4}}
 
 
 def training_slices(cache: Path) -> SynthSlices:

@@ -62,6 +62,8 @@ class Reference:
 
     @classmethod
     def build(cls, images64: np.ndarray, labels: np.ndarray) -> Reference:
+        # quantised exactly as stored (uint8), so calibration and the shipped check see the same reference
+        images64 = np.round((np.asarray(images64, np.float32) + 1) / 2 * 255) / 255 * 2 - 1
         both = np.concatenate([images64, images64[:, :, ::-1]])
         x = torch.from_numpy(np.ascontiguousarray(both, np.float32))[:, None]
         mu = _blur(x)
@@ -105,13 +107,14 @@ def nearest_training(images: np.ndarray, reference: Reference) -> tuple[np.ndarr
 
 
 def calibrate(heldout_images: np.ndarray, heldout_labels: np.ndarray, reference: Reference,
-              class_modalities: list[str]) -> dict[str, object]:
+              class_modalities: list[str], nn_ssim: np.ndarray | None = None) -> dict[str, object]:
     """Per-class thresholds from held-out real slices, and the distribution they come from.
 
     Returns {"thresholds": {class index: ssim}, "heldout_nn_ssim": {class index: summary}}; classes without
     held-out slices take the largest threshold among classes of the same modality.
     """
-    nn_ssim, _ = nearest_training(heldout_images, reference)
+    if nn_ssim is None:  # (the caller may pass them when already computed: minutes on a busy CPU)
+        nn_ssim, _ = nearest_training(heldout_images, reference)
     thresholds: dict[int, float] = {}
     summary: dict[int, dict[str, float]] = {}
     for label in np.unique(heldout_labels):

@@ -4,9 +4,10 @@ One network serves every mode: the class label is a modality+region (``medscan.s
 "none" label (unconditional, dropped at random in training as in classifier-free guidance), and the mask
 channels carry a lesion mask (all zeros = no mask), so the same weights sample with or without a lesion.
 
-Why space-to-depth (``unshuffle``): the 128 x 128 slice enters as 2 x 2 pixel blocks folded into channels
-(64 x 64 x 4), which cuts the UNet's cost about four times on a CPU while the diffusion itself still runs on
-every pixel of the full 128 x 128 grid (the noise is independent per pixel, folding it changes nothing).
+Why space-to-depth (``unshuffle``): the 128 x 128 slice enters as r x r pixel blocks folded into channels
+(shipped: r = 4, 32 x 32 x 16), which cuts the UNet's cost about r*r times on a CPU while the diffusion itself
+still runs on every pixel of the full 128 x 128 grid (the noise is independent per pixel; folding changes nothing).
+The price: detail inside a 4 x 4 block is modelled by channel mixing only, so fine texture is weaker.
 """
 
 from __future__ import annotations
