@@ -2,8 +2,10 @@
 
 Which explanation:
 
-- brain tumour (learned segmenter): ``medscan.explain.explain_slice`` — Captum IntegratedGradients of the
-  segmenter for that finding's pixels (its author's sanity checks are in tests/test_explain.py);
+- brain tumour (learned segmenter): ``medscan.explain.explain_slice`` — Seg-Grad-CAM (Captum layer gradients and
+  activations) of the segmenter for that finding's pixels; it passes both sanity checks on the held-out subject,
+  where IntegratedGradients and occlusion of the segmenter fail the randomisation check (tests/test_explain.py,
+  the tumour_seg2d card);
 - any other task (HU rules, organs): occlusion sensitivity over the task's own ``run``: a grid of patches
   around the finding is replaced, one at a time, by a neutral value (0 HU = water for CT; the slab mean for
   MR) through the slices k-2..k+2, the task is run again on that slab, and a patch's value is how much of the
@@ -31,8 +33,7 @@ def explain_finding(scan: Scan, task: Any, segmentation: Any, finding: Any, k: i
 
         try:
             maps = explain_slice(scan, k, finding=plane)
-            return np.asarray(maps["integrated_gradients"], np.float32), \
-                "Captum IntegratedGradients (tumour segmenter)"
+            return np.asarray(maps["seg_gradcam"], np.float32), "Seg-Grad-CAM (tumour segmenter, Captum)"
         except MedscanError as exc:  # e.g. the slice classifier it also runs is not shipped: occlusion instead
             fallback = f" (Captum unavailable: {exc.problem[:60]})"
     else:
