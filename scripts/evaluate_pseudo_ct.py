@@ -17,7 +17,8 @@ There is no CT of the MR patients, so voxel-wise HU accuracy CANNOT be measured.
    the MR body mask — the best intensity mapping without anatomy, given the body mask the model must find itself.
 
 Held out: MR ``train/mr03_brain_t1_2d_sag_siemens_dicom`` (T1 with skull, sagittal) and
-``paired/brain_tcga_fg_6692/t1.nii.gz`` (skull-stripped: it has no skull to map); CT
+``paired/brain_tcga_fg_6692/t1.nii.gz`` (skull-stripped: it has no skull to map; the operation refuses such input
+because of what these rows show, the network is run on it here directly); CT
 ``train-extra/ct04_chest_philips_5mm_kernelB.nii.gz`` (chest). Real head CT reference: the two head CT files of
 ``conformance/pydicom_data`` (693_UNCR.dcm, eCT_Supplemental.dcm; three slices, patients not in any training
 list). The only other head CT (ct03) is a training subject and is used only to fit the baseline LUT.
@@ -52,6 +53,21 @@ BASELINE_CT = ("train-extra/ct03_head_ge_4mm_detilted.nii.gz", "train-extra/ct03
 SHELL_MM = 10.0
 AIR_MARGIN_PX = 4
 BONE_HU = 300.0
+HEAD_CT_INVENTORY = (
+    "Every CT in ../shared/data was checked. Head CT: train-extra/ct03 (one GE patient, 4 mm + 7 mm parts, 28 axial "
+    "slices; a training subject); conformance/pydicom_data 693_UNCR / 693_UNCI / 693_J2KR (one 512x512 head slice in "
+    "three encodings) and eCT_Supplemental.dcm (two head frames) - the held-out head reference here. No head CT in "
+    "train/ (upper abdomen, abdomen-pelvis) or labelled/ (abdomen, aorta); ct04 is chest; conformance bad_sequence.dcm "
+    "is a neck/spine slice and explicit_VR-UN.dcm an abdomen slice; the other conformance series are MR, US, CR, NM.")
+LIMITATIONS = [
+    "Unpaired: voxel-wise HU accuracy cannot be measured; cycle scores only show the mapping is invertible.",
+    "One head-CT training patient and a 2-D network trained ~38 min on 1 CPU thread: the pseudo-CT is not closer "
+    "to real head CT than a body-masked intensity LUT in the soft-tissue and skull regions (see verdicts).",
+    "Skull-stripped MR comes out with bone HU inside the brain; the operation refuses it.",
+    "The reference head CT is axial; the sagittal mr03 regions (10 mm erosion) include tangential skull in lateral "
+    "slices, so its interior is not purely brain.",
+    "CT->MR shows a checkerboard texture (CycleGAN hides information for the cycle); it is used only for evaluation.",
+]
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "pseudo_ct.png"
 SHORT = {"train/mr03_brain_t1_2d_sag_siemens_dicom": "mr03 T1 head (skull)",
          "paired/brain_tcga_fg_6692/t1.nii.gz": "fg_6692 T1 (skull-stripped)",
@@ -192,6 +208,20 @@ def evaluate(g_ct, g_mr, device, per_item: int, figure: bool) -> tuple[dict[str,
     return {"cycle": cycle_rows, "hu_regions": hu_rows}, shown
 
 
+def verdicts(tables: dict[str, Any]) -> list[str]:
+    """Ours against the LUT baseline, region by region: which is closer to the real head CT (W1)."""
+    rows = {(r["region"], r["source"], r["item"]): r for r in tables["hu_regions"] if "w1" in r}
+    out = []
+    for (region, source, item), ours in rows.items():
+        if source != "pseudo-CT (ours)":
+            continue
+        base = rows[(region, "LUT baseline", item)]
+        word = "closer than" if ours["w1"] < base["w1"] else "FARTHER than"
+        out.append(f"{region}, {SHORT[item]}: pseudo-CT W1 {ours['w1']:.0f} HU is {word} the LUT baseline's "
+                   f"{base['w1']:.0f} HU")
+    return out
+
+
 def print_tables(tables: dict[str, Any]) -> None:
     print("\nCycle consistency (held-out subjects; body mask; MR->CT->MR in the MR window 0..1, CT->MR->CT in HU)")
     print("| direction | held-out item | slices | PSNR dB | SSIM | MAE |")
@@ -210,6 +240,9 @@ def print_tables(tables: dict[str, Any]) -> None:
         w1 = f"{r['w1']:.0f}" if "w1" in r else "–"
         print(f"| {r['region']} | {r['source']} | {SHORT[r['item']]} | {r['median']:.0f} | {r['iqr']:.0f} | "
               f"{r['p99']:.0f} | {r['bone_pct']:.1f} | {w1} |")
+    print("\nAgainst the baseline (real head CT distribution, W1):")
+    for line in verdicts(tables):
+        print(f"- {line}")
 
 
 def write_figure(shown: dict[str, Any], path: Path) -> None:
@@ -274,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             "regions": f"air = outside the body mask dilated {AIR_MARGIN_PX} px; interior = body eroded {SHELL_MM:g} "
                        f"mm; shell = outer {SHELL_MM:g} mm of the body; bone = > {BONE_HU:g} HU",
             "not_measured": "voxel-wise HU error: no CT of the MR patients exists (unpaired)",
+            "verdicts": verdicts(tables),
+            "head_ct_inventory": HEAD_CT_INVENTORY,
+            "limitations": LIMITATIONS,
             "seconds": round(time.time() - began, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
             "threads": 1, "steps": card.data.get("training", {}).get("steps_completed")}
     if args.figure:

@@ -91,6 +91,13 @@ def test_ct_input_refused_in_one_line():
     assert "already CT" in message and "ct.nii.gz" in message and "\n" not in message
 
 
+def test_skull_stripped_mr_refused():
+    scan = load(DATA_ROOT / "paired/brain_tcga_fg_6692/t1.nii.gz")
+    with pytest.raises(MedscanError) as info:
+        pseudo_ct(scan, device="cpu")
+    assert "skull-stripped" in str(info.value) and "t1.nii.gz" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_translate_to_ct_through_the_cli(tmp_path, capsys, mr_slab):
     pytest.importorskip("medscan.ops.translate")
     from medscan.cli import main

@@ -34,6 +34,7 @@ DESCRIPTION = "EXPERIMENTAL pseudo-CT - not validated"  # export prefixes SYNTHE
 HU_RANGE = (-1024.0, 3071.0)  # int16-safe CT range (the model's window lies inside it)
 AIR_PAD_PX = 8  # air margin around each plane so the network's edge handling never touches the body
 CHUNK = 8
+SKULL_STRIPPED_ZERO = 0.5  # raw MR has at most ~15% exactly-zero voxels; skull-stripped brains over 80%
 
 
 def _where(scan: Scan) -> str:
@@ -41,7 +42,7 @@ def _where(scan: Scan) -> str:
 
 
 def check_mr(scan: Scan) -> None:
-    """Refuse anything but a 3-D MR series with a one-line reason naming the file."""
+    """Refuse anything but a 3-D, not skull-stripped MR series with a one-line reason naming the file."""
     if scan.modality == "CT" or scan.units == "HU":
         raise MedscanError(_where(scan), "already CT — pseudo-CT turns an MR series into a CT-like one")
     if scan.modality != "MR":
@@ -51,6 +52,11 @@ def check_mr(scan: Scan) -> None:
                                          "volumes — pick one first")
     if float(np.ptp(scan.voxels)) == 0.0:
         raise MedscanError(_where(scan), "the series is uniform (no image to translate)")
+    zero = float(np.mean(scan.voxels == 0))
+    if zero > SKULL_STRIPPED_ZERO:
+        # Held-out evaluation: a skull-stripped brain comes out at bone HU (median ~750 HU inside the brain).
+        raise MedscanError(_where(scan), f"looks skull-stripped ({100 * zero:.0f}% of voxels exactly 0): the "
+                                         "pseudo-CT model needs the whole head (its brain comes out at bone HU)")
 
 
 def resample_planes(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
