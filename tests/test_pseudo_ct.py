@@ -98,6 +98,13 @@ def test_skull_stripped_mr_refused():
     assert "skull-stripped" in str(info.value) and "t1.nii.gz" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_t2_mr_refused():
+    scan = load(DATA_ROOT / "paired/brain_tcga_fg_6692/t2.nii.gz")
+    with pytest.raises(MedscanError) as info:
+        pseudo_ct(scan, device="cpu")
+    assert "T1-weighted" in str(info.value) and "t2.nii.gz" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_translate_to_ct_through_the_cli(tmp_path, capsys, mr_slab):
     pytest.importorskip("medscan.ops.translate")
     from medscan.cli import main

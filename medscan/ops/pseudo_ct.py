@@ -12,6 +12,10 @@ acquisition (voxel axis 0) is resampled in-plane to the model's 2 mm grid, padde
 resampled back, so the output has the input's shape, affine and spacing. The answer is the mean over the four
 flips of each plane (``tta_planes``) and the uncertainty map their spread, both in HU.
 
+Refused, in one line naming the file: CT input ("already CT"), non-MR, 4-D series, a series named T2 or FLAIR
+(the MR side of training was T1-weighted only) and skull-stripped MR (held-out evaluation: the brain comes out at
+bone HU, median ~750 HU).
+
 ``medscan generate translate PATH -o OUT --to CT`` runs this (``medscan.ops.translate``);
 ``EXPERIMENTAL_NOTE`` is the wording the CLI and GUI show for that choice.
 """
@@ -41,8 +45,20 @@ def _where(scan: Scan) -> str:
     return scan.source_path or scan.description or "series"
 
 
+def named_contrasts(scan: Scan) -> set[str]:
+    """The MR contrasts (T1, T1c, T2, FLAIR) the series description, protocol or file name name; empty if none."""
+    from pathlib import Path
+
+    from medscan.ops.translate import contrast_from_text
+
+    header = scan.header
+    texts = [str(getattr(header, key, "") or "") for key in ("SeriesDescription", "ProtocolName")] if header else []
+    texts += [scan.description or "", Path(scan.source_path).name if scan.source_path else ""]
+    return {c for c in map(contrast_from_text, texts) if c}
+
+
 def check_mr(scan: Scan) -> None:
-    """Refuse anything but a 3-D, not skull-stripped MR series with a one-line reason naming the file."""
+    """Refuse all but a 3-D, T1-weighted (or unnamed), not skull-stripped MR series, in one line naming the file."""
     if scan.modality == "CT" or scan.units == "HU":
         raise MedscanError(_where(scan), "already CT — pseudo-CT turns an MR series into a CT-like one")
     if scan.modality != "MR":
@@ -52,6 +68,10 @@ def check_mr(scan: Scan) -> None:
                                          "volumes — pick one first")
     if float(np.ptp(scan.voxels)) == 0.0:
         raise MedscanError(_where(scan), "the series is uniform (no image to translate)")
+    contrast = named_contrasts(scan)
+    if contrast and contrast <= {"T2", "FLAIR"}:
+        raise MedscanError(_where(scan), f"this series is {'/'.join(sorted(contrast))}: the pseudo-CT model was "
+                                         "trained on T1-weighted MR only")
     zero = float(np.mean(scan.voxels == 0))
     if zero > SKULL_STRIPPED_ZERO:
         # Held-out evaluation: a skull-stripped brain comes out at bone HU (median ~750 HU inside the brain).
