@@ -6,7 +6,8 @@
   positive slices. The full-subject hit rates are printed by scripts/evaluate_annotate.py and kept in the card.
 
 The Grad-CAM layer and channel weighting were chosen on the TRAINING subjects (scripts/evaluate_annotate.py);
-the pointing game runs on every positive held-out slice (38; an 8-slice sample swung between 0.38 and 0.68).
+the pointing game runs on every positive held-out slice (38): on a fixed 8-slice sample one candidate scored 0.38
+and 0.68 on every 2nd slice — too few slices to judge a floor.
 IntegratedGradients and occlusion of a finding fail the randomisation check: kept as documented strict xfails.
 """
 
