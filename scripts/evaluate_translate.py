@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
     parser.add_argument("--cards", action="store_true", help="record the tables in the model cards")
     parser.add_argument("--figure", type=Path, help="write the before/after figure here (and skip the tables)")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="print (and with --cards record) the folds of earlier --json files instead of re-running")
     args = parser.parse_args(argv)
 
     import torch
@@ -206,16 +208,23 @@ def main(argv: list[str] | None = None) -> int:
         figure(args.figure)
         return 0
     folds, tables = {}, {}
-    for subject in args.folds:
-        fold = evaluate_fold(subject, args.stride, args.quick)
-        table = summarise_fold(fold)
-        print_fold(fold, table, args.stride)
-        folds[subject], tables[subject] = fold, table
+    if args.merge:
+        for path in args.merge:
+            saved = json.loads(path.read_text())
+            args.stride, args.quick = saved["meta"]["stride"], saved["meta"]["quick"]
+            folds.update(saved["folds"])
+    else:
+        folds = {subject: evaluate_fold(subject, args.stride, args.quick) for subject in args.folds}
+    for subject, fold in sorted(folds.items()):
+        tables[subject] = summarise_fold(fold)
+        print_fold(fold, tables[subject], args.stride)
     meta = {"protocol": __doc__.split("\n\n", 2)[2].strip(), "stride": args.stride, "quick": args.quick,
             "threads": args.threads, "done_when": "ours beats the best LUT by >= 2 dB PSNR and >= 0.05 SSIM inside "
                                                   "the brain for T1->T2 and T1->FLAIR in both folds",
             "target_met": all(tables[s][f"{a}->{b}"]["gain_over_best_lut"]["target_met"]
                               for s in tables for a, b in TARGET_DIRECTIONS)}
+    print(f"\ndone-when (>= {TARGET_DB:g} dB and >= {TARGET_SSIM:g} SSIM over the best LUT, T1->T2 and T1->FLAIR, "
+          f"folds {', '.join(sorted(tables))}): {'MET' if meta['target_met'] else 'NOT met'}")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "folds": folds, "tables": tables}, indent=2))
     if args.cards and not args.quick:
