@@ -179,3 +179,13 @@ def test_errors_are_one_line_medscan_errors(stack) -> None:
     with pytest.raises(MedscanError) as info:
         run("translate", load(stack["T1"]), to="T1")
     assert "\n" not in str(info.value) and "heldout_t1" in str(info.value)
+
+
+def test_to_ct_dispatches_to_the_experimental_pseudo_ct(tmp_path) -> None:
+    pytest.importorskip("medscan.ops.pseudo_ct")
+    out = tmp_path / "pct.nii.gz"
+    assert main(["generate", "translate", str(SAMPLE_MR_SAG), "-o", str(out), "--to", "CT"]) == 0
+    result, source = load(tmp_path / "pct_synthetic.nii.gz"), load(SAMPLE_MR_SAG)
+    assert result.synthetic and result.voxels.shape == source.voxels.shape
+    np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+    assert result.voxels.min() < -500  # Hounsfield units: air around the head
