@@ -230,7 +230,9 @@ register(Operation(
     summary="Predict a contrast that was not acquired (MR T1->T2/FLAIR/T1c, T2->T1, T1c->T1 on a skull-stripped "
             "axial brain; MR->CT experimental); the output is SYNTHETIC.",
     params=(
-        Param("to", "choice", "T2", "contrast to produce", choices=TARGETS),
+        Param("to", "choice", "T2", "contrast to produce (CT: EXPERIMENTAL pseudo-CT, not validated — unpaired "
+                                    "training, HU not measured; not for dose planning or diagnosis)",
+              choices=TARGETS),
         Param("from", "choice", "auto", "contrast of the input (auto: from SeriesDescription, ProtocolName or the "
                                         "file name)", choices=("auto", *MR_CONTRASTS)),
         Param("model", "str", TRANSLATE_MODEL, "shipped MR translation model to use"),
