@@ -103,8 +103,8 @@ def check_imports() -> str:
     for name in [*names, *LAZY_IMPORTS]:
         try:
             importlib.import_module(name)
-        except ImportError as exc:
-            failed.append(f"{name} ({exc})")
+        except Exception as exc:  # a frozen package can fail in other ways (a missing stub is a ValueError)
+            failed.append(f"{name} ({type(exc).__name__}: {exc})")
     if failed:
         raise RuntimeError(f"{len(failed)} modules do not import: {'; '.join(failed[:3])}")
     return f"{len(names)} medscan modules and {len(LAZY_IMPORTS)} lazily used libraries"
@@ -168,6 +168,25 @@ def check_denoise() -> str:
     return f"{out.provenance[-1].model}: method-noise std {report.method_noise_std:.1f} {out.units}, {guard}"
 
 
+def check_seg() -> str:
+    """A DICOM SEG over the sample is written and read back (highdicom reads the standard's tables from package
+    data files, which a bundle can lose while every import still works)."""
+    import numpy as np
+
+    from medscan.io.seg_sr import SegmentItem, read_seg, write_annotation_seg
+
+    scan = _sample_scan()
+    mask = np.zeros(scan.voxels.shape, bool)
+    mask[: scan.voxels.shape[0] // 2] = scan.voxels[: scan.voxels.shape[0] // 2] > 200  # dense tissue, top half
+    with tempfile.TemporaryDirectory(prefix="medscan-selftest-", ignore_cleanup_errors=True) as tmp:
+        path = Path(tmp) / "selftest_seg.dcm"
+        write_annotation_seg(scan, [SegmentItem(mask, "bone", "#1 bone", method="self-test")], path, draft=True)
+        labels, segments = read_seg(path, scan)
+    if not np.array_equal(labels > 0, mask) or segments[1]["label"] != "#1 bone":
+        raise RuntimeError("the SEG read back differs from the mask written")
+    return f"SEG of {int(mask.sum())} voxels written and read back (highdicom)"
+
+
 def check_database() -> str:
     """SQLCipher really encrypts (no plain SQLite header), reopens with the key, refuses a wrong one."""
     from medscan.db.store import SQLITE_MAGIC, Database
@@ -226,6 +245,7 @@ def run_self_test(gui: bool = False) -> int:
         ("decoders", check_decoders),
         ("sample", check_sample),
         ("denoise", check_denoise),
+        ("seg", check_seg),
         ("database", check_database),
     ]
     if gui:

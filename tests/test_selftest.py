@@ -52,7 +52,7 @@ def test_every_check_passes_with_shipped_models(monkeypatch, capsys, shipped_mod
     assert selftest.run_self_test() == 0
     report = capsys.readouterr().out
     assert outcomes(report) == {name: "ok" for name in ("imports", "models", "decoders", "sample", "denoise",
-                                                        "database")}
+                                                        "seg", "database")}
     assert "denoise_unet2d" in report and "HU -1024.." in report
     assert report.splitlines()[-1].startswith("self-test passed")
 
@@ -72,7 +72,7 @@ def test_a_tampered_weights_file_fails_the_model_checks_and_only_those(monkeypat
     assert selftest.run_self_test() == 1
     report = capsys.readouterr().out
     assert outcomes(report) == {"imports": "ok", "models": "FAIL", "decoders": "ok", "sample": "ok", "denoise": "FAIL",
-                                "database": "ok"}
+                                "seg": "ok", "database": "ok"}
     (models_line,) = [line for line in report.splitlines() if "FAIL models" in line]
     assert "does not match the model card" in models_line
     assert report.splitlines()[-1].startswith("self-test FAILED: models, denoise")
