@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / NAME)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--export-only", action="store_true")
+    parser.add_argument("--reset-ema", action="store_true",
+                        help="restart the weight average from the current weights (after changing the target)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -118,6 +120,11 @@ def main() -> None:
     scheduler = DDPMScheduler(**SCHEDULE)
     log, writer = open_log(args.workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
     step, losses, began = start, [], time.time() - elapsed
+    ema_start_file = args.workdir / "ema_start.json"
+    if args.reset_ema and not args.export_only:
+        ema.load_state_dict(model.state_dict())
+        ema_start_file.write_text(json.dumps({"step": start}))
+    ema_start = json.loads(ema_start_file.read_text())["step"] if ema_start_file.exists() else 0
     model.train()
     while not args.export_only and time.time() - began < budget:
         step += 1
@@ -129,12 +136,14 @@ def main() -> None:
         noise = torch.randn(images.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.num_train_timesteps, (len(images),), generator=generator)
         noisy = scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
-        loss = torch.nn.functional.mse_loss(model(noisy, timesteps, labels, masks), noise)
+        target = (scheduler.get_velocity(images, noise, timesteps) if SCHEDULE["prediction_type"] == "v_prediction"
+                  else noise)
+        loss = torch.nn.functional.mse_loss(model(noisy, timesteps, labels, masks), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        decay = min(0.998, (1 + step) / (10 + step))
+        decay = min(0.998, (1 + step - ema_start) / (10 + step - ema_start))
         with torch.no_grad():
             for target, source in zip(ema.parameters(), model.parameters(), strict=True):
                 target.lerp_(source, 1 - decay)
@@ -168,6 +177,9 @@ def main() -> None:
                                "aorta CT (chest + abdomen); CT head has no held-out subject"),
                      "lesion_masks": "paired/brain_tcga_du_7294/tumour_seg_auto.nii.gz (automatic, all labels > 0)",
                      "steps": step, "batch": args.batch, "lr": args.lr, "ema_decay": 0.998,
+                     "prediction": SCHEDULE["prediction_type"],
+                     "history": (f"steps 1-{ema_start} epsilon-prediction, then v-prediction from those weights "
+                                 "(EMA restarted)") if ema_start else "",
                      "class_dropout": 0.15, "mask_given": 0.7, "threads": args.threads,
                      "minutes": round(seconds / 60, 1),
                      "final_loss": float(np.mean(losses[-100:])) if losses else None,

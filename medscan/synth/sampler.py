@@ -11,8 +11,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+# v-prediction: an epsilon model trained this briefly missed the class's mean brightness at high noise (DDIM then
+# drifted to grey noise); predicting v = sqrt(a) eps - sqrt(1 - a) x0 makes the high-noise target the image itself.
 SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0005,
-            "beta_end": 0.0195, "clip_sample": True}
+            "beta_end": 0.0195, "clip_sample": True, "prediction_type": "v_prediction"}
 
 
 @torch.no_grad()
