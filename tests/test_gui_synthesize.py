@@ -1,7 +1,8 @@
 """Synthesize scans from noise in the window: the Generate tab's button, a gallery of SYNTHETIC tiles, export.
 
 Runs the shipped synthesis model with few slices and few denoising steps (the gallery, not image quality, is
-under test here; tests/test_synth.py and scripts/evaluate_synth.py measure the model).
+under test here; tests/test_synth.py and scripts/evaluate_synth.py measure the model). The screenshot in
+docs/screenshots/synthesize.png comes from here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from test_gui_operations import make_window  # noqa: F401 - fixture
 
 settings = test_gui.settings
 ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "docs" / "screenshots" / "synthesize.png"
 needs_model = pytest.mark.skipif(not (ROOT / "models" / "synth_diffusion2d.json").exists(),
                                  reason="models/synth_diffusion2d not shipped")
 
@@ -45,17 +47,17 @@ def test_generate_tab_opens_the_gallery_samples_marks_and_exports(qtbot, make_wi
     assert not dialog.export_dicom.isEnabled()  # nothing to export before sampling
 
     dialog.klass.setCurrentIndex(classes.index(("MR", "brain")))
-    dialog.count.setValue(2)
-    dialog.steps.setValue(5)
+    dialog.count.setValue(4)
+    dialog.steps.setValue(10)
     dialog.seed.setValue(7)
     dialog.generate()
     qtbot.waitUntil(lambda: dialog.batch is not None and dialog.job is None, timeout=180_000)
     batch = dialog.batch
-    assert dialog.gallery.count() == 2 and batch.slices.shape[0] == 2
+    assert dialog.gallery.count() == 4 and batch.slices.shape[0] == 4
     tip = dialog.gallery.item(0).toolTip()
     assert tip.startswith("SYNTHETIC MR brain #1, seed 7") and "nearest training slice SSIM" in tip
     assert "refused by the memorisation check" in dialog.status.text()
-    dialog.grab().save(str(tmp_path / "synth_dialog.png"))
+    dialog.grab().save(str(SCREENSHOT))
 
     passed = int(np.sum(batch.passed))
     if passed == 0:
