@@ -150,6 +150,20 @@ def _print_findings(findings: list[Any], segmentation: Any, task: Any, as_json: 
 
 
 # -- annotate ----------------------------------------------------------------------------------------
+
+def open_for_drafts(args: argparse.Namespace, action: str) -> Any:
+    """The study database of ``args.db``, refused (and closed) unless the user may draft annotations."""
+    from medscan.db.annotations import DRAFT_ROLES
+    from medscan.db.cli import open_database
+
+    database, _ = open_database(args)
+    try:
+        database.require_role(action, str(args.path), DRAFT_ROLES)
+    except MedscanError:
+        database.close()
+        raise
+    return database
+
 def cmd_annotate(args: argparse.Namespace) -> int:
     from medscan.io.nifti import is_nifti
 
@@ -168,15 +182,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         raise MedscanError(args.path, "--explain keeps each finding's map with its annotation: give --db")
     database = None
     if args.db:
-        from medscan.db.annotations import DRAFT_ROLES
-        from medscan.db.cli import open_database
-
-        database, _ = open_database(args)
-        try:
-            database.require_role("annotate", str(args.path), DRAFT_ROLES)
-        except MedscanError:
-            database.close()
-            raise
+        database = open_for_drafts(args, "annotate")
     try:
         segmentation, findings = segment_and_measure(scan, task, device=args.device, min_volume_ml=args.min_volume,
                                                      max_per_label=args.max_per_label)
@@ -341,15 +347,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     scan, record = load_input(args.path, args.series)
     database = None
     if args.db:
-        from medscan.db.annotations import DRAFT_ROLES
-        from medscan.db.cli import open_database
-
-        database, _ = open_database(args)
-        try:
-            database.require_role("annotation-explain", str(args.path), DRAFT_ROLES)
-        except MedscanError:
-            database.close()
-            raise
+        database = open_for_drafts(args, "annotation-explain")
     try:
         annotation_id = None
         if args.annotation is not None:
