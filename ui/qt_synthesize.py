@@ -29,8 +29,6 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from medscan.io.png import apply_window
-
 TILE = 160
 PREVIEW = 384
 CT_WINDOWS = {"head": (40.0, 120.0), "brain": (40.0, 80.0)}  # (centre, width) HU; other regions: soft tissue
@@ -66,6 +64,8 @@ def display_window(batch: Any) -> tuple[float, float]:
 
 def tile(image: np.ndarray, window: tuple[float, float], size: int, refused: bool) -> QPixmap:
     """The slice windowed to 8 bit, scaled, with the SYNTHETIC label (and a red strike when refused)."""
+    from medscan.io.png import apply_window  # the engine's I/O loads only when a tile is drawn (fast start-up)
+
     grey = np.ascontiguousarray(apply_window(image, *window))
     qimage = QImage(grey.data, grey.shape[1], grey.shape[0], grey.shape[1], QImage.Format.Format_Grayscale8).copy()
     pixmap = QPixmap.fromImage(qimage).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
