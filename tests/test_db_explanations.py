@@ -4,34 +4,22 @@ its rows when medscan migrates it; the CLI keeps the map with ``annotate --db --
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select
+from test_annotate import ct  # noqa: F401 - fixture: the sample CT's first 8 slices, HU task and findings
 
-from medscan.annotate.findings import find_findings
-from medscan.annotate.hu_rules import segment_hu
 from medscan.db import annotations as review
 from medscan.db.models import Annotation, Overlay, Result
 from medscan.db.store import Database
-from medscan.io import load
 from medscan.scan import MedscanError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 KEY = "explanation test key"
-
-
-@pytest.fixture(scope="module")
-def ct():
-    full = load(SAMPLE_CT)
-    scan = copy.copy(full)
-    scan.voxels, scan.source_refs = full.voxels[:8].copy(), full.source_refs[:8]
-    seg = segment_hu(scan)
-    return scan, seg, find_findings(scan, seg, min_volume_ml=5.0, max_per_label=1)
 
 
 def _database(path: Path) -> Database:
@@ -42,7 +30,7 @@ def _database(path: Path) -> Database:
     return database
 
 
-def test_an_explanation_is_stored_encrypted_and_reloads_equal(tmp_path, ct) -> None:
+def test_an_explanation_is_stored_encrypted_and_reloads_equal(tmp_path, ct) -> None:  # noqa: F811 - the imported fixture
     scan, seg, findings = ct
     database = _database(tmp_path / "studies.db")
     series_id = database.import_folder(SAMPLE_CT)[0]

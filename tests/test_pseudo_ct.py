@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_generate_fill import one_thread  # noqa: F401 - autouse fixture: one torch thread for the module
 
 from medscan.io import load, save
 from medscan.ops.pseudo_ct import EXPERIMENTAL_NOTE, PSEUDO_CT_MODEL, pseudo_ct
@@ -18,16 +19,6 @@ from medscan.train.metrics import body_mask
 MR_ITEM = "train/mr03_brain_t1_2d_sag_siemens_dicom"  # held out: T1 head with skull, sagittal
 CT_ITEM = "labelled/ct_abdomen_totalseg_example/ct.nii.gz"  # small CT
 pytestmark = pytest.mark.skipif(not (DATA_ROOT / MR_ITEM).exists(), reason="shared data not available")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
