@@ -2,6 +2,8 @@
 
     python scripts/train_denoise.py --steps 8000 --workdir runs/denoise   # resumes if interrupted
     python scripts/train_denoise.py --export-checkpoint --workdir runs/denoise  # ship the latest checkpoint
+    python scripts/train_denoise.py --init-from denoise_unet2d --loss mse --lr 3e-4 --patch 128 --batch 8 \
+        --workdir runs/denoise_v3   # fine-tune the shipped model (version 3 was made this way)
 """
 
 from __future__ import annotations
@@ -54,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("runs/denoise"))
     parser.add_argument("--name", default="denoise_unet2d")
+    parser.add_argument("--loss", choices=("l1", "mse"), default="l1")
+    parser.add_argument("--init-from", metavar="MODEL", help="start from this shipped model's weights (fine-tune)")
+    parser.add_argument("--version", default="3", help="version written into the model card")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
     config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(TRAIN_ITEMS),
                          heldout_items=list(HELDOUT_ITEMS), steps=args.steps, batch=args.batch, patch=args.patch,
-                         lr=args.lr, threads=args.threads)
+                         lr=args.lr, threads=args.threads, task_args={"loss": args.loss},
+                         init_from=args.init_from)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
         config = TrainConfig(**json.loads((args.workdir / "config.json").read_text()))
         result = _from_checkpoint(args.workdir)
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, args.workdir)
     card = {
         "name": args.name,
-        "version": "2",
+        "version": args.version,
         "task": "denoise",
         "description": "Blind 2-D denoiser for CT and MR slices: predicts the noise from the slice and its "
                        "estimated noise level (MAD of diagonal Haar detail); works on slices normalised to "

@@ -15,6 +15,7 @@ from medscan.degrade import (
     downsample_slices,
     estimate_sigma,
     gaussian_blur,
+    gaussian_kernel,
 )
 
 
@@ -70,6 +71,10 @@ def test_blur_and_downsampling() -> None:
     blurred = gaussian_blur(noisy, 2.0)
     assert blurred.shape == noisy.shape and float(blurred.std()) < float(noisy.std())
     assert torch.allclose(blurred.mean(), noisy.mean(), atol=1e-3)  # a normalised PSF keeps the mean
+    kernel = gaussian_kernel(2.0)  # the two 1-D passes equal one 2-D convolution with the PSF
+    pad = kernel.shape[-1] // 2
+    direct = torch.nn.functional.conv2d(torch.nn.functional.pad(noisy, (pad,) * 4, mode="reflect"), kernel[None, None])
+    torch.testing.assert_close(blurred, direct, rtol=1e-4, atol=1e-5)
     assert downsample(noisy, 2).shape == (1, 1, 64, 64)
     volume = torch.arange(12.0).reshape(6, 1, 2).expand(6, 2, 2)
     thick = downsample_slices(volume, 3)

@@ -102,3 +102,18 @@ def test_weights_round_trip_and_hash_check(tiny_run, tmp_path) -> None:
         load_model("tiny", tmp_path)
     with pytest.raises(MedscanError, match="no model card"):
         load_model("absent", tmp_path)
+
+
+def test_fine_tuning_starts_from_the_shipped_weights(tiny_run, tmp_path, monkeypatch) -> None:
+    import torch
+
+    result, _, config, bank = tiny_run
+    save_model(result["model"], {"network": TINY, "version": "1"}, "tiny", tmp_path)
+    monkeypatch.setenv("MEDSCAN_MODELS", str(tmp_path))
+    tuned_config = TrainConfig(**{**config.__dict__, "steps": 1, "lr": 1e-9, "init_from": "tiny",
+                                  "task_args": {"sigma_range": (0.1, 0.2), "loss": "mse"}})
+    tuned = train(tuned_config, tmp_path / "finetune", bank=bank, progress=False)
+    for name, value in result["model"].state_dict().items():
+        torch.testing.assert_close(tuned["model"].state_dict()[name], value, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown loss"):
+        DenoiseTask(loss="l3")

