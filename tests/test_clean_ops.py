@@ -12,7 +12,7 @@ import pytest
 
 from medscan.io import load
 from medscan.ops import get, operations, run
-from medscan.ops.fidelity import Z_LIMIT, assess, structure_map
+from medscan.ops.fidelity import BLOB_LIMIT_PX, Z_LIMIT, assess, structure_map
 from medscan.scan import MedscanError
 
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "samples" / "ct_abdomen_siemens"
@@ -96,6 +96,18 @@ def test_fidelity_map_lights_up_a_pasted_structure(ct) -> None:
     assert zmap[0, 300, 200] > Z_LIMIT
     assert faked.flagged and faked.largest_structure_px > 100
     assert not honest.flagged and abs(honest.mean_shift) < 1.0  # removing pure noise moves no mean HU
+
+
+def test_denoising_the_low_noise_sample_study_passes_the_guard(ct) -> None:
+    """The README demo: the couch's thin edges soften a little outside the patient; inside it nothing
+    coherent is removed, so the guard passes the result, and it would still flag a structure pasted there."""
+    result = run("denoise", ct)
+    assert result.fidelity is not None and not result.fidelity.flagged, result.fidelity.reasons
+    after = result.scan.voxels[10:11].astype(np.float64)
+    yy, xx = np.mgrid[:512, :512]
+    after[0][(yy - 300) ** 2 + (xx - 200) ** 2 < 6**2] += 100  # a faint invented nodule in the liver
+    faked, _ = assess(ct.voxels[10:11], after, units="HU")
+    assert faked.flagged and faked.largest_structure_px > BLOB_LIMIT_PX
 
 
 def test_highlight_changes_only_the_displayed_window(ct) -> None:

@@ -8,6 +8,11 @@ structure — was removed or invented. Measuring the spread after smoothing, rat
 from white noise, keeps the guard calibrated on real scanners, whose noise is spatially correlated
 (reconstruction kernels), so that it survives smoothing much better than white noise does.
 The score is the fraction of the image where that happens.
+
+The size limit on one coherent region applies inside the patient (the body mask, widened by a few pixels
+so its edge counts): a nodule or vessel is anatomy, the couch and the air around it are not. A denoiser
+softens the couch's long, razor-thin edges by a few HU, which at a low noise level stands far above the
+method noise's spread and would flag every low-noise CT for something no reader looks at.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ BLOB_LIMIT_PX = 60
 @dataclass
 class FidelityReport:
     structure_fraction: float  # share of pixels where the method noise is coherent structure
-    largest_structure_px: int  # the largest connected coherent region in one slice: a nodule, a vessel
+    largest_structure_px: int  # the largest connected coherent region in the body in one slice: a nodule
     mean_shift: float  # mean change over homogeneous regions, in the scan's units (HU for CT)
     method_noise_std: float
     flagged: bool
@@ -53,10 +58,17 @@ def structure_map(method_noise: np.ndarray) -> np.ndarray:
     return out
 
 
-def _largest_blob(coherent: np.ndarray) -> int:
+BODY_MARGIN_PX = 3
+
+
+def _largest_blob_in_body(coherent: np.ndarray, image: np.ndarray) -> int:
+    from medscan.train.metrics import body_mask
+
     largest = 0
-    for plane in coherent.reshape(-1, *coherent.shape[-2:]):
-        labels, count = ndimage.label(plane)
+    planes = np.asarray(image).reshape(-1, *image.shape[-2:])
+    for plane, picture in zip(coherent.reshape(-1, *coherent.shape[-2:]), planes, strict=True):
+        body = ndimage.binary_dilation(body_mask(picture), iterations=BODY_MARGIN_PX)
+        labels, count = ndimage.label(plane & body)
         if count:
             largest = max(largest, int(np.bincount(labels.ravel())[1:].max()))
     return largest
@@ -92,7 +104,7 @@ def assess(before: np.ndarray, after: np.ndarray, *, units: str = "") -> tuple[F
     zmap = structure_map(method_noise)
     coherent = zmap > Z_LIMIT
     structure = float(np.mean(coherent))
-    blob = _largest_blob(coherent)
+    blob = _largest_blob_in_body(coherent, np.asarray(before))
     mask = homogeneous_mask(before)
     shift = float(-method_noise[mask].mean()) if mask.any() else 0.0
     reasons = []
