@@ -100,8 +100,9 @@ class SliceBank:
                     sources.append(item)
         return cls(slices=[], sources=sources, neighbours=k, views=views, stacks=stacks)
 
-    def sample(self, n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
-        """``n`` random patches (n, 1, size, size) with random flips and 90-degree turns, avoiding empty air.
+    def sample(self, n: int, size: int, rng: np.random.Generator, flat_skip: float = 0.9) -> torch.Tensor:
+        """``n`` random patches (n, 1, size, size) with random flips and 90-degree turns, mostly avoiding empty
+        air: a flat patch is redrawn with probability ``flat_skip``.
 
         In neighbour mode (n, 2k+1, size, size): the same crop, turn, flip and contrast for the whole stack.
         """
@@ -124,7 +125,7 @@ class SliceBank:
             else:
                 patch = image[y:y + size, x:x + size][None]
             centre = patch[self.neighbours]
-            if centre.std() < 0.02 and rng.random() < 0.9:  # mostly skip flat background
+            if centre.std() < 0.02 and rng.random() < flat_skip:
                 continue
             patch = np.rot90(patch, int(rng.integers(4)), axes=(1, 2))
             if rng.random() < 0.5:
