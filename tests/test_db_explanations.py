@@ -22,8 +22,8 @@ SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 KEY = "explanation test key"
 
 
-def _database(path: Path) -> Database:
-    database = Database.create(path, KEY, scrypt_n=2**12)
+def _database(path: Path | str, blob_dir: str | None = None) -> Database:
+    database = Database.create(path, KEY, blob_dir=blob_dir, scrypt_n=2**12)
     database.add_user("rad", "radiologist", "rad-pass")
     database.add_user("res", "researcher", "res-pass")
     database.login("rad", "rad-pass")
@@ -80,16 +80,17 @@ def test_an_explanation_is_stored_encrypted_and_reloads_equal(tmp_path, ct) -> N
     database.close()
 
 
-def test_a_0003_database_keeps_its_rows_when_migrated_to_0004(tmp_path) -> None:
-    """Made by the previous medscan (schema 0003, with a result overlay and an annotation), opened by this one."""
+def test_a_0003_database_keeps_its_rows_when_migrated_to_0004(target) -> None:
+    """Made by the previous medscan (schema 0003, with a result overlay and an annotation), opened by this one,
+    on SQLite and on PostgreSQL (whose DDL for the new foreign key and check constraint differs)."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import inspect, text
 
     from medscan.db import store
 
-    path = tmp_path / "old.db"
-    database = _database(path)  # creates at head, then we step the schema back to 0003 with Alembic itself
+    path, blob_dir = target
+    database = _database(path, blob_dir)  # creates at head, then we step the schema back to 0003 with Alembic itself
     series_id = database.import_folder(SAMPLE_CT)[0]
     result_id = database.store_result(series_id, np.ones((2, 3, 4), np.float32), operation="clean",
                                       affine=np.eye(4), overlays={"uncertainty": np.full((2, 3, 4), 0.5, np.float32)})
@@ -106,7 +107,7 @@ def test_a_0003_database_keeps_its_rows_when_migrated_to_0004(tmp_path) -> None:
         assert "annotation_ref" not in {c["name"] for c in inspect(connection).get_columns("overlays")}
     database.close()
 
-    reopened = Database.open(path, KEY)  # migrates to head
+    reopened = Database.open(path, KEY, blob_dir=blob_dir)  # migrates to head
     reopened.login("rad", "rad-pass")
     with reopened.engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
