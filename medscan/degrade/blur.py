@@ -30,6 +30,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     g = gaussian_profile(sigma, x.device).to(x.dtype)
     pad = g.shape[0] // 2
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    small = pad >= min(x.shape[-2:])  # reflection needs a border narrower than the image
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate" if small else "reflect")
     rows = F.conv2d(padded, g.reshape(1, 1, -1, 1))
     return F.conv2d(rows, g.reshape(1, 1, 1, -1))
