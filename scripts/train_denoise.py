@@ -72,6 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         result = _from_checkpoint(args.workdir)
     else:
         result = train(config, args.workdir)
+    training = {**asdict(config), "command": "python " + " ".join(sys.argv).replace("--export-checkpoint ", ""),
+                "steps_completed": result["steps"], "seconds": round(result["seconds"]),
+                "final_loss": result["final_loss"]}
+    if config.init_from:  # the card must still say where the starting weights came from once they are replaced
+        from medscan.nets.weights import load_card
+
+        base = load_card(config.init_from).data
+        base_training = base.get("training", {})
+        training["fine_tuned_from"] = {
+            "name": config.init_from, "version": base.get("version"), "sha256": base.get("sha256"),
+            "command": base_training.get("command"), "steps": base_training.get("steps_completed"),
+            "seconds": base_training.get("seconds"), "loss": base_training.get("task_args", {}).get("loss", "l1"),
+            **({"fine_tuned_from": base_training["fine_tuned_from"]} if "fine_tuned_from" in base_training else {})}
     card = {
         "name": args.name,
         "version": args.version,
@@ -81,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                        "their 0.5-99.5 percentile window.",
         "network": NETWORK,
         "parameters": result["parameters"],
-        "training": {**asdict(config), "command": "python " + " ".join(sys.argv).replace("--export-checkpoint ", ""),
-                     "steps_completed": result["steps"], "seconds": round(result["seconds"]),
-                     "final_loss": result["final_loss"]},
+        "training": training,
         "evaluation": {},
     }
     path = save_model(result["model"], card, args.name)

@@ -112,3 +112,20 @@ def test_paste_disc_lands_inside_tissue(ev: ModuleType) -> None:
     assert changed.sum() == pytest.approx(math.pi * 36, rel=0.15)
     assert mask[changed].all()
     assert np.array_equal(faked[~changed], image[~changed])
+
+
+def test_the_card_verdict_needs_psnr_ssim_and_speed_in_every_condition(ev) -> None:
+    def table(psnr: float, ssim: float, cpu: float) -> dict:
+        stat = lambda v: {"mean": v}  # noqa: E731
+        methods = {"ours": {"psnr": stat(psnr), "psnr_body": stat(psnr), "ssim": stat(ssim), "ssim_body": stat(ssim),
+                            "cpu_s": stat(cpu)},
+                   "bm3d": {"psnr": stat(30.0), "psnr_body": stat(30.0), "ssim": stat(0.9), "ssim_body": stat(0.9),
+                            "cpu_s": stat(10.0)}}
+        return {"methods": methods, "ours_minus_bm3d_db": psnr - 30.0, "ours_minus_bm3d_db_body": psnr - 30.0,
+                "speedup_vs_bm3d_cpu": 10.0 / cpu}
+
+    good = table(30.5, 0.91, 0.1)
+    assert ev.card_summary({"CT a": good, "MR b": good})["target_met"]
+    for bad in (table(29.9, 0.95, 0.1), table(31.0, 0.89, 0.1), table(31.0, 0.95, 0.25)):
+        summary = ev.card_summary({"CT a": good, "MR b": bad})
+        assert not summary["target_met"] and summary["ours_minus_bm3d"]["CT a"]["met"]
