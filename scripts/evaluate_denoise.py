@@ -290,13 +290,13 @@ def evaluate(items: tuple[str, ...], slices_per_item: int, tv_weights: dict[str,
                         "wall_s": result.wall_s, "cpu_s": result.cpu_s,
                     }
                 units = "HU" if modality == "CT" else ""
-                report, _ = assess(noisy_phys, ours_phys, units=units)
+                report, _ = assess(noisy_phys, ours_phys, units=units, rician=rician)
                 disc_value = float(np.median(ours_phys[body])) + 0.5 * (hi - lo)  # bright: half a window above tissue
                 faked, centre = paste_disc(ours_phys, body, DISC_RADIUS_PX, disc_value)
-                fake_report, _ = assess(noisy_phys, faked, units=units)
+                fake_report, _ = assess(noisy_phys, faked, units=units, rician=rician)
                 # Control: the clean slice as output (a perfect denoiser). A guard that flags it, or reports a
                 # mean shift for it, is measuring its own bias, not the model's.
-                oracle_report, _ = assess(noisy_phys, clean_phys, units=units)
+                oracle_report, _ = assess(noisy_phys, clean_phys, units=units, rician=rician)
                 fake_marked = coherent_mask(noisy_phys, faked)
                 disc = faked != ours_phys
                 record["fidelity"] = {

@@ -75,6 +75,15 @@ def test_magnitude_noise_floor_is_removed_only_for_rician_data() -> None:
     assert abs(rician[background].mean()) < 0.3 * sigma
     assert gaussian[background].mean() > 0.8 * sigma  # not removed when the data is not magnitude
     assert abs(rician[brain].mean() - clean[brain].mean()) < 0.1 * sigma
+    # the guard knows the floor: its removal is no structure, a structure pasted into the brain still is
+    passed, _ = assess(noisy[None], rician[None], rician=True)
+    assert not passed.flagged, passed.reasons
+    assert assess(noisy[None], rician[None])[0].flagged  # seen as Gaussian data, the floor's removal is coherent
+    depth = ndimage.distance_transform_edt(brain)
+    cy, cx = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    yy, xx = np.mgrid[: clean.shape[0], : clean.shape[1]]
+    faked = rician + 0.5 * float(np.percentile(clean, 99.5)) * ((yy - cy) ** 2 + (xx - cx) ** 2 <= 6**2)
+    assert assess(noisy[None], faked[None], rician=True)[0].flagged
 
 
 def _entry(name: str):

@@ -20,11 +20,11 @@ def scan_planes(scan: Scan) -> np.ndarray:
     return scan.voxels.reshape(-1, *scan.voxels.shape[-2:])
 
 
-def clean_result(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry) -> Result:
+def clean_result(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry, rician: bool = False) -> Result:
     from medscan.ops.fidelity import assess
 
     cleaned = cleaned.reshape(scan.voxels.shape)
-    report, method_noise = assess(scan.voxels, cleaned, units=scan.units)
+    report, method_noise = assess(scan.voxels, cleaned, units=scan.units, rician=rician)
     if report.flagged:  # the derived series itself says that the guard objected
         entry = ProvenanceEntry(entry.operation, {**entry.parameters, "fidelity": "FLAGGED"}, entry.model,
                                 entry.model_version, entry.software, entry.timestamp)
@@ -60,7 +60,7 @@ def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
                              progress=progress)
     entry = ProvenanceEntry("denoise", {"strength": strength, "noise": "rician" if rician else "gaussian"},
                             model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
-    return clean_result(scan, cleaned, entry)
+    return clean_result(scan, cleaned, entry, rician)
 
 
 register(Operation(

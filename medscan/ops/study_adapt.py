@@ -115,7 +115,7 @@ def adapt(scan: Scan, *, seconds: float, strength: float, noise: str, model: str
                                       "noise": "rician" if rician else "gaussian"},
                             model=model, model_version=f"{card.get('version')}+adapted",
                             software=f"medscan {__version__}")
-    return clean_result(scan, cleaned, entry)
+    return clean_result(scan, cleaned, entry, rician)
 
 
 register(Operation(
