@@ -88,11 +88,14 @@ def add_noise(clean: np.ndarray, kind: str, sigma: float, seed: int) -> np.ndarr
     return noisy[0, 0].numpy()
 
 
-def coherent_mask(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+def coherent_mask(before: np.ndarray, after: np.ndarray, rician: bool = False) -> np.ndarray:
     """Pixels the guard's z-map marks as coherent structure in the method noise (what its map shows a reader)."""
-    from medscan.ops.fidelity import Z_LIMIT, structure_map
+    from medscan.ops.fidelity import VISIBLE_SHARE, Z_LIMIT, noise_levels, rician_floor_part, structure_map
 
-    return structure_map(np.asarray(before, np.float64) - np.asarray(after, np.float64)) > Z_LIMIT
+    method_noise = np.asarray(before, np.float64) - np.asarray(after, np.float64)
+    if rician:
+        method_noise = method_noise - rician_floor_part(method_noise, np.asarray(before))
+    return structure_map(method_noise, VISIBLE_SHARE * noise_levels(before)) > Z_LIMIT
 
 
 def largest_blob_px(marked: np.ndarray) -> int:
@@ -297,11 +300,11 @@ def evaluate(items: tuple[str, ...], slices_per_item: int, tv_weights: dict[str,
                 # Control: the clean slice as output (a perfect denoiser). A guard that flags it, or reports a
                 # mean shift for it, is measuring its own bias, not the model's.
                 oracle_report, _ = assess(noisy_phys, clean_phys, units=units, rician=rician)
-                fake_marked = coherent_mask(noisy_phys, faked)
+                fake_marked = coherent_mask(noisy_phys, faked, rician)
                 disc = faked != ours_phys
                 record["fidelity"] = {
                     "ours": {**report.as_dict(),
-                             "largest_blob_px": largest_blob_px(coherent_mask(noisy_phys, ours_phys))},
+                             "largest_blob_px": largest_blob_px(coherent_mask(noisy_phys, ours_phys, rician))},
                     "ours_bias_vs_clean": float((ours_phys - clean_phys)[tissue].mean()) if tissue.any() else 0.0,
                     "oracle": oracle_report.as_dict(),
                     "hallucinated": {**fake_report.as_dict(), "largest_blob_px": largest_blob_px(fake_marked),

@@ -13,6 +13,11 @@ The size limit on one coherent region applies inside the patient (the body mask,
 so its edge counts): a nodule or vessel is anatomy, the couch and the air around it are not. A denoiser
 softens the couch's long, razor-thin edges by a few HU, which at a low noise level stands far above the
 method noise's spread and would flag every low-noise CT for something no reader looks at.
+
+A coherent change must also be visible: at least ``VISIBLE_SHARE`` of the input's own noise level (blind
+estimate per slice). On a quiet scan the smoothed method noise spreads over a fraction of a HU, so a 2 HU
+softening beside a bone scored z > 5 — a change below one grey level of a soft-tissue window and far below
+the noise the reader already sees. On noisy scans this floor stays under the z limit, so it costs nothing there.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ HU_SHIFT_LIMIT = 1.0
 # A pasted 6-px-radius disc (113 px) shows as a coherent region of 130-220 px; honest outputs of our
 # denoiser on held-out slices stayed at or below 13 px (scripts/evaluate_denoise.py).
 BLOB_LIMIT_PX = 60
+VISIBLE_SHARE = 0.75
 
 
 @dataclass
@@ -44,8 +50,21 @@ class FidelityReport:
         return asdict(self)
 
 
-def structure_map(method_noise: np.ndarray) -> np.ndarray:
-    """Per-pixel z-score of the locally smoothed method noise, slice by slice (..., H, W)."""
+def noise_levels(image: np.ndarray) -> np.ndarray:
+    """Blind noise level of each slice (..., H, W) -> (N,), in the image's units."""
+    import torch
+
+    from medscan.degrade import estimate_sigma
+
+    planes = np.ascontiguousarray(image, np.float32).reshape(-1, 1, *np.shape(image)[-2:])
+    return estimate_sigma(torch.from_numpy(planes)).numpy().astype(np.float64)
+
+
+def structure_map(method_noise: np.ndarray, floor: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel z-score of the locally smoothed method noise, slice by slice (..., H, W).
+
+    ``floor`` (one value per slice): smoothed changes smaller than it score 0, however coherent.
+    """
     noise = np.asarray(method_noise, dtype=np.float64)
     out = np.empty_like(noise)
     flat = noise.reshape(-1, *noise.shape[-2:])
@@ -54,7 +73,9 @@ def structure_map(method_noise: np.ndarray) -> np.ndarray:
         touched = plane != 0  # air clipped at -1024 HU is left alone: its zeros say nothing of the spread
         spread = _robust_std(smoothed[touched]) if touched.sum() > 100 else _robust_std(smoothed)
         # Not centred on the median: a shift of the whole plane is itself a change to report.
-        out.reshape(-1, *noise.shape[-2:])[index] = np.abs(smoothed) / max(spread, 1e-12)
+        z = np.abs(smoothed) / max(spread, 1e-12)
+        out.reshape(-1, *noise.shape[-2:])[index] = z if floor is None else np.where(
+            np.abs(smoothed) < floor[index], 0.0, z)
     return out
 
 
@@ -126,7 +147,7 @@ def assess(before: np.ndarray, after: np.ndarray, *, units: str = "",
     """
     method_noise = np.asarray(before, np.float64) - np.asarray(after, np.float64)
     checked = method_noise - rician_floor_part(method_noise, np.asarray(before)) if rician else method_noise
-    zmap = structure_map(checked)
+    zmap = structure_map(checked, VISIBLE_SHARE * noise_levels(before))
     coherent = zmap > Z_LIMIT
     structure = float(np.mean(coherent))
     blob = _largest_blob_in_body(coherent, np.asarray(before))
