@@ -90,12 +90,9 @@ def add_noise(clean: np.ndarray, kind: str, sigma: float, seed: int) -> np.ndarr
 
 def coherent_mask(before: np.ndarray, after: np.ndarray, rician: bool = False) -> np.ndarray:
     """Pixels the guard's z-map marks as coherent structure in the method noise (what its map shows a reader)."""
-    from medscan.ops.fidelity import VISIBLE_SHARE, Z_LIMIT, noise_levels, rician_floor_part, structure_map
+    from medscan.ops.fidelity import coherent_changes
 
-    method_noise = np.asarray(before, np.float64) - np.asarray(after, np.float64)
-    if rician:
-        method_noise = method_noise - rician_floor_part(method_noise, np.asarray(before))
-    return structure_map(method_noise, VISIBLE_SHARE * noise_levels(before)) > Z_LIMIT
+    return coherent_changes(before, after, rician)[2]
 
 
 def largest_blob_px(marked: np.ndarray) -> int:

@@ -88,6 +88,8 @@ def _largest_blob_in_body(coherent: np.ndarray, image: np.ndarray) -> int:
     largest = 0
     planes = np.asarray(image).reshape(-1, *image.shape[-2:])
     for plane, picture in zip(coherent.reshape(-1, *coherent.shape[-2:]), planes, strict=True):
+        if not plane.any():  # nothing coherent: no body to find (most slices of an honest result)
+            continue
         # found on a smoothed copy: at 10 % noise Otsu on the raw slice lost half of a brain to speckle
         smoothed = ndimage.gaussian_filter(np.asarray(picture, np.float64), SMOOTHING_PX)
         body = ndimage.binary_dilation(body_mask(smoothed), iterations=BODY_MARGIN_PX)
@@ -121,34 +123,40 @@ def homogeneous_mask(image: np.ndarray) -> np.ndarray:
     return body & (local_std <= threshold)
 
 
-def rician_floor_part(method_noise: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """The part of the method noise that the Rician noise floor explains: slow, and between 0 and the floor.
+def rician_floor_part(method_noise: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The part of the method noise that the Rician noise floor explains: slow, and between 0 and the floor
+    (``sigma``: the input's noise level per slice).
 
     The denoiser removes exactly this from magnitude images (``constrain_residual``); it is a change of the
     background's mean by design, so the guard must not count it as structure — anything beyond it still counts.
     """
     import torch
 
-    from medscan.degrade import estimate_sigma, gaussian_blur
-    from medscan.ops.inference import BIAS_SMOOTHING_PX, RICIAN_FLOOR
+    from medscan.degrade import gaussian_blur
+    from medscan.ops.inference import BIAS_SMOOTHING_PX, within_rician_floor
 
     shape = method_noise.shape
     planes = torch.from_numpy(np.ascontiguousarray(method_noise, np.float32).reshape(-1, 1, *shape[-2:]))
-    sigma = estimate_sigma(torch.from_numpy(np.ascontiguousarray(before, np.float32).reshape(planes.shape)))
     slow = gaussian_blur(planes, BIAS_SMOOTHING_PX)
-    return torch.minimum(slow.clamp(min=0), RICIAN_FLOOR * sigma.reshape(-1, 1, 1, 1)).numpy().reshape(shape)
+    return within_rician_floor(slow, torch.from_numpy(sigma)).numpy().reshape(shape)
 
 
-def assess(before: np.ndarray, after: np.ndarray, *, units: str = "",
-           rician: bool = False) -> tuple[FidelityReport, np.ndarray]:
-    """Compare input and output; returns the report and the method-noise map (input minus output).
+def coherent_changes(before: np.ndarray, after: np.ndarray,
+                     rician: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(method noise, the part of it the guard checks, where that part is coherent and visible).
 
     ``rician``: the input is a magnitude image whose noise floor the output may remove (``rician_floor_part``).
     """
     method_noise = np.asarray(before, np.float64) - np.asarray(after, np.float64)
-    checked = method_noise - rician_floor_part(method_noise, np.asarray(before)) if rician else method_noise
-    zmap = structure_map(checked, VISIBLE_SHARE * noise_levels(before))
-    coherent = zmap > Z_LIMIT
+    sigma = noise_levels(before)
+    checked = method_noise - rician_floor_part(method_noise, sigma) if rician else method_noise
+    return method_noise, checked, structure_map(checked, VISIBLE_SHARE * sigma) > Z_LIMIT
+
+
+def assess(before: np.ndarray, after: np.ndarray, *, units: str = "",
+           rician: bool = False) -> tuple[FidelityReport, np.ndarray]:
+    """Compare input and output; returns the report and the method-noise map (input minus output)."""
+    method_noise, checked, coherent = coherent_changes(before, after, rician)
     structure = float(np.mean(coherent))
     blob = _largest_blob_in_body(coherent, np.asarray(before))
     mask = homogeneous_mask(before)

@@ -53,7 +53,7 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     residual = residual - slow
     sigma = sigma.reshape(-1, 1, 1, 1)
     if rician:
-        residual = residual + torch.minimum(slow.clamp(min=0), RICIAN_FLOOR * sigma)
+        residual = residual + within_rician_floor(slow, sigma)
     mean = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     square = F.avg_pool2d(x * x, 5, stride=1, padding=2, count_include_pad=False)
     local_sd = torch.sqrt(torch.clamp(square - mean * mean, min=0))
@@ -61,6 +61,11 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     # the local spread scatters around sigma, and weighting by it alone dropped 0.35 dB of real denoising.
     weight = torch.clamp(local_sd / (FLAT_SHARE * sigma + 1e-6), 0, 1)
     return residual * weight
+
+
+def within_rician_floor(slow: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The part of a slow change (N, 1, H, W) that the Rician noise floor explains: between 0 and the floor."""
+    return torch.minimum(slow.clamp(min=0), RICIAN_FLOOR * sigma.reshape(-1, 1, 1, 1))
 
 
 def windowed_planes(planes: np.ndarray, apply, device: torch.device, *, pad_multiple: int,
