@@ -25,17 +25,15 @@ the PSNR/SSIM cost is printed beside it. ``--timing`` adds seconds per 512x512 o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from evaluate_restore import _ours, _score, area_downsample, resize, write_card_figures
+from evaluate_restore import _ours, _score, area_downsample, heldout_parser, resize, write_card_figures
 
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
 from medscan.train.metrics import (
@@ -175,12 +173,8 @@ def time_models(models: dict[str, Any], threads: int = 2, repeats: int = 3) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=6, help="slices per held-out item")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 slice of one CT and one MR item")
+    parser = heldout_parser(__doc__, 6, "1 slice of one CT and one MR item")
     parser.add_argument("--timing", action="store_true", help="also time a 512x512 slice at 2 threads")
-    parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
-    parser.add_argument("--cards", action="store_true", help="record the figures in the GAN model card")
     args = parser.parse_args(argv)
 
     import torch

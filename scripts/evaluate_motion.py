@@ -25,7 +25,6 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_restore import run_tasks
+from evaluate_restore import heldout_parser, run_tasks
 
 from medscan.degrade.motion import SEVERITIES, add_motion
 from medscan.train.data import intensity_window
@@ -260,11 +259,7 @@ def print_tables(tables: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=6, help="slices per held-out MR item")
-    parser.add_argument("--quick", action="store_true", help="smoke run: one slice of one item")
-    parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
-    parser.add_argument("--cards", action="store_true", help="record the figures in the model card")
+    parser = heldout_parser(__doc__, 6, "one slice of one item")
     args = parser.parse_args(argv)
     args.tasks = ["motion"]
     items, per_item = ((MR_HELDOUT_ITEMS[0],), 1) if args.quick else (MR_HELDOUT_ITEMS, args.slices)

@@ -353,6 +353,16 @@ def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any],
     return card.path
 
 
+def heldout_parser(description: str | None, slices: int, quick: str) -> argparse.ArgumentParser:
+    """The options every held-out evaluation script takes: slices per item, a smoke run, JSON and card output."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=slices, help="slices per held-out item")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
+    parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
+    parser.add_argument("--cards", action="store_true", help="record the figures in the model card(s)")
+    return parser
+
+
 def run_tasks(script: str, argv: list[str] | None, args: argparse.Namespace, items: tuple[str, ...], per_item: int,
               models: dict[str, str], evaluate: Callable[[str, Any], tuple[list[dict], dict[str, Any]]],
               aggregate: Callable[[str, list[dict]], dict], print_tables: Callable[[str, dict], None]) -> int:
@@ -393,12 +403,8 @@ def run_tasks(script: str, argv: list[str] | None, args: argparse.Namespace, ite
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = heldout_parser(__doc__, 6, "1 slice of one CT and one MR item")
     parser.add_argument("tasks", nargs="+", choices=sorted(MODELS))
-    parser.add_argument("--slices", type=int, default=6, help="slices per held-out item")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 slice of one CT and one MR item")
-    parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
-    parser.add_argument("--cards", action="store_true", help="record the figures in the model cards")
     parser.add_argument("--tuning-cache", type=Path, default=Path("runs/sharpen_baseline_tuning.json"),
                         help="reuse the baselines' tuning (train slices only) when grids and slices match")
     args = parser.parse_args(argv)

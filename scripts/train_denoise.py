@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medscan.nets.weights import save_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
-from medscan.train.trainer import TrainConfig, train
+from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
 # Bias-free and without normalisation layers (Mohan et al., ICLR 2020): the network is then
 # scale-equivariant, so a slice's window or a study's intensity scale cannot shift its output, and no
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("runs/denoise"))
     parser.add_argument("--name", default="denoise_unet2d")
     parser.add_argument("--loss", choices=("l1", "mse"), default="l1")
-    parser.add_argument("--init-from", metavar="MODEL", help="start from this shipped model's weights (fine-tune)")
+    parser.add_argument("--init-from", metavar="MODEL", type=shipped_model,
+                        help="start from this shipped model's weights (fine-tune)")
     parser.add_argument("--flat-skip", type=float, default=0.9, help="share of empty-air patches redrawn")
     parser.add_argument("--version", default="3", help="version written into the model card")
     parser.add_argument("--export-checkpoint", action="store_true",
@@ -76,15 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 "steps_completed": result["steps"], "seconds": round(result["seconds"]),
                 "final_loss": result["final_loss"]}
     if config.init_from:  # the card must still say where the starting weights came from once they are replaced
-        from medscan.nets.weights import load_card
-
-        base = load_card(config.init_from).data
-        base_training = base.get("training", {})
-        training["fine_tuned_from"] = {
-            "name": config.init_from, "version": base.get("version"), "sha256": base.get("sha256"),
-            "command": base_training.get("command"), "steps": base_training.get("steps_completed"),
-            "seconds": base_training.get("seconds"), "loss": base_training.get("task_args", {}).get("loss", "l1"),
-            **({"fine_tuned_from": base_training["fine_tuned_from"]} if "fine_tuned_from" in base_training else {})}
+        training["fine_tuned_from"] = fine_tune_record(config.init_from)
     card = {
         "name": args.name,
         "version": args.version,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from medscan.nets.weights import load_model, save_model
 from medscan.scan import MedscanError
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
 from medscan.train.tasks import DenoiseTask
-from medscan.train.trainer import TrainConfig, train
+from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
 TINY = {"kind": "residual_denoiser",
         "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
@@ -117,3 +119,10 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_run, tmp_path, monkeyp
         torch.testing.assert_close(tuned["model"].state_dict()[name], value, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown loss"):
         DenoiseTask(loss="l3")
+    assert fine_tune_record("tiny")["sha256"] == load_model("tiny")[1].data["sha256"]
+    # --init-from of the training scripts: a missing or corrupt model is a one-line usage error, not a traceback.
+    assert shipped_model("tiny") == "tiny"
+    (tmp_path / "tiny.safetensors").write_bytes(b"corrupt")
+    for name, message in (("tiny", "does not match the model card"), ("absent", "no model card")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            shipped_model(name)

@@ -40,6 +40,34 @@ class TrainConfig:
     init_from: str | None = None  # fine-tune: start from this shipped model's verified weights (same network)
 
 
+def shipped_model(name: str) -> str:
+    """``argparse`` type of ``--init-from``: a shipped model whose weights verify, else a one-line usage error
+    before any data is loaded."""
+    import argparse
+
+    from medscan.nets.weights import load_model
+    from medscan.scan import MedscanError
+
+    try:
+        load_model(name)
+    except MedscanError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
+def fine_tune_record(base_model: str) -> dict[str, Any]:
+    """What a fine-tuned model's card says about the weights it started from, since the shipped file is
+    replaced: name, version, sha256 and how they were trained (nested when they were fine-tuned too)."""
+    from medscan.nets.weights import load_card
+
+    base = load_card(base_model).data
+    base_training = base.get("training", {})
+    return {"name": base_model, "version": base.get("version"), "sha256": base.get("sha256"),
+            "command": base_training.get("command"), "steps": base_training.get("steps_completed"),
+            "seconds": base_training.get("seconds"), "loss": base_training.get("task_args", {}).get("loss", "l1"),
+            **({"fine_tuned_from": base_training["fine_tuned_from"]} if "fine_tuned_from" in base_training else {})}
+
+
 def save_checkpoint(path: Path, step: int, rng: np.random.Generator, generator: torch.Generator,
                     **parts: Any) -> None:
     """Atomically save ``parts`` (anything with a state_dict: models, optimizers, schedulers), the step and both
