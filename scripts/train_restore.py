@@ -22,7 +22,7 @@ import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill
 from medscan.nets.weights import save_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
-from medscan.train.trainer import TrainConfig, train
+from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
 MOTION_BANDS = [0.0, 0.02, 0.04, 0.08, 0.15, 0.25, 0.4, 0.6, 1.0]  # |ky| / (H/2) band edges
 
@@ -77,6 +77,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                                    "linearly interpolated plus a row-mask channel into a U-Net that corrects "
                                    "them; measured rows are copied. Trained on every other row removed, single "
                                    "missing rows and 2-3-row gaps."},
+    "fill_slices_flow": {"model": "fillslices_flow2d", "task": "fill_slices_flow", "task_args": {},
+                         "neighbours": 2, "network": _fill_unet(5, norm=None), "patch": 112,
+                         "description": "Missing-slice filling along optical flow: the measured slices either "
+                                        "side are warped to the missing slice's depth by Farneback flow "
+                                        "(OpenCV), and a U-Net sees both warped slices, the measured ones and "
+                                        "the depth and corrects their blend; measured slices are copied. "
+                                        "Trained on one- and three-slice gaps (the missing slice in the middle "
+                                        "or at a third) cut from all three views of each training volume."},
     "motion": {"model": "motion_unet2d", "task": "motion_correct", "task_args": {}, "patch": 192,
                "network": {"kind": "residual_corrector", "args": {"bands": MOTION_BANDS},
                            "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": len(MOTION_BANDS) - 1,
@@ -119,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--init-from", metavar="MODEL", type=shipped_model,
+                        help="start from this shipped model's weights (fine-tune)")
+    parser.add_argument("--version", default="1", help="version written into the model card")
+    parser.add_argument("--flat-skip", type=float, default=0.9, help="share of empty-air patches redrawn")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
@@ -129,24 +141,28 @@ def main(argv: list[str] | None = None) -> int:
                          heldout_items=list(preset.get("heldout_items", HELDOUT_ITEMS)), steps=args.steps,
                          batch=args.batch, patch=args.patch or preset["patch"], lr=args.lr, seed=args.seed,
                          threads=args.threads, checkpoint_every=100, task_args=preset["task_args"],
-                         neighbours=preset.get("neighbours", 0))
+                         neighbours=preset.get("neighbours", 0), init_from=args.init_from,
+                         flat_skip=args.flat_skip)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
         config = TrainConfig(**json.loads((workdir / "config.json").read_text()))
         result = _from_checkpoint(workdir, config.network)
     else:
         result = train(config, workdir)
+    training = {**asdict(config), "command": "python " + " ".join(sys.argv).replace(" --export-checkpoint", ""),
+                "steps_completed": result["steps"], "seconds": round(result["seconds"]),
+                "final_loss": result["final_loss"], "device": "cpu"}
+    if config.init_from:  # the card must still say where the starting weights came from once they are replaced
+        training["fine_tuned_from"] = fine_tune_record(config.init_from)
     card = {
         "name": preset["model"],
-        "version": "1",
+        "version": args.version,
         "task": preset["task"],
         "task_args": preset["task_args"],
         "description": preset["description"] + " Slices are normalised to their 0.5-99.5 percentile window and "
                                                "written back in the input's units.",
         "network": config.network,
         "parameters": result["parameters"],
-        "training": {**asdict(config), "command": "python " + " ".join(sys.argv).replace(" --export-checkpoint", ""),
-                     "steps_completed": result["steps"], "seconds": round(result["seconds"]),
-                     "final_loss": result["final_loss"], "device": "cpu"},
+        "training": training,
         "evaluation": {},
     }
     path = save_model(result["model"], card, preset["model"])

@@ -219,6 +219,30 @@ def test_fill_slices_replaces_named_and_blank_slices_on_a_nifti(scans) -> None:
         run("fill_slices", scan)
 
 
+@pytest.mark.parametrize("depth", [0.5, 0.25])
+def test_flow_estimates_put_a_moving_structure_where_it_is_at_the_missing_depth(depth) -> None:
+    """An ellipse 8 px further right in the next slice: at depth t the flow estimate draws it 8t px on, where
+    a cross-fade (linear interpolation) draws two half-contrast copies."""
+    from scipy import ndimage
+
+    from medscan.nets.slice_flow import flow_estimates
+
+    rows, cols = np.mgrid[:128, :128]
+    texture = ndimage.gaussian_filter(np.random.default_rng(0).random((128, 128)), 3)
+    image = (0.7 * (((rows - 64) / 30) ** 2 + ((cols - 60) / 20) ** 2 < 1) + texture).astype(np.float32)
+
+    def shifted(dx: float) -> np.ndarray:
+        return ndimage.shift(image, (0, dx), order=1, mode="nearest")
+
+    before, after, truth = shifted(-4), shifted(4), shifted(-4 + 8 * depth)
+    estimates = flow_estimates(before, after, depth)
+    inner = (slice(8, -8), slice(8, -8))
+    flow_error = np.abs((1 - depth) * estimates[0] + depth * estimates[1] - truth)[inner].mean()
+    fade_error = np.abs((1 - depth) * before + depth * after - truth)[inner].mean()
+    assert flow_error < 0.2 * fade_error
+    assert all(np.abs(e - truth)[inner].mean() < 0.35 * fade_error for e in estimates)
+
+
 def test_masks_have_the_asked_sizes_and_rows_keep_their_ends() -> None:
     rng = np.random.default_rng(0)
     for kind in REGION_KINDS:
