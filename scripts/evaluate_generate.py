@@ -23,7 +23,6 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_restore import run_tasks
+from evaluate_restore import heldout_parser, run_tasks
 
 from medscan.degrade.masks import REGION_KINDS, row_mask
 from medscan.train.data import HELDOUT_ITEMS, intensity_window
@@ -50,7 +49,7 @@ from medscan.train.metrics import (
     timed,
 )
 
-MODELS = {"inpaint": "inpaint_unet2d", "fill_slices": "fillslices_unet2d"}
+MODELS = {"inpaint": "inpaint_unet2d", "fill_slices": "fillslices_flow2d"}
 METHODS = {"inpaint": ("ours", "biharmonic", "telea"), "fill_slices": ("ours", "linear", "cubic")}
 PRIMARY_BASELINE = {"inpaint": "biharmonic", "fill_slices": "cubic"}
 TARGET_DB = {"inpaint": 2.0, "fill_slices": 1.5}
@@ -86,7 +85,7 @@ def telea(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 _WARMED: set[tuple[int, ...]] = set()
 
 
-def _ours_fill(model, stacks: np.ndarray, masks: np.ndarray, fill: str) -> Timed:
+def _ours_fill(model, stacks: np.ndarray, masks: np.ndarray) -> Timed:
     """Our model exactly as the operation runs it (TTA mean); oneDNN's first call per shape kept out of timing."""
     import torch
 
@@ -94,9 +93,23 @@ def _ours_fill(model, stacks: np.ndarray, masks: np.ndarray, fill: str) -> Timed
 
     cpu = torch.device("cpu")
     if stacks.shape not in _WARMED:
-        fill_with_uncertainty(stacks[:1], masks[:1], model, cpu, fill)
+        fill_with_uncertainty(stacks[:1], masks[:1], model, cpu)
         _WARMED.add(stacks.shape)
-    return timed(lambda: fill_with_uncertainty(stacks, masks, model, cpu, fill)[0])
+    return timed(lambda: fill_with_uncertainty(stacks, masks, model, cpu)[0])
+
+
+def _ours_fill_slices(model, volume: np.ndarray, missing: np.ndarray) -> Timed:
+    """The missing-slice model exactly as the operation runs it (TTA mean), after one warm-up slice."""
+    import torch
+
+    from medscan.ops.fill import fill_missing_slices
+
+    cpu = torch.device("cpu")
+    if volume.shape not in _WARMED:
+        first = int(np.flatnonzero(missing)[0])
+        fill_missing_slices(volume[first - 1:first + 2], np.array([False, True, False]), model, cpu)
+        _WARMED.add(volume.shape)
+    return timed(lambda: fill_missing_slices(volume, missing, model, cpu)[0])
 
 
 def evaluate_inpaint(items: tuple[str, ...], per_item: int, model) -> list[dict[str, Any]]:
@@ -119,7 +132,7 @@ def evaluate_inpaint(items: tuple[str, ...], per_item: int, model) -> list[dict[
             stacks = volume[k - 1:k + 2][None]
             for case, extent in (("in-slice hole", (False, True, False)), ("slab hole (pure 2-D)", (True,) * 3)):
                 masks = np.stack([hole if on else np.zeros_like(hole) for on in extent])[None]
-                ours = _ours_fill(model, stacks, masks, "push_pull")
+                ours = _ours_fill(model, stacks, masks)
                 outputs = {"ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s), **baselines}
                 record = {"item": item, "modality": modality, "slice": k, "condition": case, "mask_kind": kind,
                           "mask_fraction": float(hole.mean()), "methods": {}}
@@ -163,10 +176,7 @@ def evaluate_fill_slices(items: tuple[str, ...], per_item: int, model) -> list[d
         single = row_mask(k, np.random.default_rng(slice_seed(item, "single gaps")), "single")
         for condition, missing in (("every other slice removed", alternate), ("single-slice gaps", single)):
             holed = np.where(missing[:, None, None], 0.0, volume).astype(np.float32)
-            views = np.ascontiguousarray(holed.transpose(1, 0, 2))[:, None]
-            masks = np.broadcast_to(missing[None, None, :, None], views.shape)
-            ours = _ours_fill(model, views, masks, "rows")
-            whole = {"ours": Timed(ours.output.transpose(1, 0, 2), ours.wall_s, ours.cpu_s),
+            whole = {"ours": _ours_fill_slices(model, holed, missing),
                      "linear": timed(lambda h=holed, m=missing: interpolate_slices(h, m, "linear")),
                      "cubic": timed(lambda h=holed, m=missing: interpolate_slices(h, m, "cubic"))}
             generated = np.flatnonzero(missing)
@@ -250,12 +260,8 @@ def print_tables(task: str, tables: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = heldout_parser(__doc__, 5, "1 slice of one CT and one MR item")
     parser.add_argument("tasks", nargs="+", choices=sorted(MODELS))
-    parser.add_argument("--slices", type=int, default=5, help="slices per held-out item")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 slice of one CT and one MR item")
-    parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
-    parser.add_argument("--cards", action="store_true", help="record the figures in the model cards")
     args = parser.parse_args(argv)
     if args.quick:
         items, per_item = (HELDOUT_ITEMS[0], HELDOUT_ITEMS[2]), 1

@@ -5,7 +5,8 @@
 
 Presets: ``sharpen`` (blind Gaussian-PSF deblurring), ``sr_x2`` / ``sr_x4`` (in-plane area down-sampling),
 ``sr_z2`` (through-plane x2: box average of row pairs in reformatted views, i.e. thick slices),
-``inpaint`` (2.5-D masked U-Net filling holes) and ``fill_slices`` (missing rows of reformatted views).
+``inpaint`` (2.5-D masked U-Net filling holes), ``fill_slices_flow`` (missing slices along optical flow) and
+``motion`` (MR motion-artefact correction).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill_slices tasks)
+import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill_slices_flow tasks)
 from medscan.nets.weights import save_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
@@ -71,12 +72,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                                "U-Net that corrects the fill; only masked pixels are replaced. Trained on seeded "
                                "blobs, ellipses, boxes, strokes and truncated-FOV edges of 8-35 % of the patch, "
                                "extruded to the neighbours half of the time (then it works as pure 2-D)."},
-    "fill_slices": {"model": "fillslices_unet2d", "task": "fill_slices", "task_args": {},
-                    "network": _fill_unet(2, norm=None), "patch": 64,
-                    "description": "Missing-slice filling on reformatted views (rows = slices): missing rows "
-                                   "linearly interpolated plus a row-mask channel into a U-Net that corrects "
-                                   "them; measured rows are copied. Trained on every other row removed, single "
-                                   "missing rows and 2-3-row gaps."},
     "fill_slices_flow": {"model": "fillslices_flow2d", "task": "fill_slices_flow", "task_args": {},
                          "neighbours": 2, "network": _fill_unet(5, norm=None), "patch": 112,
                          "description": "Missing-slice filling along optical flow: the measured slices either "

@@ -1,20 +1,17 @@
-"""Masked filling with a plain U-Net: a cheap classical fill first, the network corrects it, measured pixels stay.
+"""Masked filling (inpainting) with a plain U-Net: a cheap classical fill first, the network corrects it, measured
+pixels stay.
 
-The same forward pass serves both Generate models. Inpainting (``fill="push_pull"``) fills each hole by a
-push-pull pyramid (a smooth membrane-like fill, as cheap as a few poolings) and gives the U-Net the slice and
-its neighbours (z-1, z+1) each with its own mask channel, so it can copy anatomy across slices where the
-neighbours were measured and must work from the slice alone where they were not. Missing slices
-(``fill="rows"``) run on reformatted views whose rows are slices: missing rows are linearly interpolated from
-the nearest measured rows. In both, the network predicts a correction to the classical fill and the result
-replaces only the masked pixels: every measured pixel is returned bit-identical.
+Each hole is filled by a push-pull pyramid (a smooth membrane-like fill, as cheap as a few poolings) and the U-Net
+gets the slice and its neighbours (z-1, z+1) each with its own mask channel, so it can copy anatomy across slices
+where the neighbours were measured and must work from the slice alone where they were not. The network predicts
+a correction to the classical fill and the result replaces only the masked pixels: every measured pixel is
+returned bit-identical. (Missing whole slices are filled along optical flow instead: ``slice_flow``.)
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-FILLS = ("push_pull", "rows")
 
 
 def push_pull_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -36,38 +33,7 @@ def push_pull_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known > 0, image, up)
 
 
-def row_fill(image: torch.Tensor, missing_rows: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation along rows (axis -2) of (N, C, H, W) ``image`` over ``missing_rows`` (N, H) bool.
-
-    Rows before the first or after the last measured row copy the nearest measured row.
-    """
-    n, _, h, _ = image.shape
-    rows = torch.arange(h, device=image.device).expand(n, h)
-    known = ~missing_rows
-    before = torch.where(known, rows, torch.full_like(rows, -1)).cummax(dim=1).values
-    after = torch.where(known, rows, torch.full_like(rows, h)).flip(1).cummin(dim=1).values.flip(1)
-    before_c = torch.where(before < 0, after, before).clamp(0, h - 1)
-    after_c = torch.where(after >= h, before_c, after).clamp(0, h - 1)
-    span = (after_c - before_c).clamp(min=1).to(image.dtype)
-    t = ((rows - before_c).to(image.dtype) / span).clamp(0, 1)
-    t = torch.where(after_c == before_c, torch.zeros_like(t), t)
-    index_b = before_c[:, None, :, None].expand_as(image)
-    index_a = after_c[:, None, :, None].expand_as(image)
-    low, high = image.gather(2, index_b), image.gather(2, index_a)
-    filled = low + t[:, None, :, None] * (high - low)
-    return torch.where(missing_rows[:, None, :, None], filled, image)
-
-
-def classical_fill(image: torch.Tensor, mask: torch.Tensor, fill: str) -> torch.Tensor:
-    """The baseline the network corrects: (N, C, H, W) image with ``mask`` (True = missing) filled."""
-    if fill == "push_pull":
-        return push_pull_fill(image, ~mask)
-    if fill == "rows":
-        return row_fill(image, mask[:, 0].all(dim=-1))
-    raise ValueError(f"unknown fill {fill!r} (have: {', '.join(FILLS)})")
-
-
-def masked_fill(model: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor, fill: str) -> torch.Tensor:
+def masked_fill(model: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) images (channel C//2 the slice to fill, the others its neighbours) and their masks
     (True = missing) -> (N, 1, H, W): measured pixels of the centre slice copied, masked ones generated.
 
@@ -75,7 +41,7 @@ def masked_fill(model: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
     """
     mask = mask.bool()
     centre = image.shape[1] // 2
-    base = classical_fill(torch.where(mask, torch.zeros_like(image), image), mask, fill)
+    base = push_pull_fill(torch.where(mask, torch.zeros_like(image), image), ~mask)
     # Centre on the measured mean so the correction does not depend on the window's offset.
     known = (~mask[:, centre:centre + 1]).to(image.dtype)
     offset = (base[:, centre:centre + 1] * known).sum(dim=(-2, -1), keepdim=True) / known.sum(

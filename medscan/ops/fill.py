@@ -2,9 +2,10 @@
 
 Both are Generate operations: the output is SYNTHETIC, carries an uncertainty map (the spread of the model
 over flipped copies of the input; exactly 0 on measured voxels, which are copied bit-identical) and the mask
-of the generated voxels. Inpainting runs the 2.5-D masked U-Net on each affected slice with its neighbours;
-missing slices are filled on reformatted views whose rows are the slices, after the measured slices have been
-placed on the finest regular grid their positions allow, so no measured slice moves.
+of the generated voxels. Inpainting runs the 2.5-D masked U-Net on each affected slice with its neighbours.
+Missing slices come from the measured slices either side, moved along their optical flow to the missing depth
+and corrected by a U-Net, after the measured slices have been placed on the finest regular grid their positions
+allow, so no measured slice moves.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from medscan.ops.registry import Operation, Param, ProgressCallback, Result, reg
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
 INPAINT_MODEL = "inpaint_unet2d"
-FILL_SLICES_MODEL = "fillslices_unet2d"
+FILL_SLICES_MODEL = "fillslices_flow2d"
 PAD_MULTIPLE = 16  # the U-Net pools four times
 CHUNK = 16  # planes per TTA pass: bounds memory on 512x512 CT
 MAX_ENCLOSED_GAP = 8  # auto: a constant region counts as missing when measured data lies within this many slices
@@ -37,7 +38,7 @@ def _check_modality(scan: Scan, operation: str) -> None:
 
 # -- running the masked models ---------------------------------------------------------------------------------
 
-def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, fill: str, *, batch: int = 4) -> np.ndarray:
+def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, *, batch: int = 4) -> np.ndarray:
     """(N, C, H, W) stacks in their units (channel C//2 the plane to fill) and masks (True = missing) ->
     (N, H, W) float32: masked pixels generated, every other pixel the input's value, bit for bit.
 
@@ -65,13 +66,13 @@ def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, fill: str,
             span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
             x, _ = _pad_to(torch.from_numpy((chunk - lo) / span).to(device), PAD_MULTIPLE)
             m, _ = _pad_to(torch.from_numpy(hole.astype(np.float32)).to(device), PAD_MULTIPLE)
-            y = masked_fill(model, x, m > 0.5, fill)[:, 0, :h, :w].float().cpu().numpy()
+            y = masked_fill(model, x, m > 0.5)[:, 0, :h, :w].float().cpu().numpy()
             generated = y * span[:, 0] + lo[:, 0]
             out[start:start + batch] = np.where(hole[:, centre], generated, chunk[:, centre])
     return out
 
 
-def fill_with_uncertainty(stacks: np.ndarray, masks: np.ndarray, model, device, fill: str,
+def fill_with_uncertainty(stacks: np.ndarray, masks: np.ndarray, model, device,
                           progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
     """TTA mean and spread of ``fill_stacks`` in chunks; measured pixels exact, their spread exactly 0."""
     n, channels = stacks.shape[:2]
@@ -81,7 +82,7 @@ def fill_with_uncertainty(stacks: np.ndarray, masks: np.ndarray, model, device, 
         packed = np.concatenate([stacks[start:start + CHUNK], masks[start:start + CHUNK].astype(np.float32)], axis=1)
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return fill_stacks(x[:, :channels], x[:, channels:] > 0.5, model, device, fill)
+            return fill_stacks(x[:, :channels], x[:, channels:] > 0.5, model, device)
 
         mean, sd = tta_planes(predict, packed)
         hole = masks[start:start + CHUNK, channels // 2]
@@ -90,6 +91,46 @@ def fill_with_uncertainty(stacks: np.ndarray, masks: np.ndarray, model, device, 
         if progress is not None:
             progress(min(start + CHUNK, n), n)
     return filled, spread
+
+
+def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
+                        progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) ``volume`` in its units with ``missing`` (K,) interior slices -> the filled volume and the
+    uncertainty (TTA spread; exactly 0 on measured slices, which are returned bit-identical).
+
+    Each missing slice comes from the nearest measured slices either side, moved along their optical flow to
+    its depth in the gap (``medscan.nets.slice_flow``), in the intensity window of that pair.
+    """
+    import torch
+
+    from medscan.nets.normalize import intensity_window
+    from medscan.nets.slice_flow import flow_estimates, flow_fill
+    from medscan.ops.inference import _pad_to
+
+    measured = np.flatnonzero(~missing)
+    out = np.array(volume, dtype=np.float32)
+    spread = np.zeros_like(out)
+    targets = np.flatnonzero(missing)
+    for done, z in enumerate(targets, start=1):
+        before, after = int(measured[measured < z].max()), int(measured[measured > z].min())
+        depth = (z - before) / (after - before)
+        pair = out[[before, after]]
+        lo, hi = intensity_window(pair)
+        span = max(hi - lo, 1e-3 * max(abs(lo), abs(hi)), 1e-6)
+
+        def predict(planes: np.ndarray, depth: float = depth) -> np.ndarray:
+            estimates = flow_estimates(planes[0, 0], planes[0, 1], depth)
+            x, (h, w) = _pad_to(torch.from_numpy(np.concatenate([planes[0], estimates])[None]).to(device),
+                                PAD_MULTIPLE)
+            with torch.inference_mode():
+                y = flow_fill(model, x[:, :1], x[:, 1:2], x[:, 2:], torch.tensor([depth], device=device))
+            return y[:, 0, :h, :w].float().cpu().numpy()
+
+        mean, sd = tta_planes(predict, ((pair - lo) / span)[None].astype(np.float32))
+        out[z], spread[z] = mean[0] * span + lo, sd[0] * span
+        if progress is not None:
+            progress(done, len(targets))
+    return out, spread
 
 
 # -- inpaint: where the hole is ---------------------------------------------------------------------------------
@@ -272,7 +313,7 @@ def inpaint(scan: Scan, *, mask, box: str, auto: bool, model: str, device: str,
         index = [[z + d if 0 <= z + d < k else z for d in (-1, 0, 1)] for _, z in batch]
         stacks = np.stack([volumes[t, i] for (t, _), i in zip(batch, index, strict=True)])
         masks = np.stack([holes[t, i] for (t, _), i in zip(batch, index, strict=True)])
-        filled, spread = fill_with_uncertainty(stacks, masks, network, torch_device, "push_pull")
+        filled, spread = fill_with_uncertainty(stacks, masks, network, torch_device)
         for (t, z), plane, sd in zip(batch, filled, spread, strict=True):
             output[t, z], uncertainty[t, z] = plane, sd
         if progress is not None:
@@ -385,17 +426,12 @@ def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: P
     uncertainty = np.zeros_like(output)
     for t, volume in enumerate(volumes):
         output[t, placed] = volume
-        output[t, missing] = 0.0
-        views = np.ascontiguousarray(output[t].transpose(1, 0, 2))[:, None]  # (H, 1, K', W): rows are slices
-        masks = np.broadcast_to(missing[None, None, :, None], views.shape)
 
         def step_progress(done: int, total: int, t: int = t) -> None:
             if progress is not None:
                 progress(t * total + done, len(volumes) * total)
 
-        filled, spread = fill_with_uncertainty(views, masks, network, torch_device, "rows", step_progress)
-        output[t] = np.where(missing[:, None, None], filled.transpose(1, 0, 2), output[t])
-        uncertainty[t] = np.where(missing[:, None, None], spread.transpose(1, 0, 2), 0.0)
+        output[t], uncertainty[t] = fill_missing_slices(output[t], missing, network, torch_device, step_progress)
     affine = np.array(scan.affine, np.float64)
     affine[:3, 2] = affine[:3, 2] / np.linalg.norm(affine[:3, 2]) * step  # origin = first measured slice, kept
     shape = (*scan.voxels.shape[:-3], new_k, h, w)

@@ -1,9 +1,10 @@
 """Training tasks of the two filling models: missing regions (inpainting) and missing slices.
 
-Importing this module adds ``TASKS["inpaint"]`` and ``TASKS["fill_slices"]``. Both hide part of a clean
-patch with a seeded mask from ``medscan.degrade.masks``, let ``masked_fill`` fill it (classical fill plus the
-network's correction, measured pixels copied) and score the result against the clean patch; the loss is
-the mean absolute error over the generated pixels only, since the measured ones are exact by construction.
+Importing this module adds ``TASKS["inpaint"]`` and ``TASKS["fill_slices_flow"]``. Inpainting hides part of a
+clean patch with a seeded mask from ``medscan.degrade.masks``, lets ``masked_fill`` fill it (classical fill plus
+the network's correction, measured pixels copied) and scores the mean absolute error over the generated pixels
+only, since the measured ones are exact by construction. The missing-slice task hides the centre of a stack of
+five slices and fills it from two of the others along their optical flow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medscan.degrade.masks import region_mask, row_mask, slab_extent
+from medscan.degrade.masks import region_mask, slab_extent
 from medscan.nets.inpainter import masked_fill
 from medscan.train.tasks import CLEAN_RANGE, TASKS
 
@@ -56,38 +57,12 @@ class InpaintTask:
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         image, mask = inputs
-        return masked_fill(model, image, mask, "push_pull")
+        return masked_fill(model, image, mask)
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Measured pixels are copied, so their error is exactly 0: the mean over generated pixels is the
         # total error divided by how many differ from a copy; scale by the image's generated share instead.
-        return masked_l1(prediction, target, (prediction != target).float())
-
-
-class FillSlicesTask:
-    """Rows of a (reformatted) patch removed as missing slices: every other row, single rows or 2-3-row gaps."""
-
-    def __init__(self, patterns: tuple[str, ...] = ("alternate", "single", "short")) -> None:
-        self.patterns = tuple(patterns)
-
-    def make_batch(
-        self, clean: torch.Tensor, generator: torch.Generator
-    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        clean = clean.clamp(*CLEAN_RANGE)
-        n, _, h, w = clean.shape
-        rng = _numpy_rng(generator)
-        rows = np.stack([row_mask(h, rng, str(rng.choice(self.patterns))) for _ in range(n)])
-        mask = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(rows[:, None, :, None], (n, 1, h, w))))
-        return (clean.masked_fill(mask, 0.0), mask), clean
-
-    @staticmethod
-    def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        image, mask = inputs
-        return masked_fill(model, image, mask, "rows")
-
-    @staticmethod
-    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return masked_l1(prediction, target, (prediction != target).float())
 
 
@@ -131,4 +106,4 @@ class FlowSlicesTask:
         return (prediction - target).abs().mean()
 
 
-TASKS.update({"inpaint": InpaintTask, "fill_slices": FillSlicesTask, "fill_slices_flow": FlowSlicesTask})
+TASKS.update({"inpaint": InpaintTask, "fill_slices_flow": FlowSlicesTask})
