@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill_slices_flow tasks)
+from medscan.nets.slice_flow import IN_CHANNELS as FLOW_IN_CHANNELS
 from medscan.nets.weights import save_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
@@ -73,7 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                "blobs, ellipses, boxes, strokes and truncated-FOV edges of 8-35 % of the patch, "
                                "extruded to the neighbours half of the time (then it works as pure 2-D)."},
     "fill_slices_flow": {"model": "fillslices_flow2d", "task": "fill_slices_flow", "task_args": {},
-                         "neighbours": 2, "network": _fill_unet(5, norm=None), "patch": 112,
+                         "neighbours": 2, "network": _fill_unet(FLOW_IN_CHANNELS, norm=None), "patch": 112,
                          "description": "Missing-slice filling along optical flow: the measured slices either "
                                         "side are warped to the missing slice's depth by Farneback flow "
                                         "(OpenCV), and a U-Net sees both warped slices, the measured ones and "

@@ -107,6 +107,8 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
     from medscan.nets.slice_flow import flow_estimates, flow_fill
     from medscan.ops.inference import _pad_to
 
+    if missing[0] or missing[-1]:
+        raise ValueError("the first and last slices must be measured: a missing slice needs one on either side")
     measured = np.flatnonzero(~missing)
     out = np.array(volume, dtype=np.float32)
     spread = np.zeros_like(out)
