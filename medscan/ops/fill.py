@@ -47,7 +47,7 @@ def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, *, batch: 
     import torch
 
     from medscan.nets.inpainter import masked_fill
-    from medscan.nets.normalize import intensity_window
+    from medscan.nets.normalize import intensity_window, window_span
     from medscan.ops.inference import _pad_to
 
     n, channels, h, w = stacks.shape
@@ -63,7 +63,7 @@ def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, *, batch: 
                 windows.append(intensity_window(measured if measured.size else plane))
             lo = np.array([wd[0] for wd in windows], np.float32).reshape(-1, 1, 1, 1)
             hi = np.array([wd[1] for wd in windows], np.float32).reshape(-1, 1, 1, 1)
-            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
+            span = window_span(lo, hi)
             x, _ = _pad_to(torch.from_numpy((chunk - lo) / span).to(device), PAD_MULTIPLE)
             m, _ = _pad_to(torch.from_numpy(hole.astype(np.float32)).to(device), PAD_MULTIPLE)
             y = masked_fill(model, x, m > 0.5)[:, 0, :h, :w].float().cpu().numpy()
@@ -103,7 +103,7 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
     """
     import torch
 
-    from medscan.nets.normalize import intensity_window
+    from medscan.nets.normalize import intensity_window, window_span
     from medscan.nets.slice_flow import flow_estimates, flow_fill
     from medscan.ops.inference import _pad_to
 
@@ -118,7 +118,7 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
         depth = (z - before) / (after - before)
         pair = out[[before, after]]
         lo, hi = intensity_window(pair)
-        span = max(hi - lo, 1e-3 * max(abs(lo), abs(hi)), 1e-6)
+        span = window_span(lo, hi)
 
         def predict(planes: np.ndarray, depth: float = depth) -> np.ndarray:
             estimates = flow_estimates(planes[0, 0], planes[0, 1], depth)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from medscan.degrade import estimate_sigma
 from medscan.nets.device import autocast
-from medscan.nets.normalize import intensity_window
+from medscan.nets.normalize import intensity_window, window_span
 from medscan.ops.registry import ProgressCallback
 
 _MODEL_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
@@ -84,7 +84,7 @@ def windowed_planes(planes: np.ndarray, apply, device: torch.device, *, pad_mult
             chunk = np.asarray(planes[start:start + batch], dtype=np.float32)
             windows = np.array([intensity_window(p) for p in chunk], np.float32).reshape(-1, 2, 1, 1)
             lo, hi = windows[:, 0], windows[:, 1]
-            span = np.maximum(hi - lo, np.maximum(1e-3 * np.maximum(np.abs(lo), np.abs(hi)), 1e-6))
+            span = window_span(lo, hi)
             x = torch.from_numpy((chunk - lo) / span)[:, None].to(device)
             padded, _ = _pad_to(x, pad_multiple)
             y = apply(padded).float()[..., :h * sy, :w * sx]
