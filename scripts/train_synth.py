@@ -105,6 +105,11 @@ def main() -> None:
     checkpoint = args.workdir / "checkpoint.pt"
     elapsed_file = args.workdir / "elapsed.json"
     start = load_checkpoint(checkpoint, rng, generator, model=model, ema=ema, optimizer=optimizer)
+    commands_file = args.workdir / "commands.json"  # a resumed run's card lists every run that made its weights
+    commands = json.loads(commands_file.read_text()) if start and commands_file.exists() else []
+    if not args.export_only:
+        commands.append("python scripts/train_synth.py " + " ".join(sys.argv[1:]))
+        commands_file.write_text(json.dumps(commands, indent=1))
     elapsed = json.loads(elapsed_file.read_text())["seconds"] if start and elapsed_file.exists() else 0.0
     budget = args.minutes * 60
     if args.until:
@@ -183,10 +188,7 @@ def main() -> None:
                      "class_dropout": 0.15, "mask_given": 0.7, "threads": args.threads,
                      "minutes": round(seconds / 60, 1),
                      "final_loss": float(np.mean(losses[-100:])) if losses else None,
-                     "command": ("/work/notes/trainslot python scripts/train_synth.py --threads "
-                                 f"{args.threads} --minutes {args.minutes:g}"
-                                 + (f" --until {args.until}" if args.until else "")
-                                 + f" --batch {args.batch} --lr {args.lr:g}")},
+                     "command": " ; then ".join(commands)},
     }
     args.models.mkdir(parents=True, exist_ok=True)
     log_src = args.workdir / "log.csv"
