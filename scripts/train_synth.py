@@ -78,6 +78,15 @@ def make_batch(data: SynthSlices, probabilities: np.ndarray, batch: int, rng: np
             torch.from_numpy(np.ascontiguousarray(masks))[:, None])
 
 
+def logged_loss(log: Path, rows: int = 5) -> float | None:
+    """Mean training loss of the last ``rows`` log rows (20 steps each): the card's figure for --export-only."""
+    if not log.exists():
+        return None
+    lines = log.read_text().strip().splitlines()[1:]
+    values = [float(line.split(",")[1]) for line in lines[-rows:]]
+    return float(np.mean(values)) if values else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=40.0, help="training time budget (wall clock)")
@@ -187,7 +196,7 @@ def main() -> None:
                                  "(EMA restarted)") if ema_start else "",
                      "class_dropout": 0.15, "mask_given": 0.7, "threads": args.threads,
                      "minutes": round(seconds / 60, 1),
-                     "final_loss": float(np.mean(losses[-100:])) if losses else None,
+                     "final_loss": float(np.mean(losses[-100:])) if losses else logged_loss(args.workdir / "log.csv"),
                      "command": " ; then ".join(commands)},
     }
     args.models.mkdir(parents=True, exist_ok=True)
