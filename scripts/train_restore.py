@@ -127,16 +127,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="start from this shipped model's weights (fine-tune)")
     parser.add_argument("--version", default="1", help="version written into the model card")
     parser.add_argument("--flat-skip", type=float, default=0.9, help="share of empty-air patches redrawn")
+    parser.add_argument("--task-args", type=json.loads, default={}, metavar="JSON",
+                        help='added to the preset\'s task arguments, e.g. \'{"loss": "mse"}\'')
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    task_args = {**preset["task_args"], **args.task_args}
     workdir = args.workdir or Path("runs") / args.preset
     config = TrainConfig(name=preset["model"], task=preset["task"], network=preset["network"],
                          train_items=list(preset.get("train_items", TRAIN_ITEMS)),
                          heldout_items=list(preset.get("heldout_items", HELDOUT_ITEMS)), steps=args.steps,
                          batch=args.batch, patch=args.patch or preset["patch"], lr=args.lr, seed=args.seed,
-                         threads=args.threads, checkpoint_every=100, task_args=preset["task_args"],
+                         threads=args.threads, checkpoint_every=100, task_args=task_args,
                          neighbours=preset.get("neighbours", 0), init_from=args.init_from,
                          flat_skip=args.flat_skip)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": preset["model"],
         "version": args.version,
         "task": preset["task"],
-        "task_args": preset["task_args"],
+        "task_args": config.task_args,
         "description": preset["description"] + " Slices are normalised to their 0.5-99.5 percentile window and "
                                                "written back in the input's units.",
         "network": config.network,

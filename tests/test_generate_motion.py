@@ -112,3 +112,14 @@ def test_shipped_model_card_hash_verifies() -> None:
     held_out = set(card.data["training"]["heldout_items"])
     assert {"train/mr03_brain_t1_2d_sag_siemens_dicom", "paired/brain_tcga_fg_6692/t1.nii.gz"} <= held_out
     assert not held_out & set(card.data["training"]["train_items"])
+
+
+def test_motion_task_trains_on_the_loss_its_card_names() -> None:
+    """The fine-tuning loss is a task argument recorded in the card: MSE is what PSNR measures."""
+    from medscan.train.task_motion import MotionCorrectTask
+
+    prediction, target = torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 0.5)
+    assert float(MotionCorrectTask().loss(prediction, target)) == pytest.approx(0.5)
+    assert float(MotionCorrectTask(loss="mse").loss(prediction, target)) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="unknown loss"):
+        MotionCorrectTask(loss="huber").loss(prediction, target)

@@ -9,11 +9,10 @@ the slice bank turns and flips the clean patches before the motion is simulated.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from medscan.degrade.motion import SEVERITIES, add_motion
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
-from medscan.train.tasks import TASKS
+from medscan.train.tasks import TASKS, pixel_loss
 
 # MR subjects of the shared split (held-out MR: mr03 and paired/brain_tcga_fg_6692, as for every model).
 MR_TRAIN_ITEMS = tuple(i for i in TRAIN_ITEMS if i.split("/")[-1].startswith("mr") or i.startswith("paired/"))
@@ -35,9 +34,11 @@ class MotionCorrectTask:
     The network predicts the correction (residual) added to the corrupted slice.
     """
 
-    def __init__(self, scale_range: tuple[float, float] = (0.3, 1.0), still_fraction: float = 0.1) -> None:
+    def __init__(self, scale_range: tuple[float, float] = (0.3, 1.0), still_fraction: float = 0.1,
+                 loss: str = "l1") -> None:
         self.scale_range = scale_range
         self.still_fraction = still_fraction
+        self.loss_kind = loss
 
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
@@ -58,9 +59,8 @@ class MotionCorrectTask:
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return apply_model(model, inputs[0])
 
-    @staticmethod
-    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(prediction, target)
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return pixel_loss(self.loss_kind, prediction, target)
 
 
 TASKS["motion_correct"] = MotionCorrectTask

@@ -47,10 +47,16 @@ class DenoiseTask:
         return noisy - model(noisy, sigma, rician)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # L1 trains robustly from scratch; MSE is what PSNR measures, so fine-tuning ends on it.
-        if self.loss_kind == "mse":
-            return F.mse_loss(prediction, target)
+        return pixel_loss(self.loss_kind, prediction, target)
+
+
+def pixel_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 trains robustly from scratch; MSE is what PSNR measures, so fine-tuning ends on it."""
+    if kind == "mse":
+        return F.mse_loss(prediction, target)
+    if kind == "l1":
         return F.l1_loss(prediction, target)
+    raise ValueError(f"unknown loss {kind!r} (l1 or mse)")
 
 
 TASKS = {"denoise": DenoiseTask}
