@@ -115,11 +115,16 @@ def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.dev
     model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout: about 20 % less time per slice
     for start in range(0, total, batch):
         chunk = planes[start:start + batch].astype(np.float32)
-        windows = [intensity_window(p) for p in chunk] if rician else clean_windows(chunk)
+        windows = denoise_windows(chunk, rician)
         out[start:start + batch] = _denoise_chunk(chunk, windows, model, device, strength, rician)
         if progress is not None:
             progress(min(start + batch, total), total)
     return out
+
+
+def denoise_windows(chunk: np.ndarray, rician: bool) -> list[tuple[float, float]]:
+    """The windows the denoiser normalises (B, H, W) planes to: the clean estimate, the planes' own for Rician."""
+    return [intensity_window(p) for p in chunk] if rician else clean_windows(chunk)
 
 
 # Block size of the clean-window estimate: 4x4 means cut the noise sd 4x, a 3x3 median of them most of the rest.

@@ -52,8 +52,7 @@ def fine_tune(model, planes: np.ndarray, *, seconds: float, rician: bool, device
     import torch
 
     from medscan.degrade import estimate_sigma
-    from medscan.nets.normalize import intensity_window
-    from medscan.ops.inference import clean_windows
+    from medscan.ops.inference import denoise_windows
 
     device = device or next(model.parameters()).device
     tuned = copy.deepcopy(model).float().to(device).train()
@@ -64,8 +63,8 @@ def fine_tune(model, planes: np.ndarray, *, seconds: float, rician: bool, device
     if not usable:
         raise MedscanError("adapt", "the study has no plane with signal to learn its noise from")
     normalised = []
-    for plane in usable:  # in the window that denoise_planes will use (the clean estimate, or the noisy for Rician)
-        lo, hi = intensity_window(plane) if rician else clean_windows(plane[None].astype(np.float32))[0]
+    for plane in usable:  # in the window that denoise_planes will use
+        (lo, hi), = denoise_windows(plane[None].astype(np.float32), rician)
         normalised.append(((plane - lo) / (hi - lo)).astype(np.float32))
     size = min(patch, *(min(p.shape) for p in normalised)) // 2 * 2
     flag = torch.full((batch,), float(rician), device=device)
