@@ -116,6 +116,60 @@ def test_denoise_normalises_by_the_clean_window_not_the_noisy_one() -> None:
     assert psnr(clean / scale, ours / scale) > psnr(clean / scale, in_noisy_window / scale) + 0.1
 
 
+def test_denoise_takes_the_slow_part_of_noise_but_never_a_regional_shift() -> None:
+    """White noise has slow fluctuations too; left in, they mottle flat air and background. The denoiser may
+    remove them up to the size noise itself gives them, and nothing that leans one way over a region."""
+    import torch
+
+    from medscan.degrade import gaussian_blur
+    from medscan.ops.inference import BIAS_SMOOTHING_PX, SLOW_LIMIT, SLOW_NOISE_SD, constrain_residual
+
+    sigma = 0.1
+    noise = sigma * torch.randn(1, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    x = 0.5 + noise
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    bump = 3 * sigma * torch.exp(-((yy - 128) ** 2 + (xx - 128) ** 2) / (2 * 12.0 ** 2))  # a structure, not noise
+    leaning = 0.3 * sigma  # a network that would shift the whole region
+
+    def kept(residual: torch.Tensor, image: torch.Tensor = x) -> torch.Tensor:
+        return constrain_residual(image, residual, torch.tensor([sigma]))
+
+    def slow_sd(t: torch.Tensor) -> float:
+        return float(gaussian_blur(t, BIAS_SMOOTHING_PX)[..., 32:-32, 32:-32].std())
+
+    assert slow_sd(noise - kept(noise)) < 0.5 * slow_sd(noise)  # the noise's slow part mostly goes
+    assert abs(float(kept(noise + leaning)[..., 32:-32, 32:-32].mean())) < 0.02 * sigma  # a shift does not
+    taken = kept(noise + bump, x + bump) - kept(noise)
+    centre = (..., slice(118, 138), slice(118, 138))
+    assert float(taken[centre].mean()) < 0.1 * float(bump[centre].mean())  # nor a structure
+    assert float(taken.abs().max()) < 0.1 * 3 * sigma + SLOW_LIMIT * SLOW_NOISE_SD * sigma
+
+
+def test_removing_the_slow_noise_clears_the_background_of_a_held_out_mr(monkeypatch) -> None:
+    import torch
+
+    import medscan.ops.inference as inference
+    from medscan.degrade import add_gaussian
+    from medscan.nets.normalize import intensity_window
+    from medscan.train.data import DATA_ROOT
+    from medscan.train.metrics import body_mask, psnr, ssim
+
+    volume = load(DATA_ROOT / "paired/brain_tcga_fg_6692/t2.nii.gz").voxels  # held-out subject
+    clean = np.asarray(volume[volume.shape[0] // 2], np.float32)
+    lo, hi = intensity_window(clean)
+    noisy = add_gaussian(torch.from_numpy(clean)[None, None], 0.1 * (hi - lo),
+                         torch.Generator().manual_seed(0))[0, 0].numpy()
+    model, _ = inference.cached_model("denoise_unet2d", torch.device("cpu"))
+    ours = inference.denoise_planes(noisy[None], model, torch.device("cpu"))[0]
+    monkeypatch.setattr(inference, "SLOW_LIMIT", 0.0)  # the earlier rule: no slow change at all
+    strict = inference.denoise_planes(noisy[None], model, torch.device("cpu"))[0]
+    unit = [(image - lo) / (hi - lo) for image in (clean, ours, strict)]
+    body = body_mask(unit[0])
+    assert psnr(unit[0], unit[1]) > psnr(unit[0], unit[2]) + 0.1
+    assert ssim(unit[0], unit[1]) > ssim(unit[0], unit[2]) + 0.02
+    assert psnr(unit[0], unit[1], body) > psnr(unit[0], unit[2], body) - 0.02
+
+
 def _entry(name: str):
     from medscan.scan import ProvenanceEntry
 
