@@ -59,7 +59,7 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     limit = SLOW_LIMIT * SLOW_NOISE_SD * sigma
     kept = torch.clamp(slow - explained, -limit, limit)
     # what survives the bound may still lean one way over a whole organ (-0.25 HU on the sample CT): not noise
-    residual = residual + explained + kept - gaussian_blur(kept, REGION_PX)
+    residual = residual + explained + kept - region_mean(kept)
     mean = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     square = F.avg_pool2d(x * x, 5, stride=1, padding=2, count_include_pad=False)
     local_sd = torch.sqrt(torch.clamp(square - mean * mean, min=0))
@@ -67,6 +67,16 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     # the local spread scatters around sigma, and weighting by it alone dropped 0.35 dB of real denoising.
     weight = torch.clamp(local_sd / (FLAT_SHARE * sigma + 1e-6), 0, 1)
     return residual * weight
+
+
+def region_mean(x: torch.Tensor) -> torch.Tensor:
+    """Gaussian mean over ``REGION_PX`` of an already smooth (N, 1, H, W) map, on a 4x coarser grid: a tenth of
+    the full-resolution blur's 40 ms per 512x512 slice, which would cost the denoiser an eighth of its speed."""
+    from medscan.degrade import gaussian_blur
+
+    h, w = x.shape[-2:]
+    coarse = F.avg_pool2d(x, 4, ceil_mode=True)
+    return F.interpolate(gaussian_blur(coarse, REGION_PX / 4), size=(h, w), mode="bilinear", align_corners=False)
 
 
 def within_rician_floor(slow: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
