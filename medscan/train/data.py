@@ -18,7 +18,8 @@ from medscan.nets.normalize import intensity_window
 DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # Subjects, not files: ct_abdomen_totalseg's slices are ct02's, bit for bit (one patient), and ct01 may be
-# that patient too; paired/ and labelled/ brain folders are the same two patients. Held out: one CT subject (Philips chest) and two MR subjects.
+# that patient too; paired/ and labelled/ brain folders are the same two patients. Held out: one CT subject
+# (Philips chest) and two MR subjects.
 TRAIN_ITEMS = (
     "train/ct01_upper_abdomen_siemens.nii.gz",
     "train/ct02_abdomen_pelvis_3mm.nii.gz",
