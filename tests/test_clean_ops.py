@@ -86,23 +86,33 @@ def test_magnitude_noise_floor_is_removed_only_for_rician_data() -> None:
     assert assess(noisy[None], faked[None], rician=True)[0].flagged
 
 
+def _held_out_slice_at_10_percent(item: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """The middle slice of a held-out item, it with Gaussian noise of 10 % of its window (seeded), and the window."""
+    import torch
+
+    from medscan.degrade import add_gaussian
+    from medscan.nets.normalize import intensity_window
+    from medscan.train.data import DATA_ROOT
+
+    volume = load(DATA_ROOT / item).voxels
+    clean = np.asarray(volume[volume.shape[0] // 2], np.float32)
+    lo, hi = intensity_window(clean)
+    noisy = add_gaussian(torch.from_numpy(clean)[None, None], 0.1 * (hi - lo),
+                         torch.Generator().manual_seed(0))[0, 0].numpy()
+    return clean, noisy, (lo, hi)
+
+
 def test_denoise_normalises_by_the_clean_window_not_the_noisy_one() -> None:
     """Noise widens a slice's percentile window and lifts the air off its floor; the denoiser's estimate of the
     clean window (percentiles of block means) recovers it, and the result on a held-out CT at 10 % noise is
     closer to the truth than denoising in the noisy slice's own window."""
     import torch
 
-    from medscan.degrade import add_gaussian
     from medscan.nets.normalize import intensity_window
     from medscan.ops.inference import _denoise_chunk, cached_model, clean_windows, denoise_planes
-    from medscan.train.data import DATA_ROOT
     from medscan.train.metrics import psnr
 
-    volume = load(DATA_ROOT / "train-extra/ct04_chest_philips_5mm_kernelB.nii.gz").voxels  # held-out subject
-    clean = np.asarray(volume[volume.shape[0] // 2], np.float32)
-    lo, hi = intensity_window(clean)
-    noisy = add_gaussian(torch.from_numpy(clean)[None, None], 0.1 * (hi - lo),
-                         torch.Generator().manual_seed(0))[0, 0].numpy()
+    clean, noisy, (lo, hi) = _held_out_slice_at_10_percent("train-extra/ct04_chest_philips_5mm_kernelB.nii.gz")
     device = torch.device("cpu")
     model, _ = cached_model("denoise_unet2d", device)
     (est_lo, est_hi), = clean_windows(noisy[None])
@@ -149,16 +159,9 @@ def test_removing_the_slow_noise_clears_the_background_of_a_held_out_mr(monkeypa
     import torch
 
     import medscan.ops.inference as inference
-    from medscan.degrade import add_gaussian
-    from medscan.nets.normalize import intensity_window
-    from medscan.train.data import DATA_ROOT
     from medscan.train.metrics import body_mask, psnr, ssim
 
-    volume = load(DATA_ROOT / "paired/brain_tcga_fg_6692/t2.nii.gz").voxels  # held-out subject
-    clean = np.asarray(volume[volume.shape[0] // 2], np.float32)
-    lo, hi = intensity_window(clean)
-    noisy = add_gaussian(torch.from_numpy(clean)[None, None], 0.1 * (hi - lo),
-                         torch.Generator().manual_seed(0))[0, 0].numpy()
+    clean, noisy, (lo, hi) = _held_out_slice_at_10_percent("paired/brain_tcga_fg_6692/t2.nii.gz")
     model, _ = inference.cached_model("denoise_unet2d", torch.device("cpu"))
     ours = inference.denoise_planes(noisy[None], model, torch.device("cpu"))[0]
     monkeypatch.setattr(inference, "SLOW_LIMIT", 0.0)  # the earlier rule: no slow change at all
