@@ -60,14 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", metavar="MODEL", type=shipped_model,
                         help="start from this shipped model's weights (fine-tune)")
     parser.add_argument("--flat-skip", type=float, default=0.9, help="share of empty-air patches redrawn")
+    parser.add_argument("--balance-items", action="store_true", help="draw every training item equally often")
+    parser.add_argument("--smooth", type=float, default=0.0,
+                        help="share of clean patches softened first (soft reconstruction kernels)")
     parser.add_argument("--version", default="3", help="version written into the model card")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
     config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(TRAIN_ITEMS),
                          heldout_items=list(HELDOUT_ITEMS), steps=args.steps, batch=args.batch, patch=args.patch,
-                         lr=args.lr, threads=args.threads, task_args={"loss": args.loss},
-                         init_from=args.init_from, flat_skip=args.flat_skip)
+                         lr=args.lr, threads=args.threads, task_args={"loss": args.loss, "smooth": args.smooth},
+                         init_from=args.init_from, flat_skip=args.flat_skip, balance_items=args.balance_items)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
         config = TrainConfig(**json.loads((args.workdir / "config.json").read_text()))
         result = _from_checkpoint(args.workdir)

@@ -126,3 +126,34 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_run, tmp_path, monkeyp
     for name, message in (("tiny", "does not match the model card"), ("absent", "no model card")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             shipped_model(name)
+
+
+def test_balanced_sampling_gives_every_item_that_fits_an_equal_share() -> None:
+    items = ["train/ct01_upper_abdomen_siemens.nii.gz", "train/ct02_abdomen_pelvis_3mm.nii.gz",
+             "train/mr01_head_t1_3d_sag_uih.nii.gz"]
+    bank = SliceBank.from_items(items)
+    weights = bank.item_weights(128)
+    share = {item: float(weights[np.array(bank.sources) == item].sum()) for item in items}
+    # ct02's slices (122 x 101) cannot give a 128-px patch; the two 512-px items split the draws evenly,
+    # although mr01 has more than twice as many slices as ct01.
+    assert share[items[1]] == 0.0
+    assert share[items[0]] == pytest.approx(0.5) and share[items[2]] == pytest.approx(0.5)
+    drawn = bank.sample(64, 128, np.random.default_rng(0), flat_skip=0.0, balance_items=True)
+    assert drawn.shape == (64, 1, 128, 128)
+    with pytest.raises(ValueError, match="at least 600 px"):
+        bank.item_weights(600)
+
+
+def test_softened_patches_are_blurred_targets_not_blurred_inputs() -> None:
+    import torch
+
+    clean = SliceBank.from_items(["train/ct01_upper_abdomen_siemens.nii.gz"]).sample(
+        16, 64, np.random.default_rng(1), flat_skip=1.0)
+    task = DenoiseTask((0.05, 0.05), loss="mse", smooth=0.5)
+    (noisy, _, _), target = task.make_batch(clean, torch.Generator().manual_seed(2))
+    changed = (target - clean).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 0 < int(changed.sum()) < 16  # about half the patches are softened, the rest left as they are
+    # The noise is added to the softened image, so the network is never taught to blur.
+    assert float((noisy - target).std()) == pytest.approx(0.05, rel=0.1)
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        DenoiseTask(smooth=1.5)

@@ -55,6 +55,7 @@ class SliceBank:
     neighbours: int = 0
     views: list[np.ndarray] = field(default_factory=list)  # neighbour mode: (K, H, W) views of the volumes
     stacks: list[tuple[int, int, float, float]] = field(default_factory=list)  # (view, slice, lo, hi)
+    _weights: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # item_weights by patch size
 
     @classmethod
     def from_items(cls, items: tuple[str, ...] | list[str], root: Path = DATA_ROOT, min_size: int = 64,
@@ -101,19 +102,44 @@ class SliceBank:
                     sources.append(item)
         return cls(slices=[], sources=sources, neighbours=k, views=views, stacks=stacks)
 
-    def sample(self, n: int, size: int, rng: np.random.Generator, flat_skip: float = 0.9) -> torch.Tensor:
+    def item_weights(self, size: int) -> np.ndarray:
+        """Slice probabilities giving every item that has slices of at least ``size`` an equal share.
+
+        Drawing slices uniformly lets the items with many small slices crowd out the rest: at 128-px patches the
+        four sequences of one brain MR filled 92 % of the draws and the three 512-px CT items under 3 %.
+        """
+        fits = np.array([min(image.shape) >= size for image in self.slices])
+        sources = np.array(self.sources)
+        weights = np.zeros(len(self.slices))
+        for source in set(sources[fits]):
+            chosen = fits & (sources == source)
+            weights[chosen] = 1.0 / chosen.sum()
+        if not weights.any():
+            raise ValueError(f"no training slice is at least {size} px on each side")
+        return weights / weights.sum()
+
+    def sample(self, n: int, size: int, rng: np.random.Generator, flat_skip: float = 0.9,
+               balance_items: bool = False) -> torch.Tensor:
         """``n`` random patches (n, 1, size, size) with random flips and 90-degree turns, mostly avoiding empty
-        air: a flat patch is redrawn with probability ``flat_skip``.
+        air: a flat patch is redrawn with probability ``flat_skip``. With ``balance_items`` each item is drawn
+        equally often (``item_weights``) instead of each slice.
 
         In neighbour mode (n, 2k+1, size, size): the same crop, turn, flip and contrast for the whole stack.
         """
         channels = 2 * self.neighbours + 1
         patches = np.empty((n, channels, size, size), dtype=np.float32)
+        if balance_items and self.neighbours:
+            raise ValueError("item balancing is not implemented for neighbour stacks")
+        weights = self._weights.get(size) if balance_items else None
+        if balance_items and weights is None:
+            weights = self._weights[size] = self.item_weights(size)
         filled = 0
         while filled < n:
             if self.neighbours:
                 view, index, lo, hi = self.stacks[int(rng.integers(len(self.stacks)))]
                 image = self.views[view][index]
+            elif weights is not None:
+                image = self.slices[int(rng.choice(len(self.slices), p=weights))]
             else:
                 image = self.slices[int(rng.integers(len(self.slices)))]
             h, w = image.shape

@@ -19,14 +19,29 @@ from medscan.degrade import (
 class DenoiseTask:
     """Blind denoising over a range of noise levels and noise types (Gaussian, Rician, CT-textured)."""
 
-    def __init__(self, sigma_range: tuple[float, float] = (0.005, 0.2), loss: str = "l1") -> None:
+    def __init__(self, sigma_range: tuple[float, float] = (0.005, 0.2), loss: str = "l1",
+                 smooth: float = 0.0, smooth_range: tuple[float, float] = (0.3, 1.0)) -> None:
+        """``smooth``: share of clean patches first blurred by a Gaussian of ``smooth_range`` px, like a soft
+        reconstruction kernel or thicker slices. Our few CT items are sharp or carry their own noise, so without
+        it the model learns that flat tissue always has texture to keep."""
         if loss not in ("l1", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
+        if not 0.0 <= smooth <= 1.0:
+            raise ValueError(f"smooth must be a share between 0 and 1, not {smooth}")
         self.sigma_range, self.loss_kind = sigma_range, loss
+        self.smooth, self.smooth_range = smooth, smooth_range
+
+    def soften(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        chosen = torch.rand(clean.shape[0], generator=generator) < self.smooth
+        widths = torch.empty(clean.shape[0]).uniform_(*self.smooth_range, generator=generator)
+        return torch.cat([gaussian_blur(image[None], float(width)) if pick else image[None]
+                          for image, pick, width in zip(clean, chosen, widths, strict=True)])
 
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        if self.smooth:
+            clean = self.soften(clean, generator)
         n = clean.shape[0]
         lo, hi = self.sigma_range
         # Log-uniform noise levels: low noise matters as much as high noise.

@@ -38,6 +38,7 @@ class TrainConfig:
     # against 0.9 to flatten the background better; at 4000 steps it had not, and 0.9 shipped.
     flat_skip: float = 0.9
     init_from: str | None = None  # fine-tune: start from this shipped model's verified weights (same network)
+    balance_items: bool = False  # draw every training item equally often (SliceBank.item_weights)
 
 
 def shipped_model(name: str) -> str:
@@ -130,7 +131,8 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
     losses: list[float] = []
     model.train()
     for step in range(start + 1, config.steps + 1):
-        clean = bank.sample(config.batch, config.patch, rng, flat_skip=config.flat_skip)
+        clean = bank.sample(config.batch, config.patch, rng, flat_skip=config.flat_skip,
+                            balance_items=config.balance_items)
         inputs, target = task.make_batch(clean, generator)
         loss = task.loss(task.predict(model, inputs), target)
         optimizer.zero_grad(set_to_none=True)
