@@ -23,7 +23,8 @@ class DenoiseTask:
                  smooth: float = 0.0, smooth_range: tuple[float, float] = (0.3, 1.0)) -> None:
         """``smooth``: share of clean patches first blurred by a Gaussian of ``smooth_range`` px, like a soft
         reconstruction kernel or thicker slices. Our few CT items are sharp or carry their own noise, so without
-        it the model learns that flat tissue always has texture to keep."""
+        it the model learns that flat tissue always has texture to keep. Tried for version 6 at 0.5 beside item
+        balancing alone: held-out CT equal within 0.01 dB, MR Gaussian 0.03-0.04 dB lower, so it was not used."""
         if loss not in ("l1", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
         if not 0.0 <= smooth <= 1.0:
