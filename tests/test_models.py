@@ -134,7 +134,7 @@ def test_balanced_sampling_gives_every_item_that_fits_an_equal_share() -> None:
     bank = SliceBank.from_items(items)
     weights = bank.item_weights(128)
     share = {item: float(weights[np.array(bank.sources) == item].sum()) for item in items}
-    # ct02's slices (122 x 101) cannot give a 128-px patch; the two 512-px items split the draws evenly,
+    # ct02's slices (122 x 101) cannot give a 128-px patch; ct01 (512 px) and mr01 (460 x 512) split the draws,
     # although mr01 has more than twice as many slices as ct01.
     assert share[items[1]] == 0.0
     assert share[items[0]] == pytest.approx(0.5) and share[items[2]] == pytest.approx(0.5)

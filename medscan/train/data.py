@@ -55,7 +55,8 @@ class SliceBank:
     neighbours: int = 0
     views: list[np.ndarray] = field(default_factory=list)  # neighbour mode: (K, H, W) views of the volumes
     stacks: list[tuple[int, int, float, float]] = field(default_factory=list)  # (view, slice, lo, hi)
-    _weights: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # item_weights by patch size
+    # item_weights by patch size, computed on first use
+    _weights: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_items(cls, items: tuple[str, ...] | list[str], root: Path = DATA_ROOT, min_size: int = 64,
