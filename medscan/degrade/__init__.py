@@ -4,12 +4,11 @@ All functions take torch tensors shaped (N, 1, H, W) in normalised intensity (0.
 slice's intensity window) and a ``torch.Generator`` so that every training pair is reproducible.
 """
 
-from medscan.degrade.blur import gaussian_blur, gaussian_kernel
+from medscan.degrade.blur import blur_each, gaussian_blur, gaussian_kernel
 from medscan.degrade.noise import add_ct_noise, add_gaussian, add_poisson_gaussian, add_rician, estimate_sigma
 from medscan.degrade.resample import downsample, downsample_rows, downsample_slices
 
 __all__ = [
-    "add_ct_noise", "add_gaussian", "add_poisson_gaussian", "add_rician", "downsample", "downsample_rows",
-    "downsample_slices",
-    "estimate_sigma", "gaussian_blur", "gaussian_kernel",
+    "add_ct_noise", "add_gaussian", "add_poisson_gaussian", "add_rician", "blur_each", "downsample",
+    "downsample_rows", "downsample_slices", "estimate_sigma", "gaussian_blur", "gaussian_kernel",
 ]

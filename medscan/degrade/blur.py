@@ -34,3 +34,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate" if small else "reflect")
     rows = F.conv2d(padded, g.reshape(1, 1, -1, 1))
     return F.conv2d(rows, g.reshape(1, 1, 1, -1))
+
+
+def blur_each(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur each image of (N, 1, H, W) by its own PSF width (N,); a width of 0 leaves that image as it is."""
+    return torch.cat([gaussian_blur(image[None], float(s)) if s > 0 else image[None]
+                      for image, s in zip(x, sigmas, strict=True)])

@@ -131,9 +131,11 @@ class SliceBank:
         patches = np.empty((n, channels, size, size), dtype=np.float32)
         if balance_items and self.neighbours:
             raise ValueError("item balancing is not implemented for neighbour stacks")
-        weights = self._weights.get(size) if balance_items else None
-        if balance_items and weights is None:
-            weights = self._weights[size] = self.item_weights(size)
+        weights = None
+        if balance_items:
+            if size not in self._weights:
+                self._weights[size] = self.item_weights(size)
+            weights = self._weights[size]
         filled = 0
         while filled < n:
             if self.neighbours:

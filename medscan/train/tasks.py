@@ -9,10 +9,10 @@ from medscan.degrade import (
     add_ct_noise,
     add_gaussian,
     add_rician,
+    blur_each,
     downsample,
     downsample_rows,
     estimate_sigma,
-    gaussian_blur,
 )
 
 
@@ -35,8 +35,7 @@ class DenoiseTask:
     def soften(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         chosen = torch.rand(clean.shape[0], generator=generator) < self.smooth
         widths = torch.empty(clean.shape[0]).uniform_(*self.smooth_range, generator=generator)
-        return torch.cat([gaussian_blur(image[None], float(width)) if pick else image[None]
-                          for image, pick, width in zip(clean, chosen, widths, strict=True)])
+        return blur_each(clean, torch.where(chosen, widths, 0.0))
 
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
@@ -101,7 +100,7 @@ class SharpenTask:
         n = clean.shape[0]
         lo, hi = self.sigma_range
         sigmas = torch.empty(n).uniform_(lo, hi, generator=generator)
-        blurred = torch.cat([gaussian_blur(clean[i:i + 1], float(s)) for i, s in enumerate(sigmas)])
+        blurred = blur_each(clean, sigmas)
         noise = torch.empty(n).uniform_(*self.noise_range, generator=generator)
         blind = torch.rand(n, generator=generator) < self.blind_fraction
         return (add_gaussian(blurred, noise, generator), torch.where(blind, 0.0, sigmas)), clean
