@@ -47,6 +47,17 @@ def _from_checkpoint(workdir: Path) -> dict:
             "seconds": float(rows[-1]["seconds"]), "final_loss": float(rows[-1]["loss"])}
 
 
+def _share(text: str) -> float:
+    """``argparse`` type of ``--smooth``: a share from 0 to 1, else a one-line usage error before data loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8000)
@@ -61,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="start from this shipped model's weights (fine-tune)")
     parser.add_argument("--flat-skip", type=float, default=0.9, help="share of empty-air patches redrawn")
     parser.add_argument("--balance-items", action="store_true", help="draw every training item equally often")
-    parser.add_argument("--smooth", type=float, default=0.0,
+    parser.add_argument("--smooth", type=_share, default=0.0,
                         help="share of clean patches softened first (soft reconstruction kernels)")
     parser.add_argument("--version", default="3", help="version written into the model card")
     parser.add_argument("--export-checkpoint", action="store_true",
