@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                          flat_skip=args.flat_skip)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
         config = TrainConfig(**json.loads((workdir / "config.json").read_text()))
-        result = _from_checkpoint(workdir, config.network)
-    else:
-        result = train(config, workdir)
+    # The starting weights' card is read before training: a run beside this one may ship over that name first.
+    base = fine_tune_record(config.init_from) if config.init_from else None
+    result = _from_checkpoint(workdir, config.network) if args.export_checkpoint else train(config, workdir)
     training = {**asdict(config), "command": "python " + " ".join(sys.argv).replace(" --export-checkpoint", ""),
                 "steps_completed": result["steps"], "seconds": round(result["seconds"]),
                 "final_loss": result["final_loss"], "device": "cpu"}
-    if config.init_from:  # the card must still say where the starting weights came from once they are replaced
-        training["fine_tuned_from"] = fine_tune_record(config.init_from)
+    if base is not None:  # the card must still say where the starting weights came from once they are replaced
+        training["fine_tuned_from"] = base
     card = {
         "name": preset["model"],
         "version": args.version,

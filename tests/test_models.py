@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
 from medscan.train.tasks import DenoiseTask
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = {"kind": "residual_denoiser",
         "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
                      "channels": [8, 16], "strides": [2], "num_res_units": 1, "norm": None, "bias": False}}
@@ -126,6 +128,36 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_run, tmp_path, monkeyp
     for name, message in (("tiny", "does not match the model card"), ("absent", "no model card")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             shipped_model(name)
+
+
+def test_a_fine_tuned_card_names_the_weights_it_started_from_though_they_were_replaced_meanwhile(
+        tiny_run, tmp_path, monkeypatch) -> None:
+    """Two fine-tunes of one shipped model side by side: the first to finish ships over the base, and the second's
+    card must still name the weights it really started from (it named the first one's once)."""
+    import importlib.util
+
+    from medscan.nets.weights import load_card
+
+    spec = importlib.util.spec_from_file_location("train_denoise", SCRIPTS / "train_denoise.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    result, _, _, _ = tiny_run
+    save_model(result["model"], {"network": TINY, "version": "1"}, "tiny", tmp_path)
+    monkeypatch.setenv("MEDSCAN_MODELS", str(tmp_path))
+    started_from = load_card("tiny").data["sha256"]
+
+    def train_while_another_run_ships(config, workdir):
+        other = build_network(TINY)
+        other.load_state_dict({k: v + 0.01 for k, v in result["model"].state_dict().items()})
+        save_model(other, {"network": TINY, "version": "2"}, "tiny", tmp_path)
+        return {"model": result["model"], "parameters": 1, "steps": config.steps, "seconds": 1.0, "final_loss": 0.1}
+
+    monkeypatch.setattr(script, "train", train_while_another_run_ships)
+    argv = ["--init-from", "tiny", "--name", "tuned", "--steps", "1", "--workdir", str(tmp_path / "run")]
+    assert script.main(argv) == 0
+    assert load_card("tiny").data["version"] == "2"
+    base = load_card("tuned").data["training"]["fine_tuned_from"]
+    assert base["version"] == "1" and base["sha256"] == started_from
 
 
 def test_balanced_sampling_gives_every_item_that_fits_an_equal_share() -> None:
