@@ -1,18 +1,39 @@
-"""Fixtures shared by the database, batch and other suites: a throwaway PostgreSQL server on loopback."""
+"""Fixtures shared by the suites: a throwaway PostgreSQL server on loopback, and scripts/ loaded as modules."""
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from sqlalchemy import create_engine, text
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """scripts/ is not a package: ``load_script("evaluate_denoise")`` loads a script as a module (its main() does
+    not run on import)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 # ---------------------------------------------------------------------------------------------

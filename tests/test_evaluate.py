@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_denoise.py"
-
 
 @pytest.fixture(scope="module")
-def ev() -> ModuleType:
-    """scripts/ is not a package: load the script as a module (its main() does not run on import)."""
-    spec = importlib.util.spec_from_file_location("evaluate_denoise", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def ev(load_script) -> ModuleType:
+    return load_script("evaluate_denoise")
 
 
 def phantom(size: int = 64) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
 from medscan.train.tasks import DenoiseTask
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = {"kind": "residual_denoiser",
         "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
                      "channels": [8, 16], "strides": [2], "num_res_units": 1, "norm": None, "bias": False}}
@@ -131,16 +129,12 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_run, tmp_path, monkeyp
 
 
 def test_a_fine_tuned_card_names_the_weights_it_started_from_though_they_were_replaced_meanwhile(
-        tiny_run, tmp_path, monkeypatch) -> None:
+        tiny_run, tmp_path, monkeypatch, load_script) -> None:
     """Two fine-tunes of one shipped model side by side: the first to finish ships over the base, and the second's
     card must still name the weights it really started from (it named the first one's once)."""
-    import importlib.util
-
     from medscan.nets.weights import load_card
 
-    spec = importlib.util.spec_from_file_location("train_denoise", SCRIPTS / "train_denoise.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_denoise")
     result, _, _, _ = tiny_run
     save_model(result["model"], {"network": TINY, "version": "1"}, "tiny", tmp_path)
     monkeypatch.setenv("MEDSCAN_MODELS", str(tmp_path))
