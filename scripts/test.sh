@@ -19,8 +19,8 @@ ruff check medscan ui tests scripts || lint=$?
 
 # A normal run takes 15-21 minutes on 2 CPU threads. Once (Nov 2026) a CI run stalled after 259 tests, in or just
 # before tests/test_gui_database.py's kept-result test, and used up CI's 90 minutes without a word; 40 repeats of
-# the GUI database tests and a full run here did not stall. So a stalled run is stopped
-# after PYTEST_WATCHDOG_S, with every thread's stack printed (faulthandler_timeout in pyproject.toml, after
+# the GUI annotation, database and generate tests and three full runs here did not stall. So a stalled run is
+# stopped after PYTEST_WATCHDOG_S, with every thread's stack printed (faulthandler_timeout in pyproject.toml, after
 # 10 minutes in one test), and run once more; a failing test is never retried, and a second stall fails.
 PYTEST_WATCHDOG_S=${PYTEST_WATCHDOG_S:-2100}
 run_pytest() {
