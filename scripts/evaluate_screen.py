@@ -35,12 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medscan.io import load
 from medscan.io.dicom import list_series
+from medscan.resources import shared_data_dir
 from medscan.scan import Scan
 from medscan.screen import quality
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DEFAULT_DATA.exists():
-    DEFAULT_DATA = Path("/work/shared/data")
+DEFAULT_DATA = shared_data_dir()
 
 CT_NOISE_HU = (25.0, 50.0, 100.0)
 MR_NOISE = (0.02, 0.05, 0.10)

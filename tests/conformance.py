@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from medscan.resources import shared_data_dir
+
+DATA = shared_data_dir()
 CONFORMANCE = DATA / "conformance"
 
 

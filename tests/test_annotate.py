@@ -23,10 +23,11 @@ from medscan.db.models import Annotation, AuditEntry
 from medscan.db.store import Database
 from medscan.io import load
 from medscan.io.seg_sr import read_seg, read_sr
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"  # the Siemens upper-abdomen series (DICOM, 20 slices)
 MR = ROOT / "samples" / "mr_brain_t1_sag_siemens"
 KEY = "annotate test key"

@@ -22,9 +22,10 @@ from sqlalchemy import create_engine, select, text
 
 from medscan.db.models import AuditEntry, Overlay, Patient, Result, Series, Study
 from medscan.db.store import Database, restore
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 STUDY = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 KEY = "correct horse battery staple"
 NAME = "Testpatient^Marie"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -27,9 +26,10 @@ from medscan.deid import (
 )
 from medscan.io import load
 from medscan.io.dicom import list_series, load_series, plan_layout
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 SOURCES = [DATA / "conformance", DATA / "train"]
 SECRET = b"medscan-test-secret-0123456789ab"
 ACTIONS = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}

@@ -14,9 +14,10 @@ import pytest
 
 from medscan.deid_nifti import check_anonymous_nifti, deidentify_to_nifti
 from medscan.io import load
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 MR = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 US = DATA / "conformance" / "pydicom_data" / "gdcm-US-ALOKA-16.dcm"
 

@@ -16,9 +16,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 from medscan.io import load
 from medscan.io.export import choose_pixel_encoding, write_derived_series
+from medscan.resources import shared_data_dir
 from medscan.scan import LPS_TO_RAS, MedscanError, ProvenanceEntry, Scan, SourceRef, affine_from_dicom
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 CT_DIR = DATA / "train" / "ct01_upper_abdomen_siemens_dicom"
 MR_DIR = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 DCM2NIIX = shutil.which("dcm2niix")

@@ -16,8 +16,9 @@ from medscan.cli import main
 from medscan.io import load
 from medscan.io.nifti import write_nifti
 from medscan.ops import operations
+from medscan.resources import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 MR = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 
 # Extra CLI arguments each Generate operation needs on the 5-slice crop (slice, row, column indices).

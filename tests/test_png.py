@@ -11,9 +11,10 @@ from PIL import Image
 
 from medscan.io import png
 from medscan.io.png import WINDOW_PRESETS, apply_window, default_window, save_png
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError, Scan, affine_from_dicom
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 CT_DIR = DATA / "train" / "ct01_upper_abdomen_siemens_dicom"
 MR_DIR = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 

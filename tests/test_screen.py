@@ -15,12 +15,13 @@ import pytest
 from medscan.cli import main
 from medscan.io import load
 from medscan.io.dicom import list_series
+from medscan.resources import shared_data_dir
 from medscan.scan import ProvenanceEntry, Scan
 from medscan.screen import quality
 from medscan.screen.quality import screen_record, screen_scan
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()
 MR_DICOM = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 CT_HEAD = DATA / "train-extra" / "ct03_head_ge_4mm_detilted.nii.gz"
 MR_T2 = DATA / "paired" / "brain_tcga_fg_6692" / "t2.nii.gz"

@@ -15,10 +15,11 @@ import pytest
 
 from medscan.cli import main
 from medscan.nets.weights import models_dir
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()
 needs_model = pytest.mark.skipif(not (models_dir() / "synth_diffusion2d.json").exists(),
                                  reason="models/synth_diffusion2d not shipped")
 STEPS = 4

@@ -13,10 +13,11 @@ import pytest
 from medscan.cli import main
 from medscan.io import load
 from medscan.io.nifti import write_nifti
+from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()
 HELDOUT = DATA / "paired" / "brain_tcga_fg_6692"  # the shipped model (fold du_7294) never saw this subject
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 SAMPLE_MR_SAG = ROOT / "samples" / "mr_brain_t1_sag_siemens"

@@ -1,7 +1,7 @@
 """Training data: every slice of the chosen items, normalised to its own intensity window, sampled as patches.
 
-Items are named by their path under ``../shared/data``; the split is by subject (see ``SPLITS``), so no
-slice of a held-out subject is ever seen in training.
+Items are named by their path under the data folder (``MEDSCAN_DATA``, default ``../shared/data``); the split
+is by subject (see ``SPLITS``), so no slice of a held-out subject is ever seen in training.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch
 
 from medscan.io import load
 from medscan.nets.normalize import intensity_window
+from medscan.resources import shared_data_dir
 
-DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA_ROOT = shared_data_dir()  # $MEDSCAN_DATA, default ../shared/data beside the checkout
 
 # Subjects, not files: ct_abdomen_totalseg's slices are ct02's, bit for bit (one patient), and ct01 may be
 # that patient too; paired/ and labelled/ brain folders are the same two patients. Held out: one CT subject
