@@ -23,6 +23,11 @@ SERIES_HELP = "series UID, number or key (see medscan info)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``medscan annotate``, ``medscan review`` and ``medscan explain`` to the main parser.
+
+    Args:
+        subparsers: the ``medscan`` parser's sub-command collection; ``--task`` offers every registered task.
+    """
     from medscan.annotate import tasks
 
     names = sorted(t.name for t in tasks())
@@ -123,6 +128,22 @@ def choose_task(scan: Scan, name: str | None) -> Any:
 
 def segment_and_measure(scan: Scan, task: Any, *, device: str = "auto", min_volume_ml: float = 0.5,
                         max_per_label: int | None = 10) -> tuple[Any, list[Any]]:
+    """Run a segmentation task on a scan and list its findings.
+
+    Args:
+        scan: the series to segment.
+        task: a :class:`~medscan.annotate.registry.SegmentationTask`.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        min_volume_ml: connected pieces smaller than this (millilitres) are not findings.
+        max_per_label: keep at most this many findings per label, largest first (``None``: all).
+
+    Returns:
+        ``(segmentation, findings)``: the label map (same shape as ``scan.voxels``) and its findings with volume,
+        diameter and intensity measurements.
+
+    Raises:
+        MedscanError: the task was not made for this series (modality, orientation).
+    """
     from medscan.annotate.findings import find_findings
 
     segmentation = task.segment(scan, device=device)
@@ -165,6 +186,14 @@ def open_for_drafts(args: argparse.Namespace, action: str) -> Any:
     return database
 
 def cmd_annotate(args: argparse.Namespace) -> int:
+    """``medscan annotate``: segment a series into AI drafts and write a DICOM SEG (+ SR) or a NIfTI label map.
+
+    With ``--db`` every finding is also kept as a draft annotation for review. Nothing is written when the
+    output exists already or the input cannot be read.
+
+    Returns:
+        The exit status, 0 on success; errors are raised as :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.io.nifti import is_nifti
 
     out = Path(args.output)
@@ -216,6 +245,16 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def draft_items(scan: Scan, segmentation: Any, findings: list[Any]) -> list[Any]:
+    """The findings of an AI segmentation as SEG/SR items with status ``draft`` and algorithm type AUTOMATIC.
+
+    Args:
+        scan: the segmented series (gives the mask shape).
+        segmentation: the task's result (its method and version are recorded).
+        findings: the findings to write, one segment each.
+
+    Returns:
+        One :class:`~medscan.io.seg_sr.SegmentItem` per finding, in the order given.
+    """
     from medscan.io.seg_sr import SegmentItem
 
     return [SegmentItem(mask=f.full_mask(scan.voxels.shape), name=f.name, label_text=f"#{f.number} {f.name}",
@@ -255,6 +294,14 @@ def _write_label_nifti(scan: Scan, segmentation: Any, task: Any, out: Path) -> P
 
 # -- review ------------------------------------------------------------------------------------------
 def cmd_review(args: argparse.Namespace) -> int:
+    """``medscan review list|accept|reject|export``: the radiologist's side of the kept annotations.
+
+    Opens the study database (``--db``), registers the series if needed and lists, accepts or rejects
+    annotations (audited), or exports the accepted ones as SEG (+ SR VERIFIED).
+
+    Returns:
+        The exit status, 0 on success.
+    """
     from medscan.db import annotations as review
     from medscan.db.cli import open_database
     from medscan.db.results import register_source
@@ -305,9 +352,11 @@ class KeptFinding:
         self.diameter_slice = int(view.measurements.get("diameter_slice", int(np.argmax(mask.sum(axis=(1, 2))))))
 
     def full_mask(self, _shape: tuple[int, ...]) -> np.ndarray:
+        """The annotation's mask; it is already stored at the series' full shape, so the shape is not used."""
         return self.mask
 
     def describe(self) -> str:
+        """One line naming the kept annotation, e.g. ``"annotation 3 Liver"``."""
         return f"annotation {self.number} {self.name}"
 
 
@@ -336,6 +385,13 @@ def _matching_annotation(database: Any, series_id: int, task: Any, finding: Any)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """``medscan explain``: write a PNG of a finding's (or a kept annotation's) explanation over its slice.
+
+    Refuses an output that is not ``.png``, an ``--opacity`` outside 0..1 and ``--annotation`` without ``--db``.
+
+    Returns:
+        The exit status, 0 on success.
+    """
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise MedscanError(out, "explain writes a PNG: give OUT.png")

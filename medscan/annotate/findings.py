@@ -62,6 +62,9 @@ class Finding:
         return data
 
     def describe(self) -> str:
+        """One line for people: number, name, volume (ml), maximum diameter (mm), mean and sd (in ``units``)
+        and the slice range.
+        """
         unit = f" {self.units}" if self.units else ""
         return (f"#{self.number} {self.name}: {self.volume_ml:.1f} ml, max diameter {self.max_diameter_mm:.1f} mm, "
                 f"mean {self.mean:.0f}{unit} (sd {self.sd:.0f}), slices {self.slice_range[0]}-{self.slice_range[1]}")

@@ -92,6 +92,14 @@ def brain_normalise(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ct_normalise(volume: np.ndarray) -> np.ndarray:
+    """CT in HU to the organ model's input scale: clipped to ``CT_WINDOW`` and mapped linearly to 0..1.
+
+    Args:
+        volume: CT voxels in HU, any shape.
+
+    Returns:
+        float32 array of the same shape, values in [0, 1].
+    """
     lo, hi = CT_WINDOW
     return ((np.clip(volume, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
@@ -261,6 +269,18 @@ def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, tar
 
 
 def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
+    """Segment the whole brain tumour on a skull-stripped axial FLAIR with ``tumour_seg2d``.
+
+    Labels outside the brain are cleared and, as the card asks, only the largest 3-D component is kept.
+
+    Args:
+        scan: skull-stripped FLAIR series (intensities in arbitrary MR units).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        A :class:`Segmentation` on the scan's grid with per-voxel probabilities; its notes say the figures are
+        agreement with pseudo-labels, not accuracy.
+    """
     normalised, brain = brain_normalise(scan.voxels)
     labels, probs, card = _segment(scan, TUMOUR_MODEL, normalised, BRAIN_MM, device, TUMOUR_NAMES)
     labels[~brain] = 0
@@ -272,6 +292,15 @@ def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
 
 
 def run_organs(scan: Scan, *, device: str = "auto") -> Segmentation:
+    """Segment liver, spleen, kidneys and aorta on an axial CT with ``organ_seg2d``.
+
+    Args:
+        scan: CT series in HU.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        A :class:`Segmentation` on the scan's grid; voxels below -500 HU (air) are never labelled.
+    """
     labels, probs, card = _segment(scan, ORGAN_MODEL, ct_normalise(scan.voxels), CT_MM, device, ORGAN_NAMES)
     labels[scan.voxels < -500] = 0  # organs are never air
     return Segmentation(labels=labels, names=dict(ORGAN_NAMES), source="ai", method=ORGAN_MODEL,

@@ -30,6 +30,17 @@ class Segmentation:
 
 @dataclass(frozen=True)
 class SegmentationTask:
+    """One annotation task: what it segments, for which modalities, and the function that does it.
+
+    Attributes:
+        name: CLI name, e.g. ``"organs"``, ``"brain-tumour"``, ``"hu"``.
+        title: name shown to people.
+        modalities: DICOM modalities it accepts, e.g. ``("CT",)``.
+        labels: label value -> label name.
+        run: ``run(scan, *, device="auto") -> Segmentation``.
+        check: optional; raises :class:`~medscan.scan.MedscanError` for a series the task was not made for.
+    """
+
     name: str  # CLI name, e.g. "organs", "brain-tumour", "hu"
     title: str
     modalities: tuple[str, ...]
@@ -38,6 +49,19 @@ class SegmentationTask:
     check: Callable[[Scan], None] | None = None  # raises MedscanError for a series the task was not made for
 
     def segment(self, scan: Scan, *, device: str = "auto") -> Segmentation:
+        """Check the series, run the task and check its result.
+
+        Args:
+            scan: the series to segment.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+        Returns:
+            The task's :class:`Segmentation`, labels of the same shape as ``scan.voxels``.
+
+        Raises:
+            MedscanError: wrong modality, or the task's ``check`` refuses the series.
+            ValueError: the task returned labels of another shape (a bug in the task).
+        """
         where = scan.source_path or scan.description
         if scan.modality not in self.modalities:
             raise MedscanError(where, f"{self.title} is made for {', '.join(self.modalities)}, not {scan.modality}")
@@ -53,6 +77,14 @@ _TASKS: dict[str, SegmentationTask] = {}
 
 
 def register_task(task: SegmentationTask) -> SegmentationTask:
+    """Add a task to the registry (done at import by the modules that define tasks).
+
+    Returns:
+        The task itself, so it can be used as ``TASK = register_task(SegmentationTask(...))``.
+
+    Raises:
+        ValueError: a task of that name is registered already.
+    """
     if task.name in _TASKS:
         raise ValueError(f"segmentation task {task.name!r} registered twice")
     _TASKS[task.name] = task
@@ -60,10 +92,16 @@ def register_task(task: SegmentationTask) -> SegmentationTask:
 
 
 def tasks() -> list[SegmentationTask]:
+    """Every registered task, in registration order."""
     return list(_TASKS.values())
 
 
 def get_task(name: str) -> SegmentationTask:
+    """The registered task called ``name``.
+
+    Raises:
+        MedscanError: no such task; the message lists the ones there are.
+    """
     if name not in _TASKS:
         raise MedscanError(f"--task {name}", f"no such segmentation task (have: {', '.join(sorted(_TASKS))})")
     return _TASKS[name]
