@@ -44,6 +44,15 @@ def _run(database: Any, job_id: int, passphrase: str, executor: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``medscan batch run SPEC``: create a job from the spec (one task per input series) and run it on the
+    local pool or the Dask scheduler given; an unreachable cluster is reported before any job is written.
+
+    Args:
+        args: the parsed command line (``--db``, ``--blobs``, ``--user`` and the sub-command's own options).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.batch.jobs import create_job
     from medscan.batch.spec import load_spec
     from medscan.db.cli import open_database
@@ -61,6 +70,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    """``medscan batch resume JOB``: finish what a crashed or killed job left (``--retry-failed`` also queues
+    its failed tasks again); a job already done or cancelled only prints its status.
+
+    Args:
+        args: the parsed command line (``--db``, ``--blobs``, ``--user`` and the sub-command's own options).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.batch.jobs import BATCH_ROLES, job_status, requeue_failed
     from medscan.db.cli import open_database
 
@@ -76,6 +94,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``medscan batch status JOB``: print the job's progress and each failed task's one-line error.
+
+    Args:
+        args: the parsed command line (``--db``, ``--blobs``, ``--user`` and the sub-command's own options).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.batch.jobs import job_status
     from medscan.db.cli import open_database
 
@@ -86,6 +112,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """``medscan batch list``: one line per job (id, operation, state, done/total, created in UTC).
+
+    Args:
+        args: the parsed command line (``--db``, ``--blobs``, ``--user`` and the sub-command's own options).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.batch.jobs import list_jobs
     from medscan.db.cli import open_database
 
@@ -100,6 +134,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    """``medscan batch cancel JOB``: stop the job; finished series stay, nothing is left half-written.
+
+    Args:
+        args: the parsed command line (``--db``, ``--blobs``, ``--user`` and the sub-command's own options).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.batch.jobs import request_cancel
     from medscan.db.cli import open_database
 
@@ -118,6 +160,11 @@ def _print_status(status: Any) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``medscan batch run|resume|status|list|cancel`` to the main parser.
+
+    Args:
+        subparsers: the ``medscan`` parser's sub-command collection.
+    """
     from medscan.db.cli import add_database_arguments
 
     batch = subparsers.add_parser("batch", help="resumable batch jobs over many series (local pool or Dask)")

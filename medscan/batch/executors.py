@@ -36,6 +36,14 @@ class LocalExecutor:
                                       initializer=init_local_worker, initargs=(self.threads, os.getpid()))
 
     def submit(self, payload: dict[str, Any]) -> cf.Future:
+        """Start one task on the local process pool.
+
+        Args:
+            payload: the task's description (:func:`medscan.batch.worker.execute_task` input).
+
+        Returns:
+            Its future. A pool broken by a dead worker is replaced first, so later tasks still run.
+        """
         try:
             return self._pool.submit(execute_task, payload)
         except cf.BrokenExecutor:  # a worker died: start a fresh pool for the rest
@@ -44,6 +52,12 @@ class LocalExecutor:
             return self._pool.submit(execute_task, payload)
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict[str, Any] | Exception]]:
+        """Wait up to ``timeout`` seconds for at least one of ``handles`` to finish.
+
+        Returns:
+            ``(handle, result)`` for each finished task; the result is the worker's dict, or a :class:`WorkerLost`
+            when its process died. Empty when none finished in time.
+        """
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         finished = []
         for future in done:
@@ -54,6 +68,7 @@ class LocalExecutor:
         return finished
 
     def close(self) -> None:
+        """Shut the pool down, cancelling tasks not yet started and waiting for running ones."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -80,10 +95,21 @@ class DaskExecutor:
         self.description = f"Dask cluster {self._client.scheduler.address}, {len(self._client.nthreads())} worker(s)"
 
     def submit(self, payload: dict[str, Any]) -> Any:
+        """Send one task to the Dask cluster under a key unique to (task, attempt), never cached.
+
+        Returns:
+            Its Dask future.
+        """
         key = f"medscan-task-{payload['task_id']}-a{payload['attempt']}"
         return self._client.submit(execute_task, payload, key=key, pure=False)
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict[str, Any] | Exception]]:
+        """Wait up to ``timeout`` seconds for at least one of ``handles`` to finish.
+
+        Returns:
+            ``(handle, result)`` for each finished task; the result is the worker's dict, or a :class:`WorkerLost`
+            when Dask gave the task up (its worker was killed too often). Empty when none finished in time.
+        """
         from distributed import wait
         from distributed.scheduler import KilledWorker
 
@@ -102,5 +128,6 @@ class DaskExecutor:
         return finished
 
     def close(self) -> None:
+        """Close the Dask client if this executor opened it (a client passed in stays open)."""
         if self._owned:
             self._client.close()

@@ -28,6 +28,15 @@ HEARTBEAT_S = 10.0  # a running job whose coordinator has not written for this l
 
 @dataclass
 class PlannedTask:
+    """One task of a job before it is written: the series to process and where it came from.
+
+    Attributes:
+        label: what status lines show, e.g. the series' folder and number.
+        inputs: how the worker finds the series (folder and series key, or a database series id).
+        series_ref: the database series id when the input is in the database.
+        error: non-empty for an input that could not be read: the task is written as failed with this message.
+    """
+
     label: str
     inputs: dict[str, Any]
     series_ref: int | None = None
@@ -36,6 +45,17 @@ class PlannedTask:
 
 @dataclass
 class JobStatus:
+    """A job's progress as ``medscan batch status`` and the window show it.
+
+    Attributes:
+        job_id: the job's id in the database.
+        operation: the registry operation it runs.
+        state: the job's state, e.g. ``queued``, ``running``, ``done``, ``cancelled``.
+        counts: task state -> number of tasks.
+        failures: ``(label, one-line error)`` of each failed task.
+        created_at: creation time, naive UTC.
+    """
+
     job_id: int
     operation: str
     state: str
@@ -45,14 +65,22 @@ class JobStatus:
 
     @property
     def finished(self) -> int:
+        """Tasks that will not run again: done, failed or cancelled."""
         return sum(self.counts.get(s, 0) for s in ("done", "failed", "cancelled"))
 
     @property
     def total(self) -> int:
+        """All tasks of the job."""
         return sum(self.counts.values())
 
 
 def safe_name(text: str) -> str:
+    """A file-name-safe form of ``text``: runs of other characters become ``_``, at most 60 characters.
+
+    Example:
+        >>> safe_name("CT Body 3.0 / axial")
+        'CT_Body_3.0_axial'
+    """
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "series"
 
 
@@ -72,6 +100,11 @@ def output_path(output: dict[str, Any], task_id: int, label: str, operation: str
 
 
 def staging_dir(output: dict[str, Any], task_id: int, attempt: int) -> Path:
+    """The folder where attempt ``attempt`` of task ``task_id`` writes before its output is renamed into place.
+
+    Args:
+        output: the spec's output entry (``{"folder": ...}``).
+    """
     return Path(output["folder"]) / STAGING / f"t{task_id:05d}-a{attempt}"
 
 
@@ -152,6 +185,11 @@ def _series_files(database: Database, item: dict[str, Any], source: str) -> list
 
 
 def load_spec_of(database: Database, job_id: int) -> BatchSpec:
+    """The :class:`BatchSpec` job ``job_id`` was created from (kept in the database).
+
+    Raises:
+        MedscanError: no such job.
+    """
     with database.transaction() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -209,6 +247,11 @@ def clean_staging(output: dict[str, Any], job_id: int, database: Database) -> No
 
 
 def job_status(database: Database, job_id: int) -> JobStatus:
+    """Count the job's tasks by state and collect the failures' errors.
+
+    Raises:
+        MedscanError: no such job.
+    """
     with database.transaction() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -223,12 +266,14 @@ def job_status(database: Database, job_id: int) -> JobStatus:
 
 
 def list_jobs(database: Database) -> list[JobStatus]:
+    """The status of every job in the database, oldest first."""
     with database.transaction() as session:
         ids = list(session.scalars(select(Job.id).order_by(Job.id)))
     return [job_status(database, i) for i in ids]
 
 
 def set_job_state(database: Database, job_id: int, state: str) -> None:
+    """Set the job's state (e.g. ``"done"``) and its update time, in one transaction."""
     with database.transaction() as session:
         session.execute(update(Job).where(Job.id == job_id).values(state=state, updated_at=utc_now()))
 
@@ -251,6 +296,10 @@ def request_cancel(database: Database, job_id: int) -> str:
 
 
 def finish_cancel(database: Database, job_id: int) -> None:
+    """Complete a cancel: queued and running tasks become cancelled (their attempt number is raised, so a
+    straggling worker cannot commit a result), the job is marked cancelled and, for folder output, the staging
+    folders are removed. Finished results stay.
+    """
     spec = load_spec_of(database, job_id)
     with database.transaction() as session:
         session.execute(update(Task).where(Task.job_ref == job_id, Task.state.in_(("queued", "running")))
@@ -261,4 +310,5 @@ def finish_cancel(database: Database, job_id: int) -> None:
 
 
 def utc_now() -> dt.datetime:
+    """The current time in UTC as a naive datetime, as the database columns store it."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -28,10 +28,12 @@ class BatchSpec:
     refuse_flagged: bool = False  # fail a task whose result the fidelity guard flags, instead of keeping it
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-able data (how the database keeps it)."""
         return asdict(self)
 
     @property
     def to_database(self) -> bool:
+        """True when results go into the study database (``output: {database: true}``) instead of a folder."""
         return bool(self.output.get("database"))
 
 
@@ -57,6 +59,21 @@ def load_spec(path: str | Path) -> BatchSpec:
 
 
 def parse_spec(raw: Any, source: str | Path = "batch spec") -> BatchSpec:
+    """Check a spec read from YAML or JSON and turn it into a :class:`BatchSpec`.
+
+    The operation must exist in the registry and its parameters must pass its validation; unknown keys are
+    refused rather than ignored.
+
+    Args:
+        raw: the loaded document.
+        source: the spec's path, for error messages.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        MedscanError: one line naming ``source`` and the problem.
+    """
     from medscan.ops import get
 
     def fail(problem: str) -> MedscanError:

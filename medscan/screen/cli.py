@@ -113,6 +113,12 @@ def _store(args: argparse.Namespace, path: Path, entries: list[dict[str, Any]]) 
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
+    """``medscan screen PATH``: print the quality badges of every series (or ``--series``), as text or ``--json``,
+    and with ``--db`` keep them in the study database.
+
+    Returns:
+        The exit status, 0 on success.
+    """
     path = Path(args.path)
     entries = screen_path(path, args.series)
     if args.db:

@@ -85,10 +85,12 @@ class Badge:
     unit: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The badge as plain JSON-able data (``--json`` output and the database)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Badge:
+        """A badge from :meth:`to_dict` output; keys it does not know are ignored."""
         return cls(**{k: data.get(k) for k in ("name", "level", "value", "threshold", "message", "unit")})
 
 
@@ -214,6 +216,16 @@ def noise_level(scan: Scan, sampled: _Sampled | None = None) -> tuple[float, flo
 
 
 def noise_badge(scan: Scan, sampled: _Sampled | None = None) -> Badge:
+    """The noise badge: MAD of the finest diagonal wavelet detail inside the body.
+
+    Args:
+        scan: the series.
+        sampled: slices already sampled for the other badges (computed when ``None``).
+
+    Returns:
+        CT: value in HU, flagged above ``CT_NOISE_FLAG_HU``. Other modalities: value as a fraction of the body's
+        intensity range, flagged above ``MR_NOISE_FLAG``. ``warn`` with no value when no body is found.
+    """
     sigma, relative = noise_level(scan, sampled)
     if not math.isfinite(sigma):
         return Badge("noise", "warn", None, None, "no body found to measure noise in")
@@ -268,6 +280,12 @@ def ghost_ratio(small: np.ndarray, mask: np.ndarray, axis: int) -> float | None:
 
 
 def ghost_badge(scan: Scan, sampled: _Sampled | None = None) -> Badge | None:
+    """The ghosting badge (MR only): the fraction of the object's signal replicated into the air along the
+    phase-encoding axis (from InPlanePhaseEncodingDirection, else both in-plane axes, the worse one counts).
+
+    Returns:
+        The badge (flagged above ``GHOST_FLAG``), or ``None`` for a modality other than MR.
+    """
     if scan.modality != "MR":
         return None
     s = sampled or _sample(scan)
@@ -334,6 +352,16 @@ def blank_slices(scan: Scan) -> list[int]:
 
 
 def slices_badge(scan: Scan, steps: np.ndarray | None = None) -> Badge:
+    """The slices badge: gaps from the slice positions and blank slices inside the stack.
+
+    Args:
+        scan: the series.
+        steps: slice steps in mm when already known (computed from the affine and positions otherwise).
+
+    Returns:
+        Flagged for any blank slice, or when the largest step is ``GAP_FLAG`` times the usual one or more; the
+        message says how many slices seem to be missing.
+    """
     ratio, detail = gap_ratio(scan, steps)
     blanks = blank_slices(scan)
     if blanks:
@@ -389,6 +417,13 @@ def _largest(mask: np.ndarray) -> np.ndarray:
 
 
 def fov_badge(scan: Scan, sampled: _Sampled | None = None) -> Badge:
+    """The field-of-view badge: how much of the image edge the body touches (edges along the patient's long
+    axis are exempt, where a body legitimately runs off the image).
+
+    Returns:
+        Value: the mean over sampled slices of the largest fraction of a non-exempt edge the body spans; flagged
+    above ``EDGE_SPAN_FLAG``.
+    """
     s = sampled or _sample(scan)
     exempt = exempt_edges(scan)
     with_body = [_largest(m) for m in s.masks if m.mean() > 0.01]
@@ -413,6 +448,15 @@ _ORIENTATION_NOTES = ("orientation", "no patient geometry", "gantry tilt", "shea
 
 
 def orientation_badge(scan: Scan, split_note: str = "") -> Badge:
+    """The orientation badge: degenerate, non-orthogonal or sheared geometry, plus orientation notes from the loader.
+
+    Args:
+        scan: the series (its affine is checked).
+        split_note: the loader's note on how the series was split; one about orientation raises the badge to warn.
+
+    Returns:
+        Value: the largest deviation from orthogonal axes in degrees; flagged above ``ORTHOGONAL_FLAG_DEG``.
+    """
     affine = scan.affine
     if not np.all(np.isfinite(affine)):
         return Badge("orientation", "flag", None, ORTHOGONAL_FLAG_DEG, "affine has non-finite values", "deg")
