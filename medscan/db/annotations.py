@@ -54,6 +54,9 @@ class AnnotationView:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
+        """One line for ``medscan review list``: id, label, status and reviewer, source, algorithm type, volume (ml),
+        maximum diameter (mm) and mean intensity.
+        """
         m = self.measurements
         unit = f" {m.get('units')}" if m.get("units") else ""
         who = f" by {self.reviewed_by}" if self.reviewed_by else ""
@@ -106,6 +109,16 @@ def add_drafts(database: Any, series_id: int, segmentation: Any, findings: list[
 
 
 def list_annotations(database: Any, series_id: int, *, include_rejected: bool = True) -> list[AnnotationView]:
+    """The annotations of a series, oldest first.
+
+    Args:
+        database: an open, signed-in :class:`~medscan.db.store.Database`.
+        series_id: the series' database id.
+        include_rejected: also list rejected annotations.
+
+    Returns:
+        Read-only views of the annotations.
+    """
     with database.transaction() as session:
         rows = session.scalars(select(Annotation).where(Annotation.series_ref == series_id)
                                .order_by(Annotation.id)).all()
@@ -230,6 +243,14 @@ def accept(database: Any, annotation_id: int) -> AnnotationView:
 
 
 def reject(database: Any, annotation_id: int, reason: str = "") -> AnnotationView:
+    """Reject a draft or accepted annotation (audited; the reviewer and ``reason`` are recorded).
+
+    Returns:
+        The annotation as it is now.
+
+    Raises:
+        MedscanError: no such annotation, the signed-in user may not review, or it is already rejected.
+    """
     return _change(database, annotation_id, "reject", ("draft", "accepted"), "rejected",
                    {"reason": reason} if reason else None)
 

@@ -30,6 +30,11 @@ class BlobStore:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def path(self, blob_id: str) -> Path:
+        """The file of blob ``blob_id`` (64 hex digits) under the store's root.
+
+        Raises:
+            ValueError: ``blob_id`` is not a blob id (so no path outside the store can be named).
+        """
         if len(blob_id) != 64 or not all(c in "0123456789abcdef" for c in blob_id):
             raise ValueError(f"not a blob id: {blob_id!r}")
         return self.root / blob_id[:2] / blob_id
@@ -51,20 +56,29 @@ class BlobStore:
         return blob_id
 
     def get(self, blob_id: str) -> bytes:
+        """Read and decrypt blob ``blob_id``.
+
+        Raises:
+            WrongKey: the file is not a medscan blob, or the data key does not open it (tampered or another database).
+            FileNotFoundError: no such blob.
+        """
         raw = self.path(blob_id).read_bytes()
         if raw[:4] != MAGIC:
             raise WrongKey(f"blob {blob_id} is not a medscan blob")
         return decrypt(self._key, raw[4:], blob_id.encode())
 
     def put_array(self, array: np.ndarray) -> str:
+        """Store a numpy array (``.npy`` format, no pickles) as a blob; returns its id."""
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
         return self.put(buffer.getvalue())
 
     def get_array(self, blob_id: str) -> np.ndarray:
+        """Read an array stored by :meth:`put_array` (pickles are refused)."""
         return np.load(io.BytesIO(self.get(blob_id)), allow_pickle=False)
 
     def ids(self) -> set[str]:
+        """The ids of every blob file in the store (referenced or not)."""
         return {p.name for p in self.root.glob("??/*") if p.is_file() and len(p.name) == 64}
 
     def collect(self, referenced: Iterable[str], grace_s: float = 3600.0) -> int:

@@ -30,6 +30,14 @@ def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
+    """``medscan deidentify PATH -o OUT``: de-identify a folder outside any database (PS3.15 Annex E).
+
+    A DICOM output copies every series of PATH; a NIfTI output (``.nii``/``.nii.gz``) takes one series
+    (``--series``). ``MEDSCAN_DEID_KEY`` makes UIDs and pseudonyms repeatable between runs.
+
+    Returns:
+        The exit status, 0 on success.
+    """
     from medscan.deid import DeidOptions, deidentify_folder
     from medscan.io.nifti import is_nifti
 
@@ -95,6 +103,16 @@ def open_database(args: argparse.Namespace, *, login: bool = True):
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    """``medscan db init``: create an encrypted database and its first administrator (the current user, or
+    ``--user``); with ``--keyring`` the passphrase is also kept in the OS keyring.
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.db import keys
     from medscan.db.store import Database
 
@@ -112,6 +130,15 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 
 
 def cmd_db_add_user(args: argparse.Namespace) -> int:
+    """``medscan db add-user NAME --role ROLE``: add an account (admins only; audited).
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     with _open(args) as database:
         database.require_role("add-user", args.name, ("admin",))
         database.add_user(args.name, args.role, _secret("MEDSCAN_NEW_USER_KEY", f"passphrase for {args.name}",
@@ -121,6 +148,15 @@ def cmd_db_add_user(args: argparse.Namespace) -> int:
 
 
 def cmd_db_import(args: argparse.Namespace) -> int:
+    """``medscan db import PATH``: register every series under PATH (references and headers, not pixels).
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     with _open(args) as database:
         ids = database.import_folder(args.path)
     print(f"imported {len(ids)} series")
@@ -128,6 +164,15 @@ def cmd_db_import(args: argparse.Namespace) -> int:
 
 
 def cmd_db_list(args: argparse.Namespace) -> int:
+    """``medscan db list``: one line per series (``--results``: per kept result).
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from sqlalchemy import select
 
     from medscan.db.models import Series, Study
@@ -161,6 +206,16 @@ def _list_results(args: argparse.Namespace) -> int:
 
 
 def cmd_db_export(args: argparse.Namespace) -> int:
+    """``medscan db export ID -o OUT`` or ``--result ID``: write a series de-identified (``--identifiable``
+    keeps identity, not for researchers) as DICOM or one NIfTI file, or a kept result as NIfTI.
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     key = os.environ.get("MEDSCAN_DEID_KEY")
     if (args.series is None) == (args.result is None):
         raise MedscanError(args.output, "give a series id or --result ID (not both)")
@@ -176,6 +231,15 @@ def cmd_db_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db_backup(args: argparse.Namespace) -> int:
+    """``medscan db backup -o FILE``: an encrypted archive of the database and its blobs (admins only).
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     with _open(args) as database:
         database.require_role("backup", args.output, ("admin",))
         out = database.backup(args.output)
@@ -184,6 +248,15 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_db_restore(args: argparse.Namespace) -> int:
+    """``medscan db restore BACKUP``: recreate the database at ``--db`` from a backup (its passphrase is asked).
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.db.store import restore
 
     restore(args.backup, args.db, _secret("MEDSCAN_DB_KEY", "database passphrase")).close()
@@ -192,6 +265,16 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_db_rekey(args: argparse.Namespace) -> int:
+    """``medscan db rekey``: change the database passphrase (admins only; the new one from ``MEDSCAN_DB_NEW_KEY``
+    or a prompt). Only the wrapped 32-byte data key is re-encrypted; a passphrase held in the keyring follows.
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.db import keys
 
     old = _db_passphrase(args.db, "current database passphrase")
@@ -208,6 +291,16 @@ def cmd_db_rekey(args: argparse.Namespace) -> int:
 
 
 def cmd_db_collect(args: argparse.Namespace) -> int:
+    """``medscan db collect``: remove blobs that no row references and that are older than ``--grace`` seconds
+    (what a crash can leave; admins only).
+
+    Args:
+        args: the parsed command line, with ``--db``, ``--blobs`` and ``--user``; passphrases come from the
+            environment (``MEDSCAN_DB_KEY``, ``MEDSCAN_USER_KEY``), the OS keyring or a prompt, never the command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     with _open(args) as database:
         database.require_role("collect", str(args.db), ("admin",))
         removed = database.collect_orphans(grace_s=args.grace)

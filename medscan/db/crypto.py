@@ -37,13 +37,20 @@ class KdfParams:
 
     @classmethod
     def fresh(cls, n: int = DEFAULT_SCRYPT_N) -> KdfParams:
+        """New scrypt parameters with a random 16-byte salt and cost ``n`` (a power of two)."""
         return cls(salt=os.urandom(16), n=n)
 
     def encode(self) -> str:
+        """The parameters as stored: ``"scrypt$n$r$p$salthex"``."""
         return f"scrypt${self.n}${self.r}${self.p}${self.salt.hex()}"
 
     @classmethod
     def decode(cls, text: str) -> KdfParams:
+        """Parse :meth:`encode` output.
+
+        Raises:
+            ValueError: not a scrypt parameter string.
+        """
         name, n, r, p, salt = text.split("$")
         if name != "scrypt":
             raise ValueError(f"unknown key derivation {name!r}")
@@ -65,6 +72,16 @@ def encrypt(key: bytes, plaintext: bytes, associated: bytes = b"") -> bytes:
 
 
 def decrypt(key: bytes, blob: bytes, associated: bytes = b"") -> bytes:
+    """AES-GCM decryption of :func:`encrypt` output (12-byte nonce, then ciphertext and tag).
+
+    Args:
+        key: the 32-byte key.
+        blob: nonce + ciphertext.
+        associated: the associated data given to :func:`encrypt` (e.g. the blob id), authenticated, not secret.
+
+    Raises:
+        WrongKey: wrong key, wrong associated data, or the bytes were changed.
+    """
     try:
         return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated)
     except InvalidTag:
@@ -72,10 +89,16 @@ def decrypt(key: bytes, blob: bytes, associated: bytes = b"") -> bytes:
 
 
 def wrap_key(passphrase: str, params: KdfParams, data_key: bytes) -> bytes:
+    """Encrypt the database's data key under a key derived (scrypt) from ``passphrase``."""
     return encrypt(derive_key(passphrase, params), data_key, b"medscan-data-key")
 
 
 def unwrap_key(passphrase: str, params: KdfParams, wrapped: bytes) -> bytes:
+    """Recover the data key wrapped by :func:`wrap_key`.
+
+    Raises:
+        WrongKey: wrong passphrase.
+    """
     return decrypt(derive_key(passphrase, params), wrapped, b"medscan-data-key")
 
 
@@ -92,5 +115,6 @@ def hash_passphrase(passphrase: str, n: int = DEFAULT_SCRYPT_N) -> str:
 
 
 def verify_passphrase(passphrase: str, stored: str) -> bool:
+    """Check ``passphrase`` against a stored hash from :func:`hash_passphrase` (constant-time comparison)."""
     head, _, expected = stored.rpartition("$")
     return hmac.compare_digest(derive_key(passphrase, KdfParams.decode(head)).hex(), expected)

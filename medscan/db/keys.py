@@ -38,6 +38,7 @@ def _usable_keyring():
 
 
 def keyring_available() -> bool:
+    """True when an OS keyring that can store secrets is available (not the fail or null backends)."""
     return _usable_keyring() is not None
 
 

@@ -24,6 +24,8 @@ def _now() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
+    """Declarative base of every table; dicts and lists map to JSON columns."""
+
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
@@ -36,6 +38,8 @@ class Setting(Base):
 
 
 class User(Base):
+    """An account: name, role (radiologist, technician, researcher, admin) and scrypt passphrase hash."""
+
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -45,6 +49,8 @@ class User(Base):
 
 
 class Patient(Base):
+    """A patient as DICOM identifies them: PatientID with its issuer, name, birth date and sex."""
+
     __tablename__ = "patients"
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -57,6 +63,8 @@ class Patient(Base):
 
 
 class Study(Base):
+    """A DICOM study of a patient (StudyInstanceUID, date, description, accession number)."""
+
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_ref: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
@@ -69,6 +77,10 @@ class Study(Base):
 
 
 class Series(Base):
+    """A DICOM series of a study: UID, number, modality, description and the folder it was imported from;
+    its instances and the results made from it.
+    """
+
     __tablename__ = "series"
     id: Mapped[int] = mapped_column(primary_key=True)
     study_ref: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -119,6 +131,10 @@ class Result(Base):
 
 
 class Annotation(Base):
+    """A finding kept for review: its mask (blob) or geometry, label, author, source (human or ai) and review
+    status (draft, accepted, rejected) with measurements.
+    """
+
     __tablename__ = "annotations"
     id: Mapped[int] = mapped_column(primary_key=True)
     series_ref: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)

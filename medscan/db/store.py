@@ -119,6 +119,7 @@ class Database:
         return cls(engine, BlobStore(blob_root, data_key), label, kdf)
 
     def close(self) -> None:
+        """Release the database's connections (the object cannot be used afterwards)."""
         self.engine.dispose()
 
     def __enter__(self) -> Database:
@@ -135,6 +136,16 @@ class Database:
 
     # -- users and audit --------------------------------------------------------------------
     def add_user(self, name: str, role: str, passphrase: str) -> None:
+        """Add an account (audited).
+
+        Args:
+            name: account name.
+            role: one of ``ROLES``.
+            passphrase: the account's passphrase (stored as an scrypt hash).
+
+        Raises:
+            MedscanError: unknown role, or the name is taken.
+        """
         if role not in ROLES:
             raise MedscanError(name, f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
         with self.transaction() as session:
@@ -144,6 +155,14 @@ class Database:
         self.audit("add-user", f"{name} ({role})")
 
     def login(self, name: str, passphrase: str) -> User:
+        """Sign ``name`` in; every later action is audited under that account.
+
+        Returns:
+            The account.
+
+        Raises:
+            MedscanError: unknown user or wrong passphrase (one message for both; the refusal is audited).
+        """
         with self.transaction() as session:
             user = session.scalar(select(User).where(User.name == name))
         if user is None or not crypto.verify_passphrase(passphrase, user.passphrase_hash):
@@ -161,6 +180,11 @@ class Database:
             session.add(AuditEntry(user_name=who, action=action, target=target, outcome=outcome, detail=detail))
 
     def require_role(self, action: str, target: str, allowed: tuple[str, ...]) -> None:
+        """Refuse ``action`` on ``target`` unless the signed-in user has one of the ``allowed`` roles.
+
+        Raises:
+            MedscanError: nobody is signed in or the role is not allowed (the refusal is audited).
+        """
         if self.user is None or self.user.role not in allowed:
             role = self.user.role if self.user else "nobody signed in"
             self.audit(action, target, outcome="refused", detail=f"role {role}")
@@ -263,6 +287,11 @@ class Database:
                     "computed_at": row.computed_at.isoformat(timespec="seconds")}
 
     def load_result(self, result_id: int) -> tuple[Result, np.ndarray]:
+        """A kept result's row and its voxels (audited as an open).
+
+        Raises:
+            MedscanError: no result with that id.
+        """
         with self.transaction() as session:
             result = session.get(Result, result_id)
             if result is None:
@@ -280,6 +309,7 @@ class Database:
         return {kind: self.blobs.get_array(blob_id) for kind, blob_id in blobs.items()}
 
     def referenced_blobs(self) -> set[str]:
+        """The ids of every blob some row names (results, masks, overlays); the rest may be collected."""
         with self.transaction() as session:
             return {b for _, column in BLOB_COLUMNS for b in session.scalars(select(column)) if b}
 

@@ -40,14 +40,17 @@ class SynthBatch:
 
     @property
     def memorised(self) -> np.ndarray:
+        """Per slice: True where the nearest training slice is as close as the threshold or closer (refused)."""
         return self.nn_ssim >= self.threshold
 
     @property
     def passed(self) -> np.ndarray:
+        """Per slice: True for the slices that may be exported (not memorised)."""
         return ~self.memorised
 
     @property
     def class_name(self) -> str:
+        """The class as people read it, e.g. ``"MR brain"``."""
         return f"{self.modality} {self.region}"
 
     def parameters(self) -> dict[str, Any]:

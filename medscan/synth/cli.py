@@ -28,6 +28,17 @@ def add_synthesize(family_sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
+    """``medscan generate synthesize``: sample slices of one class from the diffusion model, refuse memorised
+    ones and export the rest as a SYNTHETIC DICOM study or NIfTI files.
+
+    The output folder and the mask are checked before sampling starts.
+
+    Args:
+        args: the parsed command line (modality, region, count, seed, steps, mask, format, output).
+
+    Returns:
+        The exit status, 0 on success.
+    """
     from medscan.cli_ops import _progress_bar
     from medscan.io.export import check_output_folder
     from medscan.synth import export_synthetic_study, synthesize

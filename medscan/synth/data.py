@@ -40,6 +40,7 @@ class SliceClass:
 
     @property
     def name(self) -> str:
+        """The class as people read it, e.g. ``"CT chest"``."""
         return f"{self.modality} {self.region}"
 
 
@@ -87,6 +88,7 @@ def class_index(modality: str, region: str) -> int:
 
 
 def pixel_spacing(label: int) -> float:
+    """In-plane pixel size in mm of a generated slice of class ``label`` (its field of view over ``GRID``)."""
     return CLASSES[label].fov_mm / GRID
 
 
@@ -135,11 +137,13 @@ class SynthSlices:
     positions: np.ndarray  # slice index in the source volume
 
     def save(self, path: Path) -> None:
+        """Write the slices to a compressed ``.npz`` (images as float16) at ``path``."""
         np.savez_compressed(path, images=self.images.astype(np.float16), labels=self.labels, masks=self.masks,
                             sources=np.array(self.sources), positions=self.positions)
 
     @classmethod
     def load(cls, path: Path) -> SynthSlices:
+        """Read slices written by :meth:`save`; images come back as float32."""
         data = np.load(path)
         return cls(images=data["images"].astype(np.float32), labels=data["labels"], masks=data["masks"],
                    sources=[str(s) for s in data["sources"]], positions=data["positions"])

@@ -62,6 +62,16 @@ class Reference:
 
     @classmethod
     def build(cls, images64: np.ndarray, labels: np.ndarray) -> Reference:
+        """Build the reference from training slices on the 64 x 64 check grid.
+
+        Args:
+            images64: ``(N, 64, 64)`` slices scaled to -1..1; they are quantised to 8 bits exactly as :meth:`save`
+                stores them, so a reference built here and one loaded from disk give the same answers.
+            labels: ``(N,)`` class label of each slice.
+
+        Returns:
+            A reference holding each slice and its mirror image, with the local means and variances SSIM needs.
+        """
         # quantised exactly as stored (uint8), so calibration and the shipped check see the same reference
         images64 = np.round((np.asarray(images64, np.float32) + 1) / 2 * 255) / 255 * 2 - 1
         both = np.concatenate([images64, images64[:, :, ::-1]])
@@ -73,12 +83,18 @@ class Reference:
                    var=var)
 
     def save(self, path: Path) -> None:
+        """Write the training slices (not their mirrors) as 8-bit images and their labels to a ``.npz``."""
         n = len(self.index) // 2
         unit = self.images[:n, 0].numpy()
         np.savez_compressed(path, images=np.round((unit + 1) / 2 * 255).astype(np.uint8), labels=self.labels[:n])
 
     @classmethod
     def load(cls, path: Path) -> Reference:
+        """Read a reference written by :meth:`save`.
+
+        Raises:
+            MedscanError: the file is missing or not such a reference.
+        """
         try:
             data = np.load(path)
             images = data["images"].astype(np.float32) / 255 * 2 - 1

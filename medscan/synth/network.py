@@ -35,6 +35,17 @@ class ConditionalDenoiser(nn.Module):
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict the noise in ``noisy`` at diffusion step ``timesteps`` for class ``labels``.
+
+        Args:
+            noisy: ``(N, 1, H, W)`` noised slices.
+            timesteps: ``(N,)`` diffusion steps.
+            labels: ``(N,)`` class labels.
+            mask: ``(N, 1, H, W)`` lesion mask (0/1) to condition on; zeros when ``None``.
+
+        Returns:
+            ``(N, 1, H, W)`` predicted noise.
+        """
         if mask is None:
             mask = torch.zeros_like(noisy)
         x = torch.cat([noisy, mask.to(noisy)], dim=1)

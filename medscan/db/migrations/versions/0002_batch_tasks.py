@@ -16,6 +16,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Alembic migration 0002: one ``tasks`` row per series of a batch job (replacing the job's item lists), job
+    creation time, and the provenance of kept results.
+    """
     with op.batch_alter_table("jobs") as batch_op:
         batch_op.drop_column("done_items")
         batch_op.drop_column("errors")
@@ -51,6 +54,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Alembic migration 0002 undone: drop ``tasks`` and the new columns, restore the job's item lists (empty)."""
     op.drop_table("tasks")
     with op.batch_alter_table("results") as batch_op:
         batch_op.drop_column("provenance")

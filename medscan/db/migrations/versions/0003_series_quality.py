@@ -16,6 +16,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Alembic migration 0003: the ``series_quality`` table, one row of screening badges per series."""
     op.create_table(
         "series_quality",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -31,4 +32,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Alembic migration 0003 undone: drop ``series_quality``."""
     op.drop_table("series_quality")

@@ -20,6 +20,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Alembic migration 0004: an overlay belongs to a result or (new) to an annotation, exactly one of them, and
+    carries details.
+    """
     with op.batch_alter_table("overlays") as batch_op:
         batch_op.alter_column("result_ref", existing_type=sa.Integer(), nullable=True)
         batch_op.add_column(sa.Column("annotation_ref", sa.Integer(), nullable=True))
@@ -31,6 +34,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Alembic migration 0004 undone: annotation overlays are deleted (they have no result to belong to)."""
     op.execute("DELETE FROM overlays WHERE result_ref IS NULL")  # annotation overlays have nowhere to go
     with op.batch_alter_table("overlays") as batch_op:
         batch_op.drop_constraint("ck_overlays_one_owner", type_="check")
