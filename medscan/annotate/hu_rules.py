@@ -24,10 +24,11 @@ Thresholds are fixed (not fitted): they are textbook HU ranges, stated above and
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from medscan.annotate.registry import Segmentation, SegmentationTask, register_task
 from medscan.scan import MedscanError, Scan
+
+# scipy.ndimage is imported in the functions that label: registering this task (``medscan --help``) stays cheap.
 
 LABELS = {1: "body", 2: "lungs", 3: "bone", 4: "fat", 5: "air"}
 THRESHOLDS = {
@@ -46,6 +47,8 @@ def axial_axis(scan: Scan) -> int:
 
 def _in_plane(axis: int) -> np.ndarray:
     """A 3x3x3 structure connecting neighbours within the slice only (4-connectivity) for slices along ``axis``."""
+    from scipy import ndimage
+
     structure = ndimage.generate_binary_structure(3, 1)
     where = [slice(None)] * 3
     for offset in (0, 2):
@@ -60,6 +63,8 @@ def _fill_per_slice(mask: np.ndarray, axis: int, max_hole: float | None = None) 
     One labelling of the background with in-plane connectivity does every slice at once: a background piece
     that does not reach the slice's edge is a hole.
     """
+    from scipy import ndimage
+
     background, n = ndimage.label(~mask, structure=_in_plane(axis))
     if n == 0:
         return mask.copy()
@@ -81,6 +86,8 @@ def _with_limbs(mask: np.ndarray, dense: np.ndarray, voxel_ml: float) -> np.ndar
 
     The scanner table, pads and blankets hold no bone and stay outside the body.
     """
+    from scipy import ndimage
+
     labels, n = ndimage.label(mask)
     if n == 0:
         return mask
@@ -112,6 +119,8 @@ def _in_trunk(piece: np.ndarray, body: np.ndarray, axis: int, spacing: tuple[flo
 
 def segment_hu(scan: Scan, *, device: str = "auto") -> Segmentation:
     """Label body, lungs, bone, fat and air of a CT volume in HU (``device`` is unused: numpy only)."""
+    from scipy import ndimage
+
     del device
     hu = scan.voxels
     if hu.ndim != 3:

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from medscan.annotate.registry import Segmentation, SegmentationTask, register_task
 from medscan.scan import MedscanError, Scan
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that run the networks: registering these tasks (``medscan --help``,
+# ``medscan screen``) must not load it.
 
 TUMOUR_MODEL = "tumour_seg2d"
 ORGAN_MODEL = "organ_seg2d"
@@ -52,6 +57,9 @@ def canonical_volume(volume: np.ndarray, scan: Scan) -> np.ndarray:
 def resample_planes(planes: np.ndarray, spacing: tuple[float, float], target_mm: float,
                     shape: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray:
     """(N[, C], H, W) planes from (column, row) spacing to ``target_mm`` pixels, or back to ``shape`` when given."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
     squeeze = x.ndim == 3
     if squeeze:
@@ -194,6 +202,8 @@ def _model(name: str) -> tuple[torch.nn.Module, dict]:
 
 
 def _device(device: str) -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -207,6 +217,7 @@ def predict_planes(model: torch.nn.Module, planes: np.ndarray, device: torch.dev
     over a whole slice (mostly background) differ from those over a training patch — whole-slice inference
     over-segmented by an order of magnitude.
     """
+    import torch
     from monai.inferers import sliding_window_inference
 
     x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[:, None].to(device)
@@ -247,6 +258,8 @@ def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, tar
                  device: torch.device | None = None, threshold: float | np.ndarray = 0.5, roi: int = 96
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Any fold's network over a normalised volume: (labels, (C, K, H, W) probabilities) on the scan's grid."""
+    import torch
+
     dev = device or torch.device("cpu")
     model.to(dev)
     canon = canonical_volume(normalised, scan)

@@ -16,11 +16,9 @@ import numpy as np
 
 from medscan import __version__
 from medscan.ops.generated import tta_planes
-from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
-INPAINT_MODEL = "inpaint_unet2d"
-FILL_SLICES_MODEL = "fillslices_flow2d"
 PAD_MULTIPLE = 16  # the U-Net pools four times
 CHUNK = 16  # planes per TTA pass: bounds memory on 512x512 CT
 MAX_ENCLOSED_GAP = 8  # auto: a constant region counts as missing when measured data lies within this many slices
@@ -326,25 +324,6 @@ def inpaint(scan: Scan, *, mask, box: str, auto: bool, model: str, device: str,
                             uncertainty=uncertainty.reshape(scan.voxels.shape), generated=np.array(region))
 
 
-register(Operation(
-    name="inpaint",
-    family="generate",
-    title="Inpaint",
-    summary="Fill a missing region (mask, box or found automatically) from its surroundings and the neighbouring "
-            "slices; measured voxels are copied unchanged, the output is SYNTHETIC.",
-    params=(
-        Param("mask", "mask", "", "region to fill: a NIfTI mask or DICOM SEG on this series (or drawn in the GUI)"),
-        Param("box", "str", "", "region to fill as z0,y0,x0,z1,y1,x1 voxel indices (slice, row, column; ends "
-                                "exclusive)"),
-        Param("auto", "bool", False, "find zero-filled or constant regions (blanked slices, truncated field of "
-                                     "view) enclosed by measured data"),
-        Param("model", "str", INPAINT_MODEL, "shipped model to use"),
-    ),
-    function=inpaint,
-    synthetic=True,
-))
-
-
 # -- fill slices: which slices are missing ----------------------------------------------------------------------
 
 def slice_positions(scan: Scan) -> np.ndarray | None:
@@ -445,18 +424,3 @@ def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: P
     notes = [f"fill-slices: {int(new_k - k)} missing slice(s) inserted, {len(corrupted | blank)} replaced"]
     return synthetic_result(scan, output.reshape(shape), entry, uncertainty=uncertainty.reshape(shape),
                             generated=generated, affine=affine, notes=notes)
-
-
-register(Operation(
-    name="fill_slices",
-    family="generate",
-    title="Fill slices",
-    summary="Fill missing slices (gaps in the slice positions, blank slices) or named corrupted slices through-"
-            "plane on a regular grid; measured slices keep their values and positions, the output is SYNTHETIC.",
-    params=(
-        Param("slices", "str", "", "also replace these corrupted slices (comma-separated 0-based indices)"),
-        Param("model", "str", FILL_SLICES_MODEL, "shipped model to use"),
-    ),
-    function=fill_slices,
-    synthetic=True,
-))

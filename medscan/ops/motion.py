@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from medscan import __version__
-from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
-MOTION_MODEL = "motion_unet2d"
 PAD_MULTIPLE = 16  # four stride-2 levels of the UNet
 
 
@@ -116,22 +115,3 @@ def motion_correct(scan: Scan, *, strength: float, phase_encoding: str, model: s
     notes = [f"phase encoding {axis} ({source})"]
     return synthetic_result(scan, corrected.reshape(scan.voxels.shape), entry,
                             uncertainty=(strength * spread).reshape(scan.voxels.shape), notes=notes)
-
-
-register(Operation(
-    name="motion_correct",
-    family="generate",
-    title="Motion correct",
-    summary="Remove MR motion ghosting and blur along the phase-encoding axis slice by slice; output is SYNTHETIC.",
-    params=(
-        Param("strength", "float", 1.0, "share of the correction to apply (0 keeps the input)", 0.0, 1.5),
-        Param("phase_encoding", "choice", "auto",
-              "phase-encoding axis when the header lacks InPlanePhaseEncodingDirection: COL (ghosts run "
-              "vertically), ROW (horizontally), auto (estimate from the ghosts outside the body)",
-              choices=("auto", "COL", "ROW")),
-        Param("model", "str", MOTION_MODEL, "shipped model to use"),
-    ),
-    function=motion_correct,
-    modalities=("MR",),
-    synthetic=True,
-))

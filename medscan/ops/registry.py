@@ -2,10 +2,16 @@
 
 An operation takes a Scan and returns a Result: the derived Scan (provenance entry appended, geometry
 and units kept), the method-noise map and the fidelity report that proves nothing was invented.
+
+A declaration names its implementation by reference (``"medscan.ops.clean:denoise"``, as napari manifests do):
+listing operations, building CLI flags or GUI widgets imports no implementation module and no model stack;
+the module is imported the first time the operation runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,19 +74,46 @@ class Operation:
     title: str
     summary: str
     params: tuple[Param, ...]
-    function: Callable[..., Result]
+    function: Callable[..., Result] | str  # the implementation, or "package.module:function" imported on first run
     modalities: tuple[str, ...] = ("CT", "MR")
     synthetic: bool = False
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
+    def implementation(self) -> Callable[..., Result]:
+        """The function that runs this operation; a reference is imported here (the first run pays for it)."""
+        if callable(self.function):
+            return self.function
+        module_name, _, attribute = self.function.partition(":")
+        function = getattr(importlib.import_module(module_name), attribute, None)
+        if not callable(function):
+            raise ValueError(f"operation {self.name!r}: {self.function!r} names no function")
+        return function
+
+
+def reference(function: Callable[..., Any]) -> str:
+    """``"package.module:function"``: how a declaration names ``function`` without importing its module."""
+    return f"{function.__module__}:{function.__qualname__}"
+
 
 _REGISTRY: dict[str, Operation] = {}
 
 
 def register(operation: Operation) -> Operation:
-    if operation.name in _REGISTRY:
+    """Add ``operation``; its ``function`` may be a ``"module:function"`` reference (see ``Operation.implementation``).
+
+    A module that registers an operation already declared by reference to that module's own function is accepted
+    when both declarations agree (the declaration stays); any other second registration of a name is an error.
+    """
+    existing = _REGISTRY.get(operation.name)
+    if existing is not None:
+        if (isinstance(existing.function, str) and callable(operation.function)
+                and existing.function == reference(operation.function)):
+            if existing != dataclasses.replace(operation, function=existing.function):
+                raise ValueError(f"operation {operation.name!r}: {existing.function.partition(':')[0]} registers "
+                                 "it differently from its declaration in medscan.ops.catalog; make them agree")
+            return existing
         raise ValueError(f"operation {operation.name!r} registered twice")
     _REGISTRY[operation.name] = operation
     return operation
@@ -111,4 +144,4 @@ def run(name: str, scan: Scan, *, device: str = "auto", progress: ProgressCallba
     if unknown:
         raise MedscanError(name, f"unknown parameter(s): {', '.join(sorted(unknown))}")
     values = {p.name: p.check(params.get(p.name, p.default)) for p in operation.params}
-    return operation.function(scan, device=device, progress=progress, **values)
+    return operation.implementation()(scan, device=device, progress=progress, **values)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from medscan import __version__
-from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
-SHARPEN_MODEL = "sharpen_edsr2d"
 SUPERRES_MODELS = {("in-plane", 2): "superres_x2", ("in-plane", 4): "superres_x4", ("through-plane", 2): "superres_z2"}
 
 
@@ -123,20 +122,6 @@ def _finish_sharpen(scan: Scan, sharpened: np.ndarray, reblurred: np.ndarray, en
     change = (derived.voxels - scan.voxels).astype(np.float32)
     notes = [f"fidelity: {reason}" for reason in report.reasons]
     return Result(scan=derived, maps={"method_noise": method_noise, "change": change}, fidelity=report, notes=notes)
-
-
-register(Operation(
-    name="sharpen",
-    family="clean",
-    title="Sharpen",
-    summary="Undo blur (deblur) slice by slice, blind or given the PSF width; units and geometry are kept.",
-    params=(
-        Param("strength", "float", 1.0, "share of the restored detail to add (0 keeps the input)", 0.0, 1.5),
-        Param("psf_sigma", "float", 0.0, "Gaussian PSF sigma in pixels when known (0: blind)", 0.0, 3.0),
-        Param("model", "str", SHARPEN_MODEL, "shipped model to use"),
-    ),
-    function=sharpen,
-))
 
 
 def upsampled_affine(affine: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
@@ -277,21 +262,3 @@ def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, d
                      "structure from it; compare with the fidelity model (without --gan)")
     return synthetic_result(scan, voxels, entry, uncertainty=uncertainty,
                             affine=upsampled_affine(scan.affine, factors), notes=notes)
-
-
-register(Operation(
-    name="super_resolve",
-    family="generate",
-    title="Super-resolve",
-    summary="Refine the grid x2 or x4 in-plane (x4 also by a GAN), or x2 through-plane for thick slices; "
-            "the output is SYNTHETIC, with a TTA uncertainty map.",
-    params=(
-        Param("scale", "choice", "2", "refinement factor (through-plane: 2 only)", choices=("2", "4")),
-        Param("axis", "choice", "in-plane", "in-plane (rows and columns) or through-plane (slice direction)",
-              choices=("in-plane", "through-plane")),
-        Param("gan", "bool", False, "use the GAN model (in-plane x4): sharper texture, lower PSNR, invented detail"),
-        Param("model", "str", "auto", "shipped model to use (auto: the one for this scale and axis)"),
-    ),
-    function=super_resolve,
-    synthetic=True,
-))

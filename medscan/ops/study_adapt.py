@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from medscan import __version__
-from medscan.ops.clean import DENOISE_MODEL, NOISE, STRENGTH, clean_result, is_rician, scan_planes
-from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.ops.clean import clean_result, is_rician, scan_planes
+from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
 TRAIN_SHARE = 100  # progress units given to fine-tuning; the planes follow
@@ -116,18 +116,3 @@ def adapt(scan: Scan, *, seconds: float, strength: float, noise: str, model: str
                             model=model, model_version=f"{card.get('version')}+adapted",
                             software=f"medscan {__version__}")
     return clean_result(scan, cleaned, entry, rician)
-
-
-register(Operation(
-    name="adapt",
-    family="clean",
-    title="Adapt and denoise",
-    summary="Fine-tune the denoiser on this study's own noise (self-supervised, time-bounded), then denoise.",
-    params=(
-        Param("seconds", "float", 60.0, "time spent learning this study's noise", 5.0, 600.0),
-        STRENGTH,
-        NOISE,
-        Param("model", "str", DENOISE_MODEL, "shipped model to start from"),
-    ),
-    function=adapt,
-))

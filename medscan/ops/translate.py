@@ -22,12 +22,10 @@ import re
 import numpy as np
 
 from medscan import __version__
-from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.ops.catalog import TRANSLATE_MODEL
+from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
-TRANSLATE_MODEL = "translate_mr2d"
-MR_CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
-TARGETS = (*MR_CONTRASTS, "CT")
 MIN_ZERO_BACKGROUND = 0.3  # a skull-stripped volume is exactly 0 outside the brain; raw MR background is noise
 CHUNK = 8  # planes per forward pass
 
@@ -221,23 +219,3 @@ def translate(scan: Scan, *, to: str, model: str, device: str, progress: Progres
                               uncertainty=spread.reshape(scan.voxels.shape), notes=notes)
     result.scan.description = f"{to} from {source}" + (f" ({scan.description})" if scan.description else "")
     return result
-
-
-register(Operation(
-    name="translate",
-    family="generate",
-    title="Translate contrast",
-    summary="Predict a contrast that was not acquired (MR T1->T2/FLAIR/T1c, T2->T1, T1c->T1 on a skull-stripped "
-            "axial brain; MR->CT experimental); the output is SYNTHETIC.",
-    params=(
-        Param("to", "choice", "T2", "contrast to produce (CT: EXPERIMENTAL pseudo-CT, not validated — unpaired "
-                                    "training, HU not measured; not for dose planning or diagnosis)",
-              choices=TARGETS),
-        Param("from", "choice", "auto", "contrast of the input (auto: from SeriesDescription, ProtocolName or the "
-                                        "file name)", choices=("auto", *MR_CONTRASTS)),
-        Param("model", "str", TRANSLATE_MODEL, "shipped MR translation model to use"),
-    ),
-    function=translate,
-    modalities=("MR",),
-    synthetic=True,
-))

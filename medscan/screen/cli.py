@@ -12,10 +12,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medscan.scan import MedscanError, Scan
-from medscan.screen.quality import VERSION, Badge, screen_record, screen_scan, worst
+
+if TYPE_CHECKING:
+    from medscan.screen.quality import Badge
 
 MARKS = {"ok": "ok", "warn": "WARN", "flag": "FLAG"}
 
@@ -59,6 +61,7 @@ def screen_path(path: Path, series: str | None = None) -> list[dict[str, Any]]:
     """Screen every series under ``path`` (or the one chosen); one entry per series, errors included."""
     from medscan.io.dicom import list_series, select_series
     from medscan.io.nifti import is_nifti, read_nifti
+    from medscan.screen.quality import screen_record, screen_scan
 
     if not path.exists():
         raise MedscanError(path, "no such file or folder")
@@ -88,6 +91,8 @@ def screen_path(path: Path, series: str | None = None) -> list[dict[str, Any]]:
 
 
 def _entry(scan: Scan, badges: list[Badge], *, key: str, seconds: float) -> dict[str, Any]:
+    from medscan.screen.quality import VERSION, worst
+
     offered, refused = annotation_tasks(scan)
     return {
         "key": key, "series_uid": scan.series_uid, "modality": scan.modality, "description": scan.description,
@@ -100,6 +105,7 @@ def _entry(scan: Scan, badges: list[Badge], *, key: str, seconds: float) -> dict
 def _store(args: argparse.Namespace, path: Path, entries: list[dict[str, Any]]) -> None:
     from medscan.db.cli import open_database
     from medscan.db.results import register_source
+    from medscan.screen.quality import VERSION
 
     database, _ = open_database(args)
     with database:
@@ -119,6 +125,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0 on success.
     """
+    from medscan.screen.quality import Badge
+
     path = Path(args.path)
     entries = screen_path(path, args.series)
     if args.db:

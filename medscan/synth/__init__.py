@@ -28,7 +28,22 @@ the card) and ``models/slice_type2d`` (the quality encoder; ``medscan.synth.qual
 
 from __future__ import annotations
 
-from medscan.synth.api import SynthBatch, available_classes, synthesize
-from medscan.synth.export import export_synthetic_study
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medscan.synth.api import SynthBatch, available_classes, synthesize
+    from medscan.synth.export import export_synthetic_study
 
 __all__ = ["SynthBatch", "available_classes", "export_synthetic_study", "synthesize"]
+
+# Imported on first use (PEP 562): ``medscan.synth.cli`` registers its flags under this package, and importing
+# ``medscan.synth.api`` loads torch through the training data module.
+_HOMES = {"SynthBatch": "medscan.synth.api", "available_classes": "medscan.synth.api",
+          "synthesize": "medscan.synth.api", "export_synthetic_study": "medscan.synth.export"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'medscan.synth' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
