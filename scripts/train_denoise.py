@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from medscan.nets.weights import save_model
-from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
+from medscan.train.data import DENOISE_HELDOUT_ITEMS, DENOISE_TRAIN_ITEMS
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
 # Bias-free and without normalisation layers (Mohan et al., ICLR 2020): the network is then
@@ -74,14 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--balance-items", action="store_true", help="draw every training item equally often")
     parser.add_argument("--smooth", type=_share, default=0.0,
                         help="share of clean patches softened first (soft reconstruction kernels)")
+    parser.add_argument("--low-dose-ct", metavar="DIR", help="folder of simulated low-dose CT slices "
+                        "(scripts/simulate_low_dose_ct.py) to draw part of each batch from")
+    parser.add_argument("--low-dose-share", type=_share, default=0.35,
+                        help="share of each batch drawn from --low-dose-ct")
     parser.add_argument("--version", default="3", help="version written into the model card")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
-    config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(TRAIN_ITEMS),
-                         heldout_items=list(HELDOUT_ITEMS), steps=args.steps, batch=args.batch, patch=args.patch,
-                         lr=args.lr, threads=args.threads, task_args={"loss": args.loss, "smooth": args.smooth},
-                         init_from=args.init_from, flat_skip=args.flat_skip, balance_items=args.balance_items)
+    config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(DENOISE_TRAIN_ITEMS),
+                         heldout_items=list(DENOISE_HELDOUT_ITEMS), steps=args.steps, batch=args.batch,
+                         patch=args.patch, lr=args.lr, threads=args.threads,
+                         task_args={"loss": args.loss, "smooth": args.smooth},
+                         init_from=args.init_from, flat_skip=args.flat_skip, balance_items=args.balance_items,
+                         low_dose_ct=args.low_dose_ct, low_dose_share=args.low_dose_share if args.low_dose_ct else 0.0)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
         config = TrainConfig(**json.loads((args.workdir / "config.json").read_text()))
     # The starting weights' card is read before training: a run beside this one may ship over that name first.
@@ -97,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         "version": args.version,
         "task": "denoise",
         "description": "Blind 2-D denoiser for CT and MR slices: predicts the noise from the slice and its "
-                       "estimated noise level (MAD of diagonal Haar detail); works on slices normalised to "
-                       "their 0.5-99.5 percentile window.",
+                       "estimated noise level (estimate_noise_sd: the finest-scale MAD, and for CT also the "
+                       "spread of the flattest blocks, which holds for correlated noise); works on slices "
+                       "normalised to their 0.5-99.5 percentile window.",
         "network": NETWORK,
         "parameters": result["parameters"],
         "training": training,

@@ -5,10 +5,31 @@ slice's intensity window) and a ``torch.Generator`` so that every training pair 
 """
 
 from medscan.degrade.blur import blur_each, gaussian_blur, gaussian_kernel
-from medscan.degrade.noise import add_ct_noise, add_gaussian, add_poisson_gaussian, add_rician, estimate_sigma
+from medscan.degrade.noise import (
+    add_ct_noise,
+    add_gaussian,
+    add_poisson_gaussian,
+    add_rician,
+    estimate_flat_sd,
+    estimate_noise_sd,
+    estimate_sigma,
+    looks_like_magnitude,
+)
 from medscan.degrade.resample import downsample, downsample_rows, downsample_slices
 
 __all__ = [
-    "add_ct_noise", "add_gaussian", "add_poisson_gaussian", "add_rician", "blur_each", "downsample",
-    "downsample_rows", "downsample_slices", "estimate_sigma", "gaussian_blur", "gaussian_kernel",
+    "add_ct_noise",
+    "add_gaussian",
+    "add_poisson_gaussian",
+    "add_rician",
+    "blur_each",
+    "downsample",
+    "downsample_rows",
+    "downsample_slices",
+    "estimate_flat_sd",
+    "estimate_noise_sd",
+    "estimate_sigma",
+    "gaussian_blur",
+    "gaussian_kernel",
+    "looks_like_magnitude",
 ]

@@ -4,7 +4,9 @@ gives noise a ramp-shaped power spectrum, not white noise)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def _per_image(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -70,3 +72,99 @@ def estimate_sigma(x: torch.Tensor) -> torch.Tensor:
     flat = detail.reshape(detail.shape[0], -1).abs()
     return flat.median(dim=1).values / 0.6745
 
+
+
+# Flat-region noise estimate: standard deviation of BLOCK_PX x BLOCK_PX blocks, the FLAT_QUANTILE-th quantile over
+# the blocks that carry noise at all, scaled by FLAT_GAIN (calibrated so that white noise on real slices reads true).
+BLOCK_PX = 8
+DETREND_PX = 4.0
+FLAT_QUANTILE = 0.2
+FLAT_GAIN = 1.05
+# Blocks flatter than this share of the white-noise estimate hold no noise (air clipped at -1024 HU, zero-filled
+# background after skull stripping) and are left out.
+NOISELESS_SHARE = 0.3
+# Blocks whose mean lies in the lowest tenth of the image's range are background (air, outside the head).
+BACKGROUND_SHARE = 0.1
+
+
+def estimate_flat_sd(x: torch.Tensor) -> torch.Tensor:
+    """Noise standard deviation per image (N, 1, H, W) -> (N,) from its flattest blocks, whatever the noise's spectrum.
+
+    The pixel-to-pixel differences that ``estimate_sigma`` reads see only the finest scale: for white noise that
+    is all of it, but CT noise after filtered back-projection is correlated (its power peaks at mid
+    frequencies), and the finest scale holds a fraction of it. The spread of the flattest 8 x 8 blocks (fat, liver,
+    fluid, white matter) holds nearly all of it, as a reader's ROI in flat tissue does.
+    """
+    white = estimate_sigma(x)
+    n = x.shape[0]
+    h, w = (x.shape[-2] // BLOCK_PX) * BLOCK_PX, (x.shape[-1] // BLOCK_PX) * BLOCK_PX
+    if min(h, w) < 4 * BLOCK_PX:
+        return white
+    from medscan.degrade.blur import gaussian_blur
+
+    y = x[..., :h, :w].double()
+    # Smooth anatomy out first (a gradient across a block is not noise); what passes holds nearly all of the
+    # power of CT noise, which peaks at mid frequencies, and a known share of white noise (in FLAT_GAIN).
+    detail = y - gaussian_blur(y, DETREND_PX)
+    mean = F.avg_pool2d(y, BLOCK_PX)
+    local = F.avg_pool2d(detail, BLOCK_PX)
+    var = (F.avg_pool2d(detail * detail, BLOCK_PX) - local * local).clamp(min=0) * (BLOCK_PX**2 / (BLOCK_PX**2 - 1))
+    sd, mean = var.sqrt().reshape(n, -1), mean.reshape(n, -1)
+    out = torch.empty(n, dtype=x.dtype)
+    for i in range(n):
+        lo, hi = torch.quantile(mean[i], 0.01), torch.quantile(mean[i], 0.99)
+        # Inside the subject: the air around a CT patient is flat but gets less noise than tissue behind bone
+        # and organs, and an MR background is Rayleigh noise with a lower spread than the noise in the tissue.
+        inside = mean[i] > lo + BACKGROUND_SHARE * (hi - lo)
+        noisy = sd[i][inside & (sd[i] > NOISELESS_SHARE * white[i])]
+        out[i] = FLAT_GAIN * torch.quantile(noisy, FLAT_QUANTILE) if noisy.numel() >= 16 else white[i]
+    return out.to(x.device)
+
+
+def estimate_noise_sd(x: torch.Tensor, correlated: bool | torch.Tensor = False) -> torch.Tensor:
+    """The noise level each image (N, 1, H, W) is denoised for, (N,).
+
+    ``correlated`` (one flag, or one per image): the noise may be spatially correlated, as CT noise after filtered
+    back-projection always is; then the larger of the finest-scale (``estimate_sigma``) and the flat-region
+    estimate (``estimate_flat_sd``), which reads the noise's full standard deviation where the finest scale holds a
+    fraction of it. Otherwise the finest-scale estimate alone: MR noise is white in k-space and so in the image,
+    and in a brain at low noise no 8 x 8 block is flat enough to read it (they read cortex as noise).
+    """
+    white = estimate_sigma(x)
+    flags = torch.as_tensor(correlated, dtype=torch.bool).reshape(-1).expand(x.shape[0])
+    if not bool(flags.any()):
+        return white
+    flat = torch.zeros_like(white)
+    flat[flags] = estimate_flat_sd(x[flags])
+    return torch.where(flags, torch.maximum(white, flat), white)
+
+
+# Rayleigh noise (the background of a magnitude image) has mean / sd = sqrt(pi/2) / sqrt(2 - pi/2) = 1.91; the
+# non-central chi of a multi-coil sum of squares more. Gaussian noise about zero has a mean near 0.
+MAGNITUDE_RATIO_RANGE = (1.3, 8.0)
+MIN_BACKGROUND_BLOCKS = 16
+
+
+def looks_like_magnitude(volume: np.ndarray, max_planes: int = 8) -> bool:
+    """Whether (..., H, W) data carry magnitude (Rician / non-central chi) noise: no negative values, and a dark
+    background whose blocks have the mean-to-spread ratio of Rayleigh noise.
+
+    Data that were not a plain magnitude image (after bias correction, skull stripping with zero fill,
+    normalisation to zero mean, or with Gaussian noise added by a research pipeline) fail one of the two and are
+    treated as Gaussian: removing a Rician noise floor there would move their background.
+    """
+    planes = np.asarray(volume, np.float32).reshape(-1, *np.shape(volume)[-2:])
+    if planes.size == 0 or float(planes.min()) < 0:
+        return False
+    chosen = planes[np.linspace(0, len(planes) - 1, min(max_planes, len(planes))).round().astype(int)]
+    b = BLOCK_PX
+    h, w = (chosen.shape[1] // b) * b, (chosen.shape[2] // b) * b
+    blocks = chosen[:, :h, :w].reshape(len(chosen), h // b, b, w // b, b).transpose(0, 1, 3, 2, 4)
+    blocks = blocks.reshape(-1, b * b).astype(np.float64)
+    mean, sd = blocks.mean(axis=1), blocks.std(axis=1, ddof=1)
+    lo, hi = np.percentile(mean, [1, 99])
+    background = (mean <= lo + BACKGROUND_SHARE * (hi - lo)) & (sd > 0)
+    if background.sum() < MIN_BACKGROUND_BLOCKS:
+        return False  # no noisy background to read (zero-filled or a field of view filled by the subject)
+    ratio = float(np.median(mean[background] / sd[background]))
+    return MAGNITUDE_RATIO_RANGE[0] <= ratio <= MAGNITUDE_RATIO_RANGE[1]

@@ -22,8 +22,9 @@ TARGETS = (*MR_CONTRASTS, "CT")
 
 NOISE_MODELS = ("auto", "gaussian", "rician")
 STRENGTH = Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5)
-NOISE = Param("noise", "choice", "auto", "noise model: auto = Rician for MR (magnitude images), Gaussian for CT",
-              choices=NOISE_MODELS)
+NOISE = Param("noise", "choice", "auto",
+              "noise model: auto = Rician for MR magnitude data (no negative values, a Rayleigh background), "
+              "else Gaussian", choices=NOISE_MODELS)
 
 # -- clean: improve a measured scan -------------------------------------------------------------------------------
 register(Operation(

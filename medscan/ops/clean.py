@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from medscan import __version__
-from medscan.ops.registry import Operation, Param, ProgressCallback, Result, register
+from medscan.ops.catalog import DENOISE_MODEL
+from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
-DENOISE_MODEL = "denoise_unet2d"
+__all__ = ["DENOISE_MODEL", "clean_result", "denoise", "highlight", "is_rician", "scan_planes"]
 
 
 def scan_planes(scan: Scan) -> np.ndarray:
@@ -24,24 +25,29 @@ def clean_result(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry, rician
     from medscan.ops.fidelity import assess
 
     cleaned = cleaned.reshape(scan.voxels.shape)
-    report, method_noise = assess(scan.voxels, cleaned, units=scan.units, rician=rician)
-    if report.flagged:  # the derived series itself says that the guard objected
-        entry = ProvenanceEntry(entry.operation, {**entry.parameters, "fidelity": "FLAGGED"}, entry.model,
-                                entry.model_version, entry.software, entry.timestamp)
+    report, method_noise = assess(scan.voxels, cleaned, units=scan.units, rician=rician,
+                                  correlated=scan.modality == "CT" and not rician)
+    # The derived series records the input's estimated noise level, and says when the guard objected.
+    extra = {"noise_sd": round(report.noise_sd, 4), **({"fidelity": "FLAGGED"} if report.flagged else {})}
+    entry = ProvenanceEntry(entry.operation, {**entry.parameters, **extra}, entry.model, entry.model_version,
+                            entry.software, entry.timestamp)
     derived = scan.derive(cleaned, entry)
     notes = [f"fidelity: {reason}" for reason in report.reasons]
     return Result(scan=derived, maps={"method_noise": method_noise}, fidelity=report, notes=notes)
 
 
-NOISE_MODELS = ("auto", "gaussian", "rician")
-STRENGTH = Param("strength", "float", 1.0, "share of the estimated noise to remove (0 keeps the input)", 0.0, 1.5)
-NOISE = Param("noise", "choice", "auto", "noise model: auto = Rician for MR (magnitude images), Gaussian for CT",
-              choices=NOISE_MODELS)
-
-
 def is_rician(scan: Scan, noise: str) -> bool:
-    """MR magnitude images carry Rician noise (it lifts dark regions); CT noise is zero-mean."""
-    return noise == "rician" or (noise == "auto" and scan.modality == "MR")
+    """Whether to denoise ``scan`` as magnitude data with Rician noise (which lifts dark regions).
+
+    ``auto`` decides from the data, not the modality alone: an MR series is Rician only when it looks like a
+    magnitude image (``looks_like_magnitude``). A skull-stripped or pipeline-processed MR with negative values
+    or a zero-filled background is Gaussian; denoising it as Rician would move its background.
+    """
+    if noise != "auto":
+        return noise == "rician"
+    from medscan.degrade import looks_like_magnitude
+
+    return scan.modality == "MR" and looks_like_magnitude(scan.voxels)
 
 
 def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
@@ -56,25 +62,13 @@ def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
     rician = is_rician(scan, noise)
+    # CT noise after filtered back-projection is spatially correlated; MR noise is white.
+    correlated = scan.modality == "CT" and not rician
     cleaned = denoise_planes(scan_planes(scan), network, torch_device, strength=strength, rician=rician,
-                             progress=progress)
+                             correlated=correlated, progress=progress)
     entry = ProvenanceEntry("denoise", {"strength": strength, "noise": "rician" if rician else "gaussian"},
                             model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
     return clean_result(scan, cleaned, entry, rician)
-
-
-register(Operation(
-    name="denoise",
-    family="clean",
-    title="Denoise",
-    summary="Remove noise blindly (the noise level is estimated per slice); units and geometry are kept.",
-    params=(
-        STRENGTH,
-        NOISE,
-        Param("model", "str", DENOISE_MODEL, "shipped model to use"),
-    ),
-    function=denoise,
-))
 
 
 def highlight(scan: Scan, *, strength: float, center: float, width: float, device: str,
@@ -108,17 +102,3 @@ def highlight(scan: Scan, *, strength: float, center: float, width: float, devic
     change = (result_scan.voxels - scan.voxels).astype(np.float32)
     return Result(scan=result_scan, maps={"change": change},
                   notes=["highlight is a display enhancement: values inside the window are no longer measurements"])
-
-
-register(Operation(
-    name="highlight",
-    family="clean",
-    title="Highlight",
-    summary="Local contrast enhancement (CLAHE) of the displayed window, with a map of what changed.",
-    params=(
-        Param("strength", "float", 2.0, "CLAHE clip limit: higher gives stronger local contrast", 1.0, 8.0),
-        Param("center", "float", 0.0, "window centre (with width 0: the modality's default window)"),
-        Param("width", "float", 0.0, "window width; 0 picks CT soft tissue or the MR percentile window", 0.0),
-    ),
-    function=highlight,
-))

@@ -35,6 +35,16 @@ HU_SHIFT_LIMIT = 1.0
 # denoiser on held-out slices stayed at or below 13 px (scripts/evaluate_denoise.py).
 BLOB_LIMIT_PX = 60
 VISIBLE_SHARE = 0.75
+# A regional shift: the method noise averaged over REGION_SMOOTHING_PX moves by at least REGION_SHIFT_SHARE of the
+# input's noise level over at least REGION_AREA_SHARE of the image. Noise averaged that widely is a small fraction
+# of its level, and the denoiser bounds its own slow changes far below it (``constrain_residual``), so a shift
+# this large is a moved background or organ (as a wrong noise model moves a magnitude image's background).
+REGION_SMOOTHING_PX = 16.0
+REGION_SHIFT_SHARE = 0.5
+REGION_AREA_SHARE = 0.05
+# The method noise may not spread much more than the noise the input carries: at full strength it is the noise
+# itself, at the highest strength (1.5) half as much again.
+EXCESS_REMOVAL_RATIO = 2.0
 
 
 @dataclass
@@ -43,6 +53,8 @@ class FidelityReport:
     largest_structure_px: int  # the largest connected coherent region in the body in one slice: a nodule
     mean_shift: float  # mean change over homogeneous regions, in the scan's units (HU for CT)
     method_noise_std: float
+    noise_sd: float  # the input's estimated noise level (median over slices, flat-region estimate), scan's units
+    regional_shift_fraction: float  # share of the image whose widely averaged change exceeds half the noise level
     flagged: bool
     reasons: list[str]
 
@@ -99,6 +111,30 @@ def _largest_blob_in_body(coherent: np.ndarray, image: np.ndarray) -> int:
     return largest
 
 
+def input_noise_levels(image: np.ndarray, correlated: bool = False) -> np.ndarray:
+    """The noise level of each slice (..., H, W) -> (N,) as the denoiser estimates it (``estimate_noise_sd``;
+    ``correlated`` for CT, whose noise the finest scale alone underestimates)."""
+    import torch
+
+    from medscan.degrade import estimate_noise_sd
+
+    planes = np.ascontiguousarray(image, np.float32).reshape(-1, 1, *np.shape(image)[-2:])
+    return estimate_noise_sd(torch.from_numpy(planes), correlated).numpy().astype(np.float64)
+
+
+def regional_shift_fraction(checked: np.ndarray, noise_sd: np.ndarray) -> float:
+    """Share of the image (..., H, W) where the change averaged over ``REGION_SMOOTHING_PX`` is at least
+    ``REGION_SHIFT_SHARE`` of that slice's noise level: a region moved as a whole, not noise taken away."""
+    planes = np.asarray(checked, np.float64).reshape(-1, *np.shape(checked)[-2:])
+    moved = 0
+    for plane, sd in zip(planes, noise_sd, strict=True):
+        if sd <= 0:
+            continue
+        wide = ndimage.gaussian_filter(plane, REGION_SMOOTHING_PX)
+        moved += int(np.count_nonzero(np.abs(wide) >= REGION_SHIFT_SHARE * sd))
+    return moved / max(planes.size, 1)
+
+
 def _robust_std(values: np.ndarray) -> float:
     return float(np.median(np.abs(values - np.median(values))) / 0.6745)
 
@@ -153,9 +189,16 @@ def coherent_changes(before: np.ndarray, after: np.ndarray,
     return method_noise, checked, structure_map(checked, VISIBLE_SHARE * sigma) > Z_LIMIT
 
 
-def assess(before: np.ndarray, after: np.ndarray, *, units: str = "",
-           rician: bool = False) -> tuple[FidelityReport, np.ndarray]:
-    """Compare input and output; returns the report and the method-noise map (input minus output)."""
+def assess(before: np.ndarray, after: np.ndarray, *, units: str = "", rician: bool = False,
+           correlated: bool = False) -> tuple[FidelityReport, np.ndarray]:
+    """Compare input and output; returns the report and the method-noise map (input minus output).
+
+    Args:
+        before, after: the input and the cleaned volume (..., H, W), same shape and units.
+        units: the scan's units ("HU" enables the HU mean-shift check).
+        rician: the input is a magnitude image whose noise floor the output may remove.
+        correlated: the input's noise may be spatially correlated (CT), for the noise-level estimate.
+    """
     method_noise, checked, coherent = coherent_changes(before, after, rician)
     structure = float(np.mean(coherent))
     blob = _largest_blob_in_body(coherent, np.asarray(before))
@@ -168,7 +211,17 @@ def assess(before: np.ndarray, after: np.ndarray, *, units: str = "",
         reasons.append(f"a coherent structure of {blob} pixels was removed or added")
     if units == "HU" and abs(shift) > HU_SHIFT_LIMIT:
         reasons.append(f"mean value in homogeneous tissue moved by {shift:+.2f} HU")
+    noise_sd = input_noise_levels(before, correlated)
+    regional = regional_shift_fraction(checked, noise_sd)
+    if regional > REGION_AREA_SHARE:
+        reasons.append(f"{regional:.0%} of the image moved by at least {REGION_SHIFT_SHARE:g} of its noise level "
+                       "(a regional shift, not noise)")
+    level = float(np.median(noise_sd))
+    removed = _robust_std(checked.ravel())
+    if level > 0 and removed > EXCESS_REMOVAL_RATIO * level:
+        reasons.append(f"removed {removed:.3g} {units or 'units'} of spread where the input carries "
+                       f"{level:.3g} of noise")
     report = FidelityReport(structure_fraction=structure, largest_structure_px=blob, mean_shift=shift,
-                            method_noise_std=_robust_std(method_noise.ravel()), flagged=bool(reasons),
-                            reasons=reasons)
+                            method_noise_std=_robust_std(method_noise.ravel()), noise_sd=level,
+                            regional_shift_fraction=regional, flagged=bool(reasons), reasons=reasons)
     return report, method_noise.astype(np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medscan.degrade import estimate_sigma
+from medscan.degrade import estimate_noise_sd
 from medscan.nets.device import autocast
 from medscan.nets.normalize import intensity_window, window_span
 from medscan.ops.registry import ProgressCallback
@@ -36,7 +36,7 @@ def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, in
 
 
 def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Tensor,
-                       rician: bool = False) -> torch.Tensor:
+                       rician: bool = False, correlated: bool = False) -> torch.Tensor:
     """Keep only what can be noise: no slow change larger than noise carries, nothing where the input has none.
 
     A denoiser may take away fine-grained fluctuations, but a slow change (the local mean over about
@@ -49,6 +49,9 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     Magnitude (Rician) images are the one exception to the first rule: their noise lifts the mean of dark
     regions by up to sigma * sqrt(pi / 2) (the noise floor), so there a slowly varying residual between 0
     and that floor is noise too, and removing it is what puts empty background back at zero.
+
+    ``correlated``: the noise is CT noise after filtered back-projection, whose power sits at lower frequencies
+    than white noise's, so its slow part is larger (``CORRELATED_SLOW_SD``); the bound follows it.
     """
     from medscan.degrade import gaussian_blur
 
@@ -56,7 +59,7 @@ def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Ten
     residual = residual - slow
     sigma = sigma.reshape(-1, 1, 1, 1)
     explained = within_rician_floor(slow, sigma) if rician else torch.zeros_like(slow)
-    limit = SLOW_LIMIT * SLOW_NOISE_SD * sigma
+    limit = SLOW_LIMIT * (CORRELATED_SLOW_SD if correlated else SLOW_NOISE_SD) * sigma
     kept = torch.clamp(slow - explained, -limit, limit)
     # what survives the bound may still lean one way over a whole organ (-0.25 HU on the sample CT): not noise
     residual = residual + explained + kept - region_mean(kept)
@@ -119,6 +122,9 @@ BIAS_SMOOTHING_PX = 4.0
 # and its mean over REGION_PX must be zero.
 SLOW_NOISE_SD = 1 / (2 * math.sqrt(math.pi) * BIAS_SMOOTHING_PX)
 SLOW_LIMIT = 2.0
+# Standard deviation of simulated low-dose CT noise (sharp to soft kernels) after the same smoothing, as a share of
+# its pixel standard deviation: 0.05-0.2 (scripts/simulate_low_dose_ct.py realisations); the upper end bounds it.
+CORRELATED_SLOW_SD = 0.2
 REGION_PX = 16.0
 FLAT_SHARE = 0.5
 # Pure Rician noise (Rayleigh) has mean sqrt(pi/2) sigma and spread sqrt(2 - pi/2) sigma; the blind estimate
@@ -127,10 +133,13 @@ RICIAN_FLOOR = math.sqrt(math.pi / 2) / math.sqrt(2 - math.pi / 2)
 
 
 def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.device, *, strength: float = 1.0,
-                   rician: bool = False, batch: int = 4, progress: ProgressCallback | None = None) -> np.ndarray:
+                   rician: bool = False, correlated: bool = False, batch: int = 4,
+                   progress: ProgressCallback | None = None) -> np.ndarray:
     """Denoise (N, H, W) planes in their own units; strength scales the removed noise (0 = unchanged).
 
     ``rician``: the planes are magnitude images (MR), whose noise lifts dark regions.
+    ``correlated``: the noise may be spatially correlated (CT): its level is read from flat regions as well as
+    from the finest scale (``estimate_noise_sd``).
     """
     out = np.empty_like(planes, dtype=np.float32)
     total = len(planes)
@@ -138,7 +147,7 @@ def denoise_planes(planes: np.ndarray, model: torch.nn.Module, device: torch.dev
     for start in range(0, total, batch):
         chunk = planes[start:start + batch].astype(np.float32)
         windows = denoise_windows(chunk, rician)
-        out[start:start + batch] = _denoise_chunk(chunk, windows, model, device, strength, rician)
+        out[start:start + batch] = _denoise_chunk(chunk, windows, model, device, strength, rician, correlated)
         if progress is not None:
             progress(min(start + batch, total), total)
     return out
@@ -175,18 +184,18 @@ def clean_windows(chunk: np.ndarray) -> list[tuple[float, float]]:
 
 
 def _denoise_chunk(chunk: np.ndarray, windows: list[tuple[float, float]], model: torch.nn.Module,
-                   device: torch.device, strength: float, rician: bool) -> np.ndarray:
+                   device: torch.device, strength: float, rician: bool, correlated: bool = False) -> np.ndarray:
     """(B, H, W) planes denoised in ``windows`` (one (lo, hi) per plane), back in the planes' units."""
     lo = np.array([w[0] for w in windows], np.float32).reshape(-1, 1, 1)
     hi = np.array([w[1] for w in windows], np.float32).reshape(-1, 1, 1)
     with torch.inference_mode():
         x = torch.from_numpy((chunk - lo) / (hi - lo))[:, None].to(device)
-        sigma = estimate_sigma(x)
+        sigma = estimate_noise_sd(x, correlated)
         padded, (h, w) = _pad_to(x, 16)
         padded = padded.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             flag = torch.full((len(padded),), float(rician), device=device)
             residual = model(padded, sigma, flag).float()[..., :h, :w]
-        residual = constrain_residual(x, residual, sigma, rician)
+        residual = constrain_residual(x, residual, sigma, rician, correlated)
         cleaned = (x - strength * residual)[:, 0].cpu().numpy()
     return cleaned * (hi - lo) + lo

@@ -19,8 +19,23 @@ from medscan.resources import shared_data_dir
 DATA_ROOT = shared_data_dir()  # $MEDSCAN_DATA, default ../shared/data beside the checkout
 
 # Subjects, not files: ct_abdomen_totalseg's slices are ct02's, bit for bit (one patient), and ct01 may be
-# that patient too; paired/ and labelled/ brain folders are the same two patients. Held out: one CT subject
-# (Philips chest) and two MR subjects.
+# that patient too; paired/ and labelled/ brain folders are the same two patients; both time points of a
+# ct05 subject are one patient. Held out: CT subjects Philips chest and two of the eight ct05 patients; MR
+# subjects mr03, the glioma fg_6692 and the MS patient 19 (another centre and scanner than the glioma pairs).
+CT05 = "train-extra/ct05_sbu_covid19"
+CT05_TRAIN_SUBJECTS = ("A002304", "A027284", "A046441", "A048383", "A056642", "A058062")
+CT05_HELDOUT_SUBJECTS = ("A062055", "A067967")
+
+
+def ct05_axial(subjects: tuple[str, ...]) -> tuple[str, ...]:
+    """The axial single-slice files of these ct05 subjects (reformats are not what a scanner reconstructs)."""
+    from medscan.resources import shared_data_dir
+
+    folder = shared_data_dir() / CT05
+    names = sorted(p.name for p in folder.glob("*_axial_*.nii.gz")) if folder.is_dir() else []
+    return tuple(f"{CT05}/{name}" for name in names if name.split("_")[0] in subjects)
+
+
 TRAIN_ITEMS = (
     "train/ct01_upper_abdomen_siemens.nii.gz",
     "train/ct02_abdomen_pelvis_3mm.nii.gz",
@@ -41,6 +56,35 @@ HELDOUT_ITEMS = (
     "paired/brain_tcga_fg_6692/t1.nii.gz",
     "paired/brain_tcga_fg_6692/t2.nii.gz",
 )
+# What the denoiser learns from since the data gained more subjects: the items above plus eight more CT patients
+# (soft kernels), a 1.5 mm MPRAGE, the averaged near-noise-free T1 and one MS subject in four contrasts.
+DENOISE_TRAIN_ITEMS = (
+    *TRAIN_ITEMS,
+    "train-extra/mr04_brain_t1c_mprage_vsseg001.nii.gz",
+    "train-extra/mr05_brain_t1_colin27_average.nii.gz",
+    "paired/brain_ms_patient07/t1.nii.gz",
+    "paired/brain_ms_patient07/t1c.nii.gz",
+    "paired/brain_ms_patient07/t2.nii.gz",
+    "paired/brain_ms_patient07/flair.nii.gz",
+    *ct05_axial(CT05_TRAIN_SUBJECTS),
+)
+DENOISE_HELDOUT_ITEMS = (
+    *HELDOUT_ITEMS,
+    "paired/brain_ms_patient19/t1.nii.gz",
+    "paired/brain_ms_patient19/flair.nii.gz",
+    *ct05_axial(CT05_HELDOUT_SUBJECTS),
+)
+# Full-dose CT volumes whose axial slices get projection-domain low-dose noise (one patient once: ct02's
+# slices are also ct_abdomen_totalseg's).
+LOW_DOSE_CT_TRAIN_ITEMS = (
+    "train/ct01_upper_abdomen_siemens.nii.gz",
+    "train/ct02_abdomen_pelvis_3mm.nii.gz",
+    "labelled/ct_aorta_totalseg_example/ct.nii.gz",
+    "train-extra/ct03_head_ge_4mm_detilted.nii.gz",
+    "train-extra/ct03_head_ge_7mm_detilted.nii.gz",
+    *ct05_axial(CT05_TRAIN_SUBJECTS),
+)
+LOW_DOSE_CT_HELDOUT_ITEMS = ("train-extra/ct04_chest_philips_5mm_kernelB.nii.gz", *ct05_axial(CT05_HELDOUT_SUBJECTS))
 
 
 @dataclass
@@ -167,3 +211,63 @@ class SliceBank:
             patches[filled] = np.clip(patch, 0, None) ** gamma if gamma != 1 else patch
             filled += 1
         return torch.from_numpy(patches)
+
+
+@dataclass
+class LowDoseCtBank:
+    """Full-dose CT slices with their projection-domain low-dose noise maps (``scripts/simulate_low_dose_ct.py``),
+    both normalised to the clean slice's intensity window, so a patch's noise is the one its anatomy would get."""
+
+    slices: list[np.ndarray]
+    noises: list[np.ndarray]  # (K, H, W) float16, one realisation per kernel
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> LowDoseCtBank:
+        files = sorted(Path(folder).glob("*.npz"))
+        if not files:
+            raise FileNotFoundError(f"{folder}: no simulated low-dose CT slices (run scripts/simulate_low_dose_ct.py)")
+        slices, noises = [], []
+        for path in files:
+            with np.load(path) as data:
+                clean = data["clean"].astype(np.float32)
+                lo, hi = intensity_window(clean)
+                slices.append((clean - lo) / (hi - lo))
+                noises.append((data["noise"].astype(np.float32) / (hi - lo)).astype(np.float16))
+        return cls(slices, noises)
+
+    def sample(self, n: int, size: int, rng: np.random.Generator, flat_skip: float = 0.9) -> torch.Tensor:
+        """(n, 2, size, size): clean patches and one of their noise realisations, cropped, turned and flipped alike
+        (no contrast change: the noise belongs to these HU)."""
+        patches = np.empty((n, 2, size, size), dtype=np.float32)
+        filled = 0
+        while filled < n:
+            index = int(rng.integers(len(self.slices)))
+            image, noise = self.slices[index], self.noises[index][int(rng.integers(len(self.noises[index])))]
+            h, w = image.shape
+            if h < size or w < size:
+                continue
+            y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+            patch = np.stack([image[y:y + size, x:x + size], noise[y:y + size, x:x + size].astype(np.float32)])
+            if patch[0].std() < 0.02 and rng.random() < flat_skip:
+                continue
+            patch = np.rot90(patch, int(rng.integers(4)), axes=(1, 2))
+            patches[filled] = patch[:, :, ::-1] if rng.random() < 0.5 else patch
+            filled += 1
+        return torch.from_numpy(patches)
+
+
+@dataclass
+class MixedBank:
+    """Draws a ``share`` of each batch from a ``LowDoseCtBank`` and the rest from a ``SliceBank``; (n, 2, s, s) with
+    the realistic noise in channel 1, NaN for the patches that have none (the task adds its own noise there)."""
+
+    slices: SliceBank
+    low_dose: LowDoseCtBank
+    share: float
+
+    def sample(self, n: int, size: int, rng: np.random.Generator, flat_skip: float = 0.9,
+               balance_items: bool = False) -> torch.Tensor:
+        m = int(rng.binomial(n, self.share))
+        plain = self.slices.sample(n - m, size, rng, flat_skip=flat_skip, balance_items=balance_items)
+        plain = torch.cat([plain, torch.full_like(plain, float("nan"))], dim=1)
+        return torch.cat([self.low_dose.sample(m, size, rng, flat_skip=flat_skip), plain]) if m else plain

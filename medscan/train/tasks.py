@@ -12,8 +12,11 @@ from medscan.degrade import (
     blur_each,
     downsample,
     downsample_rows,
-    estimate_sigma,
+    estimate_noise_sd,
 )
+
+# Range of factors on a simulated low-dose realisation (made at 15-60 HU): about 8 to 90 HU of soft-tissue noise.
+LOW_DOSE_SCALE = (0.5, 1.5)
 
 
 class DenoiseTask:
@@ -40,6 +43,12 @@ class DenoiseTask:
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(noisy, its estimated noise level, Rician flag), clean. ``clean`` is (N, 1, H, W), or (N, 2, H, W) from a
+        ``MixedBank``: channel 1 then holds simulated low-dose CT noise (NaN where there is none), which is scaled
+        to between LOW_DOSE_SCALE times its exposure-control level and replaces the synthetic noise there."""
+        realistic = None
+        if clean.shape[1] == 2:
+            clean, realistic = clean[:, :1], clean[:, 1:]
         if self.smooth:
             clean = self.soften(clean, generator)
         n = clean.shape[0]
@@ -53,8 +62,17 @@ class DenoiseTask:
         ct = add_ct_noise(clean, sigma, generator)
         is_rician = (kind >= 5) & (kind < 8)
         noisy = torch.where(is_rician.reshape(-1, 1, 1, 1), rician, noisy)
-        noisy = torch.where((kind >= 8).reshape(-1, 1, 1, 1), ct, noisy)
-        return (noisy, estimate_sigma(noisy), is_rician.float()), clean
+        correlated = kind >= 8
+        noisy = torch.where(correlated.reshape(-1, 1, 1, 1), ct, noisy)
+        if realistic is not None:
+            has = ~torch.isnan(realistic[:, 0, 0, 0])
+            scale = torch.exp(torch.empty(n).uniform_(*torch.log(torch.tensor(LOW_DOSE_SCALE)).tolist(),
+                                                      generator=generator)).reshape(-1, 1, 1, 1)
+            low_dose = clean + scale * torch.nan_to_num(realistic)
+            noisy = torch.where(has.reshape(-1, 1, 1, 1), low_dose, noisy)
+            is_rician = is_rician & ~has
+            correlated = correlated | has
+        return (noisy, estimate_noise_sd(noisy, correlated), is_rician.float()), clean
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medscan.nets.builders import build_network, count_parameters
-from medscan.train.data import SliceBank
+from medscan.train.data import LowDoseCtBank, MixedBank, SliceBank
 from medscan.train.tasks import TASKS
 
 
@@ -39,6 +39,10 @@ class TrainConfig:
     flat_skip: float = 0.9
     init_from: str | None = None  # fine-tune: start from this shipped model's verified weights (same network)
     balance_items: bool = False  # draw every training item equally often (SliceBank.item_weights)
+    # Folder of precomputed projection-domain low-dose CT slices (LowDoseCtBank) and the share of each batch drawn
+    # from it (denoise only).
+    low_dose_ct: str | None = None
+    low_dose_share: float = 0.0
 
 
 def shipped_model(name: str) -> str:
@@ -101,7 +105,16 @@ def open_log(path: Path, header: list[str], resume: bool):
     return log, writer
 
 
-def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, progress: bool = True) -> dict[str, Any]:
+def make_bank(config: TrainConfig) -> SliceBank | MixedBank:
+    """The training slices of ``config``, mixed with its low-dose CT bank when it names one."""
+    slices = SliceBank.from_items(config.train_items, neighbours=config.neighbours)
+    if not config.low_dose_ct:
+        return slices
+    return MixedBank(slices, LowDoseCtBank.from_folder(Path(config.low_dose_ct)), config.low_dose_share)
+
+
+def train(config: TrainConfig, workdir: Path, bank: SliceBank | MixedBank | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Train (or resume) ``config`` in ``workdir``; returns the final model and a summary for the card."""
     workdir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
@@ -120,7 +133,7 @@ def train(config: TrainConfig, workdir: Path, bank: SliceBank | None = None, pro
     generator = torch.Generator().manual_seed(config.seed)
     checkpoint = workdir / "checkpoint.pt"
     start = load_checkpoint(checkpoint, rng, generator, model=model, optimizer=optimizer, scheduler=scheduler)
-    bank = bank or SliceBank.from_items(config.train_items, neighbours=config.neighbours)
+    bank = bank or make_bank(config)
     log, writer = open_log(workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
     bar = None
     if progress:
