@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from medscan.screen.cli import register as register_screen_command
 
     register_screen_command(sub)
+    from medscan.net.cli import register as register_network_commands
+
+    register_network_commands(sub)
     return parser
 
 

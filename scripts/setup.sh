@@ -19,9 +19,12 @@ APT_PACKAGES=(
     libglib2.0-0
     fonts-dejavu-core
 )
-# Only for the test suite (--dev): a real PostgreSQL server that the database tests start on loopback.
+# Only for the test suite (--dev): a real PostgreSQL server that the database tests start on loopback, a real
+# Orthanc PACS and dcmtk's storescu/findscu/echoscu as independent DICOM peers for the network tests.
 DEV_APT_PACKAGES=(
     postgresql
+    orthanc
+    dcmtk
 )
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
