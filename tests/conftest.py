@@ -106,7 +106,9 @@ class OrthancServer:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         with urllib.request.urlopen(request, timeout=30) as response:
             data = response.read()
-        return json.loads(data) if data else None
+        if response.headers.get_content_type() == "application/json":
+            return json.loads(data)
+        return data.decode()
 
     def clear(self) -> None:
         for patient in self.rest("/patients"):

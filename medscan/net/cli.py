@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from medscan.scan import MedscanError
@@ -137,7 +136,7 @@ def _deidentifier(args: argparse.Namespace) -> Any:
         return None
     import secrets
 
-    from medscan.deid import DeidOptions, Deidentifier
+    from medscan.deid import Deidentifier, DeidOptions
 
     key = os.environ.get("MEDSCAN_DEID_KEY")
     if not key:

@@ -23,7 +23,7 @@ from pathlib import Path
 from medscan.scan import MedscanError
 
 NODES_ENV = "MEDSCAN_NODES"
-_ADDRESS = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(r"^(?P<ae>[^@]{1,64})@(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+):(?P<port>\d{1,5})$")
 _AE_CHARS = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control characters
 
 

@@ -24,23 +24,23 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
+    JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
-    HTJ2K,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    JPEGLossless,
 )
 from pynetdicom import AE, build_context, build_role, evt
 from pynetdicom import sop_class as sc
@@ -140,7 +140,12 @@ def associate(node: Node, calling_ae: str, contexts: list[Any], *, timeout: floa
     kwargs: dict[str, Any] = {"ae_title": node.ae_title, "ext_neg": roles or [], "evt_handlers": handlers or []}
     if tls is not None:
         kwargs["tls_args"] = (tls, None)
-    assoc = ae.associate(node.host, node.port, **kwargs)
+    try:
+        assoc = ae.associate(node.host, node.port, **kwargs)
+    except socket.gaierror:
+        raise _failure(node, f"unknown host '{node.host}'") from None
+    except OSError as exc:
+        raise _failure(node, f"cannot connect: {exc.strerror or exc}") from None
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
@@ -189,9 +194,10 @@ def echo(node: Node, *, calling_ae: str = DEFAULT_AE, timeout: float = DEFAULT_T
     started = time.perf_counter()
     assoc = associate(node, calling_ae, [build_context(sc.Verification)], timeout=timeout)
     try:
+        since = time.monotonic()
         status = assoc.send_c_echo()
         if not status or "Status" not in status:
-            raise _failure(node, _lost(assoc, timeout, "C-ECHO"))
+            raise _failure(node, _lost(assoc, timeout, "C-ECHO", since))
         if status.Status != 0:
             raise _failure(node, f"C-ECHO failed with status {_status_name(status.Status)}")
     finally:
@@ -199,8 +205,10 @@ def echo(node: Node, *, calling_ae: str = DEFAULT_AE, timeout: float = DEFAULT_T
     return time.perf_counter() - started
 
 
-def _lost(assoc: Association, timeout: float, what: str) -> str:
-    if assoc.is_aborted:
+def _lost(assoc: Association, timeout: float, what: str, since: float | None = None) -> str:
+    """Why a reply is missing: pynetdicom gives an empty status both for a time-out and a dropped association."""
+    waited = time.monotonic() - since if since is not None else None
+    if assoc.is_aborted or (waited is not None and waited < 0.9 * timeout):
         return f"aborted the association during {what}"
     return f"no {what} response within {timeout:g} s"
 
@@ -266,9 +274,11 @@ def _multi(value: Any) -> list[str]:
 
 def _run_find(assoc: Association, node: Node, query: Dataset, timeout: float) -> list[Dataset]:
     matches = []
+    since = time.monotonic()
     for status, identifier in assoc.send_c_find(query, sc.StudyRootQueryRetrieveInformationModelFind):
         if not status or "Status" not in status:
-            raise _failure(node, _lost(assoc, timeout, "C-FIND") + f" after {len(matches)} match(es)")
+            raise _failure(node, _lost(assoc, timeout, "C-FIND", since) + f" after {len(matches)} match(es)")
+        since = time.monotonic()
         if status.Status in (0xFF00, 0xFF01):
             if identifier is not None:
                 matches.append(identifier)
@@ -446,10 +456,15 @@ def _counts(status: Dataset) -> int:
 def _drive(responses: Iterator[tuple[Dataset, Dataset | None]], assoc: Association, node: Node, receiver: _Receiver,
            what: str, timeout: float) -> None:
     """Follow C-GET/C-MOVE responses to the end; the final one must report no failed sub-operation."""
+    since = time.monotonic()
     for status, _identifier in responses:
         if not status or "Status" not in status:
-            raise _failure(node, f"{_lost(assoc, timeout, what)}; retrieved {receiver.received} of "
+            why = _lost(assoc, timeout, what, since)
+            if what == "C-GET" and receiver.received == 0 and why.startswith("aborted"):
+                raise _Refused("it ended the association on our C-GET request")  # what Orthanc does when not allowed
+            raise _failure(node, f"{why}; retrieved {receiver.received} of "
                                  f"{receiver.expected or '?'} instances; nothing written")
+        since = time.monotonic()
         receiver.expected = max(receiver.expected, _counts(status))
         code = status.Status
         if code in (0xFF00, 0xFF01):
@@ -508,7 +523,8 @@ def retrieve(node: Node, study_uid: str, out_dir: str | Path, *, series_uid: str
         if receiver.expected and receiver.received < receiver.expected:
             raise _failure(node, f"retrieved {receiver.received} of {receiver.expected} instances; nothing written")
         if receiver.received == 0:
-            raise _failure(node, f"has no instances for {'series ' + series_uid if series_uid else 'study ' + study_uid}")
+            asked = f"series {series_uid}" if series_uid else f"study {study_uid}"
+            raise _failure(node, f"has no instances for {asked}")
         publish_into(staging, out_dir)
     except MedscanError as exc:
         _audit(audit, "dicom-retrieve", target, outcome="failed", detail=exc.problem)
@@ -627,17 +643,16 @@ _IDENTITY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanc
 
 
 def _send_contexts(files: list[_Outgoing]) -> list[list[Any]]:
-    """Presentation contexts in groups of at most 128: per SOP class, one per stored compressed encoding (so it
-    can go as it is) and one uncompressed (the fallback, and what transcoding produces)."""
+    """Presentation contexts in groups of at most 128: per SOP class, one per stored encoding (so each file can go
+    as it is) and one uncompressed (the fallback, and what transcoding produces)."""
     wanted: dict[UID, set[UID]] = {}
     for f in files:
         wanted.setdefault(f.sop_class, set()).add(f.syntax)
     groups: list[list[Any]] = [[]]
     for sop_class, syntaxes in wanted.items():
-        contexts = [build_context(sop_class, [s]) for s in sorted(syntaxes) if s not in UNCOMPRESSED]
-        plain = [s for s in sorted(syntaxes) if s in UNCOMPRESSED or s in (ExplicitVRBigEndian,
-                                                                           DeflatedExplicitVRLittleEndian)]
-        contexts.append(build_context(sop_class, [*plain, *(s for s in UNCOMPRESSED if s not in plain)]))
+        contexts = [build_context(sop_class, [s]) for s in sorted(syntaxes)]
+        if not set(UNCOMPRESSED) <= syntaxes:
+            contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
         if len(groups[-1]) + len(contexts) > MAX_CONTEXTS:
             groups.append([])
         groups[-1].extend(contexts)
@@ -714,16 +729,17 @@ def _send_one(assoc: Association, node: Node, item: _Outgoing, accepted: set[tup
         if not as_is:
             if item.syntax.is_compressed:
                 try:
-                    ds.decompress()
+                    ds.decompress(generate_instance_uid=False)  # same image, same identity
                 except Exception as exc:
                     raise MedscanError(item.path, f"cannot decompress {item.syntax.name} for a peer that accepts "
                                                   f"only uncompressed: {exc}") from None
-            ds.file_meta.TransferSyntaxUID = plain[0]
+            # else pynetdicom re-encodes an uncompressed dataset into whichever uncompressed syntax was accepted
             changed = 1
         payload = ds
+    since = time.monotonic()
     status = assoc.send_c_store(payload)
     if not status or "Status" not in status:
-        raise _failure(node, f"{_lost(assoc, timeout, 'C-STORE')}; sent {sent} of {total} instances")
+        raise _failure(node, f"{_lost(assoc, timeout, 'C-STORE', since)}; sent {sent} of {total} instances")
     if status.Status not in (0x0000, 0xB000, 0xB006, 0xB007):
         raise _failure(node, f"refused {Path(item.path).name} with status {_status_name(status.Status)}; "
                              f"sent {sent} of {total} instances")
