@@ -95,6 +95,11 @@ class Scan:
         if self.affine.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
 
+    @property
+    def where(self) -> str:
+        """What a one-line error names for this series: its file or folder, else its description."""
+        return self.source_path or self.description or "series"
+
     # -- geometry -------------------------------------------------------------------------
     @property
     def volume_shape(self) -> tuple[int, int, int]:

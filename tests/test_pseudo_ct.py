@@ -103,7 +103,7 @@ def test_translate_to_ct_through_the_cli(tmp_path, capsys, mr_slab):
     out = tmp_path / "ct_out.nii.gz"
     assert main(["generate", "translate", str(DATA_ROOT / CT_ITEM), "-o", str(out), "--to", "CT"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "already" in err and "CT" in err and "ct.nii.gz" in err and "\n" not in err
+    assert "translate works on MR, not CT" in err and "ct.nii.gz" in err and "\n" not in err
     assert not out.exists() and not list(tmp_path.iterdir())
     source = save(mr_slab, tmp_path / "mr_slab.nii.gz")
     produced = tmp_path / "pseudo_ct.nii.gz"

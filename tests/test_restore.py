@@ -174,7 +174,7 @@ def test_bad_requests_are_one_line_errors(ct) -> None:
         run("super_resolve", ct, scale="3")
     other = ct.derive(ct.voxels, ProvenanceEntry("x"))
     other.modality = "US"
-    with pytest.raises(MedscanError, match="trained for CT and MR"):
+    with pytest.raises(MedscanError, match="sharpen works on CT and MR, not US"):
         run("sharpen", other)
 
 

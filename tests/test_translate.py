@@ -124,7 +124,7 @@ def _refused(args: list[str], tmp_path: Path, capsys, *words: str) -> None:
 
 
 def test_refuses_ct_for_an_mr_contrast(tmp_path, capsys) -> None:
-    _refused([str(SAMPLE_CT), "--to", "T2"], tmp_path, capsys, "ct_abdomen_siemens", "MR contrast", "CT")
+    _refused([str(SAMPLE_CT), "--to", "T2"], tmp_path, capsys, "ct_abdomen_siemens", "translate works on MR", "not CT")
 
 
 def test_refuses_a_series_that_is_not_a_skull_stripped_axial_brain(stack, tmp_path, capsys) -> None:
@@ -150,7 +150,7 @@ def test_refuses_same_contrast_untrained_direction_and_unknown_source(stack, tmp
 
 
 def test_refuses_ct_to_ct(tmp_path, capsys) -> None:
-    _refused([str(SAMPLE_CT), "--to", "CT"], tmp_path, capsys, "already is CT")
+    _refused([str(SAMPLE_CT), "--to", "CT"], tmp_path, capsys, "translate works on MR, not CT")
 
 
 @pytest.mark.parametrize(("text", "contrast"), [

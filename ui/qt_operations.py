@@ -192,17 +192,17 @@ class OperationPanel(QWidget):
             self.chooser.setCurrentIndex(max(0, self.chooser.findData(name)))
 
     def set_modality(self, modality: str | None) -> None:
-        """Enable the buttons when a series is shown whose modality the operation supports."""
+        """Enable the buttons when a series is shown that the operation accepts (the registry's rule, which
+        ``registry.run`` enforces again; here it only spares the user a refusal)."""
         self._modality = modality
         operation = self.current_operation()
         if operation is None or self.preview_button is None or self.run_button is None:
             return
-        ok = modality is not None and modality in operation.modalities
+        ok = operation.accepts(modality)
         for button in (self.preview_button, self.run_button):
             button.setEnabled(ok)
         if modality is not None and not ok:
-            self.summary.setText(f"{operation.summary}\n\nNot for {modality} (works on "
-                                 f"{', '.join(operation.modalities)}).")
+            self.summary.setText(f"{operation.summary}\n\nNot for {modality}: {operation.refusal(modality)}.")
 
     def _on_chosen(self, index: int) -> None:
         operation = self.operations[index]

@@ -3,7 +3,7 @@
 A result remembers what it was computed from (the series, or one slice of it in the plane on screen),
 so choosing it later can show before and after exactly. Generated results are SYNTHETIC in their
 list entry, the viewer overlay, the window title and the export file names - the Scan's own flag
-says so, and an operation declared synthetic can never produce an unflagged result here.
+says so; ``registry.run`` marks every result of an operation declared synthetic.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def operation_job(ctx: JobContext, name: str, scan: Scan, device: str, params: d
     """Run one registered operation in a worker; cancelling raises inside the engine's progress callback."""
     import medscan.ops as ops
 
-    operation = ops.get(name)
+    ops.get(name)  # an unknown name fails here, before the "starting" report
     ctx.report(0, 0, "starting (the first run loads the model)")
     leave_a_core_for_the_window()
 
@@ -75,10 +75,8 @@ def operation_job(ctx: JobContext, name: str, scan: Scan, device: str, params: d
         ctx.report(done, total, "planes")
         ctx.check()
 
-    result = ops.run(name, scan, device=device, progress=progress, **params)
+    result = ops.run(name, scan, device=device, progress=progress, **params)  # refuses, and marks SYNTHETIC
     ctx.check()
-    if operation.synthetic and not result.scan.synthetic:  # the flag must never get lost on the way
-        result = dataclasses.replace(result, scan=dataclasses.replace(result.scan, synthetic=True))
     return result
 
 
@@ -103,7 +101,7 @@ class ResultEntry:
 
     @property
     def synthetic(self) -> bool:
-        return bool(self.result.scan.synthetic or self.operation.synthetic)
+        return bool(self.result.scan.synthetic)  # registry.run marks every Generate result
 
     @property
     def flagged(self) -> bool:

@@ -113,12 +113,9 @@ def ct_normalise(volume: np.ndarray) -> np.ndarray:
 
 
 # -- checks: what each model was made for ------------------------------------------------------------------------
-def _where(scan: Scan) -> str:
-    return scan.source_path or scan.description or "series"
-
 
 def _require_axial_stack(scan: Scan, task: str, max_thickness: float) -> None:
-    where = _where(scan)
+    where = scan.where
     if scan.voxels.ndim != 3:
         raise MedscanError(where, f"{task} needs one 3-D volume, not a {scan.voxels.ndim}-D series")
     normal = np.abs(scan.direction[:, 2])
@@ -138,7 +135,7 @@ def check_brain(scan: Scan) -> None:
     A series described as another contrast (T1, T2, DWI...) is refused; an undescribed one cannot be told apart.
     """
     _require_axial_stack(scan, "brain-tumour", max_thickness=3.0)
-    where = _where(scan)
+    where = scan.where
     described = f"{scan.description} {getattr(scan.header, 'SeriesDescription', '') or ''}".lower()
     if "flair" not in described and re.search(r"(^|[^a-z0-9])(t1|t2|dwi|adc|swi|mprage|tof|dti)", described):
         raise MedscanError(where, f"brain-tumour was trained on FLAIR; this series is described as "
@@ -154,7 +151,7 @@ def require_skull_stripped_brain(scan: Scan, task: str, max_thickness: float = 3
 
 def _require_brain_foreground(scan: Scan, task: str) -> None:
     """Mostly background with a brain-sized foreground (100-200 x 120-240 mm): a skull-stripped brain."""
-    where = _where(scan)
+    where = scan.where
     volume = scan.voxels
     positive = volume[volume > 0]
     if positive.size == 0:
@@ -183,7 +180,7 @@ def _looks_like_head(volume: np.ndarray, spacing: tuple[float, float, float]) ->
 def check_abdomen(scan: Scan) -> None:
     """Axial CT in HU, at most 5 mm slices, not a head."""
     _require_axial_stack(scan, "organs", max_thickness=5.0)
-    where = _where(scan)
+    where = scan.where
     if scan.units and scan.units != "HU":
         raise MedscanError(where, f"organs needs CT in HU, not {scan.units}")
     if float(np.percentile(scan.voxels, 1)) > -500:

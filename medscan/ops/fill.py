@@ -25,14 +25,6 @@ MAX_ENCLOSED_GAP = 8  # auto: a constant region counts as missing when measured 
 STEP_TOLERANCE = 0.1  # a slice step may differ from a whole multiple of the finest step by this share of it
 
 
-def _where(scan: Scan) -> str:
-    return scan.source_path or scan.description or "scan"
-
-
-def _check_modality(scan: Scan, operation: str) -> None:
-    if scan.modality not in ("CT", "MR"):
-        raise MedscanError(_where(scan), f"{operation} is trained for CT and MR, not {scan.modality}")
-
 
 # -- running the masked models ---------------------------------------------------------------------------------
 
@@ -268,7 +260,7 @@ def _region(scan: Scan, mask, box: str, auto: bool) -> tuple[np.ndarray, str]:
                                    ("--auto", bool(auto))) if on]
     if len(given) != 1:
         got = f" (got {' and '.join(given)})" if given else ""
-        raise MedscanError(_where(scan), f"inpaint needs exactly one of --mask, --box or --auto{got}")
+        raise MedscanError(scan.where, f"inpaint needs exactly one of --mask, --box or --auto{got}")
     if isinstance(mask, np.ndarray):
         if mask.shape not in (scan.volume_shape, scan.voxels.shape):
             raise MedscanError("mask", f"drawn mask has shape {mask.shape}; the image has {scan.voxels.shape}")
@@ -280,7 +272,7 @@ def _region(scan: Scan, mask, box: str, auto: bool) -> tuple[np.ndarray, str]:
     volumes = scan.voxels.reshape(-1, *scan.volume_shape)
     found = np.stack([find_missing_regions(v) for v in volumes]).reshape(scan.voxels.shape)
     if not found.any():
-        raise MedscanError(_where(scan), "--auto found no zero-filled or constant region enclosed by measured "
+        raise MedscanError(scan.where, "--auto found no zero-filled or constant region enclosed by measured "
                                          "slices (nothing to fill); give --mask or --box")
     return found, "auto"
 
@@ -291,10 +283,9 @@ def inpaint(scan: Scan, *, mask, box: str, auto: bool, model: str, device: str,
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model
 
-    _check_modality(scan, "inpaint")
     region, how = _region(scan, mask, box, auto)
     region = np.broadcast_to(region, scan.voxels.shape)
-    label = mask if isinstance(mask, str) and mask else _where(scan)
+    label = mask if isinstance(mask, str) and mask else scan.where
     if not region.any():
         raise MedscanError(label, "the mask is empty: nothing to fill")
     if region.all():
@@ -380,8 +371,7 @@ def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: P
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model
 
-    _check_modality(scan, "fill-slices")
-    where = _where(scan)
+    where = scan.where
     k = scan.volume_shape[0]
     if k < 3:
         raise MedscanError(where, f"{k} slice(s): filling needs measured slices on both sides of a gap")

@@ -70,7 +70,7 @@ def synthetic_result(scan: Scan, voxels: np.ndarray, entry: ProvenanceEntry, *, 
         if generated.shape != voxels.shape:
             raise ValueError(f"generated mask {generated.shape} differs from the output {voxels.shape}")
         if not generated.any():
-            raise MedscanError(scan.source_path or scan.description, f"{entry.operation}: nothing to generate")
+            raise MedscanError(scan.where, f"{entry.operation}: nothing to generate")
         maps["generated"] = generated
         parameters["generated_voxels"] = int(generated.sum())
         parameters["generated_fraction"] = round(float(generated.mean()), 6)

@@ -14,7 +14,7 @@ import numpy as np
 
 from medscan import __version__
 from medscan.ops.registry import ProgressCallback, Result
-from medscan.scan import MedscanError, ProvenanceEntry, Scan
+from medscan.scan import ProvenanceEntry, Scan
 
 PAD_MULTIPLE = 16  # four stride-2 levels of the UNet
 
@@ -98,9 +98,6 @@ def motion_correct(scan: Scan, *, strength: float, phase_encoding: str, model: s
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model
 
-    if scan.modality != "MR":
-        raise MedscanError(scan.source_path or scan.description,
-                           f"motion-correct is trained for MR k-space motion only, not {scan.modality}")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
     planes = scan.voxels.reshape(-1, *scan.volume_shape[1:])

@@ -41,9 +41,6 @@ CHUNK = 8
 SKULL_STRIPPED_ZERO = 0.5  # raw MR has at most ~15% exactly-zero voxels; skull-stripped brains over 80%
 
 
-def _where(scan: Scan) -> str:
-    return scan.source_path or scan.description or "series"
-
 
 def named_contrasts(scan: Scan) -> set[str]:
     """The MR contrasts (T1, T1c, T2, FLAIR) the series description, protocol or file name name; empty if none."""
@@ -60,22 +57,22 @@ def named_contrasts(scan: Scan) -> set[str]:
 def check_mr(scan: Scan) -> None:
     """Refuse all but a 3-D, T1-weighted (or unnamed), not skull-stripped MR series, in one line naming the file."""
     if scan.modality == "CT" or scan.units == "HU":
-        raise MedscanError(_where(scan), "already CT — pseudo-CT turns an MR series into a CT-like one")
+        raise MedscanError(scan.where, "already CT — pseudo-CT turns an MR series into a CT-like one")
     if scan.modality != "MR":
-        raise MedscanError(_where(scan), f"pseudo-CT needs an MR series, not {scan.modality or 'an unknown modality'}")
+        raise MedscanError(scan.where, f"pseudo-CT needs an MR series, not {scan.modality or 'an unknown modality'}")
     if scan.voxels.ndim != 3:
-        raise MedscanError(_where(scan), f"pseudo-CT needs one 3-D volume; this series has {scan.n_volumes} "
+        raise MedscanError(scan.where, f"pseudo-CT needs one 3-D volume; this series has {scan.n_volumes} "
                                          "volumes — pick one first")
     if float(np.ptp(scan.voxels)) == 0.0:
-        raise MedscanError(_where(scan), "the series is uniform (no image to translate)")
+        raise MedscanError(scan.where, "the series is uniform (no image to translate)")
     contrast = named_contrasts(scan)
     if contrast and contrast <= {"T2", "FLAIR"}:
-        raise MedscanError(_where(scan), f"this series is {'/'.join(sorted(contrast))}: the pseudo-CT model was "
+        raise MedscanError(scan.where, f"this series is {'/'.join(sorted(contrast))}: the pseudo-CT model was "
                                          "trained on T1-weighted MR only")
     zero = float(np.mean(scan.voxels == 0))
     if zero > SKULL_STRIPPED_ZERO:
         # Held-out evaluation: a skull-stripped brain comes out at bone HU (median ~750 HU inside the brain).
-        raise MedscanError(_where(scan), f"looks skull-stripped ({100 * zero:.0f}% of voxels exactly 0): the "
+        raise MedscanError(scan.where, f"looks skull-stripped ({100 * zero:.0f}% of voxels exactly 0): the "
                                          "pseudo-CT model needs the whole head (its brain comes out at bone HU)")
 
 

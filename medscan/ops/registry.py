@@ -6,6 +6,10 @@ and units kept), the method-noise map and the fidelity report that proves nothin
 A declaration names its implementation by reference (``"medscan.ops.clean:denoise"``, as napari manifests do):
 listing operations, building CLI flags or GUI widgets imports no implementation module and no model stack;
 the module is imported the first time the operation runs.
+
+The safety rules live here, once, for the CLI, batch jobs, the GUI and the self-test alike (they all call
+``run``): an operation runs only on the modalities it declares, and every result of a Generate operation
+is marked SYNTHETIC whatever the operation's own code did.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class Result:
 
 @dataclass(frozen=True)
 class Operation:
+    """A registered operation. ``family`` "generate" means its output is not measured: ``synthetic`` must be
+    True, and ``run`` marks every result SYNTHETIC. ``modalities`` are the DICOM modalities it accepts."""
+
     name: str
     family: str  # "clean" | "generate"
     title: str
@@ -79,7 +86,17 @@ class Operation:
     synthetic: bool = False
 
     def defaults(self) -> dict[str, Any]:
+        """Every parameter's default value, by name."""
         return {p.name: p.default for p in self.params}
+
+    def accepts(self, modality: str | None) -> bool:
+        """Whether this operation runs on a series of ``modality`` (e.g. "CT"); the one rule CLI, batch and
+        GUI apply."""
+        return modality is not None and modality in self.modalities
+
+    def refusal(self, modality: str | None) -> str:
+        """The one-line reason a series of ``modality`` is refused."""
+        return f"{self.name} works on {' and '.join(self.modalities)}, not {modality or 'an unknown modality'}"
 
     def implementation(self) -> Callable[..., Result]:
         """The function that runs this operation; a reference is imported here (the first run pays for it)."""
@@ -106,6 +123,8 @@ def register(operation: Operation) -> Operation:
     A module that registers an operation already declared by reference to that module's own function is accepted
     when both declarations agree (the declaration stays); any other second registration of a name is an error.
     """
+    if operation.family == "generate" and not operation.synthetic:
+        raise ValueError(f"operation {operation.name!r}: a Generate operation must be declared synthetic")
     existing = _REGISTRY.get(operation.name)
     if existing is not None:
         if (isinstance(existing.function, str) and callable(operation.function)
@@ -120,10 +139,12 @@ def register(operation: Operation) -> Operation:
 
 
 def operations(family: str | None = None) -> list[Operation]:
+    """The registered operations, in registration order; only ``family``'s when given."""
     return [op for op in _REGISTRY.values() if family is None or op.family == family]
 
 
 def get(name: str) -> Operation:
+    """The operation called ``name``; a MedscanError listing the known names when there is none."""
     if name not in _REGISTRY:
         raise MedscanError(name, f"no such operation (have: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[name]
@@ -137,11 +158,21 @@ def recordable(params: dict[str, Any]) -> dict[str, Any]:
 
 def run(name: str, scan: Scan, *, device: str = "auto", progress: ProgressCallback | None = None,
         **params: Any) -> Result:
-    """Run operation ``name`` with validated parameters (defaults for the ones not given)."""
+    """Run operation ``name`` on ``scan`` with validated parameters (defaults for the ones not given).
+
+    Refuses (MedscanError, before any work) a parameter the operation does not have, a value outside its
+    range, and a series whose modality the operation does not declare. The result of a synthetic (Generate)
+    operation always comes back with ``scan.synthetic`` set.
+    """
     operation = get(name)
     known = {p.name: p for p in operation.params}
     unknown = set(params) - set(known)
     if unknown:
         raise MedscanError(name, f"unknown parameter(s): {', '.join(sorted(unknown))}")
     values = {p.name: p.check(params.get(p.name, p.default)) for p in operation.params}
-    return operation.implementation()(scan, device=device, progress=progress, **values)
+    if not operation.accepts(scan.modality):
+        raise MedscanError(scan.where, operation.refusal(scan.modality))
+    result = operation.implementation()(scan, device=device, progress=progress, **values)
+    if operation.synthetic and not result.scan.synthetic:  # the flag must never get lost on the way
+        result.scan = dataclasses.replace(result.scan, synthetic=True)
+    return result

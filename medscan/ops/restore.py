@@ -19,12 +19,6 @@ from medscan.scan import MedscanError, ProvenanceEntry, Scan
 SUPERRES_MODELS = {("in-plane", 2): "superres_x2", ("in-plane", 4): "superres_x4", ("through-plane", 2): "superres_z2"}
 
 
-def _check_modality(scan: Scan, operation: str) -> None:
-    if scan.modality not in ("CT", "MR"):
-        raise MedscanError(scan.source_path or scan.description, f"{operation} is trained for CT and MR, "
-                                                                 f"not {scan.modality}")
-
-
 def run_planes(planes: np.ndarray, model, device, *, batch: int = 4, condition: float = 0.0,
                progress: ProgressCallback | None = None) -> np.ndarray:
     """Apply a residual-upsampler to (N, h, w) planes in their own units; returns (N, h*sy, w*sx) float32.
@@ -51,7 +45,6 @@ def sharpen(scan: Scan, *, strength: float, psf_sigma: float, model: str, device
     from medscan.ops.clean import scan_planes
     from medscan.ops.inference import cached_model
 
-    _check_modality(scan, "sharpen")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
     planes = scan_planes(scan)
@@ -207,7 +200,6 @@ def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, d
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model
 
-    _check_modality(scan, "super-resolve")
     factor = int(scale)
     if model != "auto":
         name = model
@@ -235,7 +227,7 @@ def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, d
         factors = (factor, factor, 1)
     else:
         if scan.volume_shape[0] < 2:
-            raise MedscanError(scan.source_path or scan.description, "through-plane needs at least 2 slices")
+            raise MedscanError(scan.where, "through-plane needs at least 2 slices")
         per_volume = scan.volume_shape[1]
         total = per_volume * len(volumes)
         stacked, spreads = [], []

@@ -100,8 +100,6 @@ def adapt(scan: Scan, *, seconds: float, strength: float, noise: str, model: str
     from medscan.nets.device import pick_device
     from medscan.ops.inference import cached_model, denoise_planes
 
-    if scan.modality not in ("CT", "MR"):
-        raise MedscanError(scan.source_path or scan.description, f"adapt is for CT and MR, not {scan.modality}")
     torch_device = pick_device(device)
     network, card = cached_model(model, torch_device)
     planes = scan_planes(scan)

@@ -30,9 +30,6 @@ MIN_ZERO_BACKGROUND = 0.3  # a skull-stripped volume is exactly 0 outside the br
 CHUNK = 8  # planes per forward pass
 
 
-def _where(scan: Scan) -> str:
-    return scan.source_path or scan.description or "series"
-
 
 # -- which contrast is the input? ------------------------------------------------------------------------------------
 def contrast_from_text(text: str) -> str | None:
@@ -74,11 +71,11 @@ def detect_contrast(scan: Scan) -> tuple[str, str]:
     named = {key: value for key, value in found.items() if value}
     kinds = set(named.values())
     if not kinds:
-        raise MedscanError(_where(scan), "cannot tell the source contrast from the series description, protocol or "
+        raise MedscanError(scan.where, "cannot tell the source contrast from the series description, protocol or "
                                          "file name — give --from T1|T1c|T2|FLAIR")
     if len(kinds) > 1:
         said = ", ".join(f"{k} says {v}" for k, v in named.items())
-        raise MedscanError(_where(scan), f"conflicting source contrast ({said}) — give --from")
+        raise MedscanError(scan.where, f"conflicting source contrast ({said}) — give --from")
     key = next(iter(named))
     return named[key], key
 
@@ -88,7 +85,7 @@ def check_translatable(scan: Scan, source: str, target: str, card: dict) -> None
     """Refuse what the translator never saw: CT, untrained directions, anything but a skull-stripped axial brain."""
     from medscan.annotate.learned import require_skull_stripped_brain
 
-    where = _where(scan)
+    where = scan.where
     if scan.modality == "CT" or scan.units == "HU":
         raise MedscanError(where, f"translate --to {target} is an MR contrast model; this series is CT")
     if scan.modality != "MR":
@@ -191,7 +188,7 @@ def translate(scan: Scan, *, to: str, model: str, device: str, progress: Progres
     source_param = str(params.get("from", "auto"))
     if to == "CT":
         if scan.modality == "CT" or scan.units == "HU":
-            raise MedscanError(_where(scan), "the series already is CT (from and to are the same modality)")
+            raise MedscanError(scan.where, "the series already is CT (from and to are the same modality)")
         from medscan.ops.pseudo_ct import pseudo_ct
 
         return pseudo_ct(scan, device=device, progress=progress)
@@ -201,7 +198,7 @@ def translate(scan: Scan, *, to: str, model: str, device: str, progress: Progres
     from medscan.ops.inference import cached_model
 
     if scan.modality == "CT" or scan.units == "HU":  # before anything else: a CT has no MR contrast to detect
-        raise MedscanError(_where(scan), f"translate --to {to} is an MR contrast model; this series is CT")
+        raise MedscanError(scan.where, f"translate --to {to} is an MR contrast model; this series is CT")
     source, said_by = (source_param, "--from") if source_param != "auto" else detect_contrast(scan)
     card = load_card(model).data
     check_translatable(scan, source, to, card)
