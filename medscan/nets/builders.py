@@ -81,4 +81,5 @@ def build_network(config: dict[str, Any]) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (trainable or not), as the model card records it."""
     return sum(p.numel() for p in model.parameters())

@@ -30,6 +30,7 @@ class SliceClassifier(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
+        """The last convolutional block: the layer Grad-CAM reads its activations and gradients from."""
         return self.blocks[-1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,4 +38,5 @@ class SliceClassifier(nn.Module):
         return self.blocks(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)`` normalised slices -> ``(N, classes)`` logits."""
         return self.head(self.features(x))

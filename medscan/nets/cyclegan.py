@@ -82,6 +82,7 @@ class TranslatorGenerator(nn.Module):
         self.tail = conv(f, 1, 7)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)`` slices scaled to -1..1 -> the translated slices, same shape, in -1..1 (tanh)."""
         h = F.leaky_relu(self.head(x), 0.2)
         for layer in self.down:
             h = F.leaky_relu(layer(h), 0.2)

@@ -8,6 +8,17 @@ import torch
 
 
 def pick_device(choice: str = "auto") -> torch.device:
+    """The torch device for a ``--device`` choice.
+
+    Args:
+        choice: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        The device.
+
+    Raises:
+        MedscanError: ``"cuda"`` was asked for and no CUDA GPU is available.
+    """
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             from medscan.scan import MedscanError
@@ -24,6 +35,13 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def autocast(device: torch.device):
+    """The mixed-precision context for inference on ``device``: bfloat16 on CUDA and on CPUs with native bf16
+    (AVX512-BF16 or AMX), else a no-op context (fp32), since emulated bf16 is slower.
+
+    Example:
+        >>> with autocast(pick_device("cpu")):  # doctest: +SKIP
+        ...     out = model(x)
+    """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if cpu_has_fast_bf16():

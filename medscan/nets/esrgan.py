@@ -28,6 +28,7 @@ class DenseBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Densely connected convolutions; returns ``x`` plus the scaled output of the last (shape of ``x``)."""
         maps = [x]
         for i, conv in enumerate(self.convs):
             y = conv(torch.cat(maps, dim=1))
@@ -45,6 +46,7 @@ class RRDB(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Three dense blocks with a scaled residual around them; same shape in and out."""
         return x + self.res_scale * self.blocks(x)
 
 
@@ -72,6 +74,12 @@ class ESRGANGenerator(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 1, h, w)`` slices -> ``(N, 1, h*scale, w*scale)``: the classical up-sampling plus the learned detail.
+
+        Args:
+            x: slices normalised to their intensity window.
+            condition: unused; accepted so that every up-sampler is called the same way.
+        """
         base = classical_upsample(x, self.scale, self.base)
         z = x - x.mean(dim=(-2, -1), keepdim=True)  # the learned part does not depend on the window's offset
         features = self.head(z)
@@ -100,6 +108,7 @@ class PatchDiscriminator(nn.Module):
                                   nn.LeakyReLU(0.2), conv(4 * f, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)`` slices in 0..1 -> ``(N, 1, H', W')`` real/fake logits, one per patch."""
         return self.body(x - 0.5)
 
 
@@ -122,6 +131,9 @@ class DenoiserFeatures(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``(N, 1, H, W)`` slices -> the feature maps of the denoiser's first two encoder stages (the noise-level
+        channels are fed zeros).
+        """
         zeros = torch.zeros_like(x).expand(-1, self.in_channels - 1, -1, -1)
         f1 = self.stage1(torch.cat([x, zeros], dim=1))
         return [f1, self.stage2(f1)]

@@ -41,5 +41,8 @@ class ResidualCorrector(nn.Module):
         self.gain = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)`` slices -> corrected slices of the same shape: ``x + gain * backbone(features)``, where the
+        features are the phase-encoding band-pass images when ``bands`` is set, else ``x`` itself.
+        """
         features = phase_encode_bands(x, self.bands) if self.bands else x
         return x + self.gain * self.backbone(features)

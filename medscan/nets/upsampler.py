@@ -26,6 +26,7 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Two convolutions with a scaled residual around them; same shape in and out (``condition`` unused)."""
         return x + self.res_scale * self.body(x)
 
 
@@ -71,9 +72,17 @@ class ResidualUpsampler(nn.Module):
 
     @property
     def pad_multiple(self) -> int:
+        """Height and width of an input must be a multiple of this (the pixel-unshuffle factor); pad to it."""
         return self.unshuffle
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 1, h, w)`` -> ``(N, 1, h*sy, w*sx)``: the classical up-sampling (``base``) plus the learned residual.
+
+        Args:
+            x: slices normalised to their intensity window; ``h`` and ``w`` multiples of :attr:`pad_multiple`.
+            condition: ``(N,)`` a known degradation level (e.g. the PSF sigma in px) for a conditioned model; 0 when
+                ``None`` (blind).
+        """
         base = classical_upsample(x, self.scale, self.base)
         # Centre the input so the learned part does not depend on the window's offset.
         mean = x.mean(dim=(-2, -1), keepdim=True)

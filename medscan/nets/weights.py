@@ -30,20 +30,31 @@ def models_dir() -> Path:
 
 @dataclass
 class ModelCard:
+    """A model card as read from ``models/<name>.json``.
+
+    Attributes:
+        name: the model's name (the file stem).
+        data: the card's content (architecture, training, evaluation, sha256 ...).
+        path: the card's path; the weights are beside it.
+    """
+
     name: str
     data: dict[str, Any]
     path: Path
 
     @property
     def weights_path(self) -> Path:
+        """The weights file beside the card: ``<name>.safetensors``."""
         return self.path.with_suffix(".safetensors")
 
     @property
     def version(self) -> str:
+        """The card's version as a string (``"1"`` when the card names none)."""
         return str(self.data.get("version", "1"))
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -52,6 +63,11 @@ def sha256_of(path: Path) -> str:
 
 
 def list_cards(folder: Path | None = None) -> list[ModelCard]:
+    """Every model card in ``folder`` (default :func:`models_dir`), sorted by name.
+
+    Raises:
+        MedscanError: a card is not readable JSON.
+    """
     folder = folder or models_dir()
     cards = []
     for path in sorted(folder.glob("*.json")):
@@ -64,6 +80,11 @@ def list_cards(folder: Path | None = None) -> list[ModelCard]:
 
 
 def load_card(name: str, folder: Path | None = None) -> ModelCard:
+    """The card of model ``name`` from ``folder`` (default :func:`models_dir`).
+
+    Raises:
+        MedscanError: no such card, or it is not readable JSON.
+    """
     path = (folder or models_dir()) / f"{name}.json"
     if not path.exists():
         raise MedscanError(path, f"no model card for model {name!r}")

@@ -86,6 +86,14 @@ def slice_seed(*parts: object) -> int:
 
 @dataclass
 class Timed:
+    """A method's output with the time it took.
+
+    Attributes:
+        output: the result, float32.
+        wall_s: wall-clock seconds.
+        cpu_s: CPU seconds of this process (honest when another job shares the cores).
+    """
+
     output: np.ndarray
     wall_s: float
     cpu_s: float
@@ -108,6 +116,7 @@ def load_volume(item: str) -> tuple[np.ndarray, str]:
 
 
 def normalise(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Map ``image`` so that ``window = (lo, hi)`` becomes 0..1 (values outside are not clipped); float32."""
     lo, hi = window
     return ((np.asarray(image, np.float64) - lo) / (hi - lo)).astype(np.float32)
 

@@ -43,6 +43,17 @@ class InpaintTask:
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Cut a random hole (blob, ellipse, box, stroke or cut field of view) into each clean stack, on the centre
+        slice and, at random, its neighbours.
+
+        Args:
+            clean: ``(N, C, H, W)`` clean slice stacks (the centre slice and its neighbours), normalised.
+            generator: the seeded torch generator (the holes are drawn from it).
+
+
+        Returns:
+            ``(inputs, target)``: the model's inputs as a tuple and the clean target it should produce.
+        """
         clean = clean.clamp(*CLEAN_RANGE)
         n, channels, h, w = clean.shape
         k = channels // 2
@@ -56,11 +67,13 @@ class InpaintTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The model's fill: measured pixels of the centre slice copied, masked ones generated."""
         image, mask = inputs
         return masked_fill(model, image, mask)
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L1 over the generated pixels, scaled by the share of the image they cover."""
         # Measured pixels are copied, so their error is exactly 0: the mean over generated pixels is the
         # total error divided by how many differ from a copy; scale by the image's generated share instead.
         return masked_l1(prediction, target, (prediction != target).float())
@@ -81,6 +94,17 @@ class FlowSlicesTask:
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Remove one or more slices from each clean stack and build the flow-based estimates from the measured
+        slices either side.
+
+        Args:
+            clean: ``(N, C, H, W)`` clean stacks of neighbouring slices, normalised.
+            generator: the seeded torch generator.
+
+
+        Returns:
+            ``(inputs, target)``: the model's inputs as a tuple and the clean target it should produce.
+        """
         from medscan.nets.slice_flow import flow_estimates
 
         clean = clean.clamp(*CLEAN_RANGE)
@@ -97,12 +121,14 @@ class FlowSlicesTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The model's missing slice from the two measured neighbours, their flow estimates and the depth."""
         from medscan.nets.slice_flow import flow_fill
 
         return flow_fill(model, *inputs)
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean absolute error."""
         return (prediction - target).abs().mean()
 
 

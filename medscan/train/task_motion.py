@@ -43,6 +43,17 @@ class MotionCorrectTask:
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Corrupt each clean slice with simulated k-space motion of a random severity (a share stays still,
+        so the model learns to leave clean slices alone).
+
+        Args:
+            clean: ``(N, 1, H, W)`` clean MR slices, normalised.
+            generator: the seeded torch generator.
+
+
+        Returns:
+            ``(inputs, target)``: the model's inputs as a tuple and the clean target it should produce.
+        """
         clean = clean.clamp(*CLEAN_RANGE)
         n = clean.shape[0]
         names = list(SEVERITIES)
@@ -57,9 +68,11 @@ class MotionCorrectTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The model's corrected slices."""
         return apply_model(model, inputs[0])
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The pixel loss the task was configured with (``l1`` or ``mse``)."""
         return pixel_loss(self.loss_kind, prediction, target)
 
 

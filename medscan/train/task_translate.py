@@ -40,6 +40,7 @@ LUT_BINS = 256
 
 
 def item(subject: str, contrast: str) -> Path:
+    """Path of one contrast of a paired subject, e.g. ``item("du_7294", "T2")``, under the data folder."""
     return DATA_ROOT / "paired" / f"brain_tcga_{subject}" / f"{FILES[contrast]}.nii.gz"
 
 
@@ -72,6 +73,7 @@ def load_subject(subject: str, contrasts: tuple[str, ...] = CONTRASTS) -> tuple[
 
 
 def code(contrast: str) -> int:
+    """Index of ``contrast`` in ``CONTRASTS`` (the one-hot plane the network is given)."""
     return CONTRASTS.index(contrast)
 
 
@@ -85,6 +87,11 @@ class PairedBank:
 
     @classmethod
     def from_subjects(cls, subjects: list[str] | tuple[str, ...]) -> PairedBank:
+        """Load every contrast of each subject and keep the slices with enough brain in them.
+
+        Args:
+            subjects: paired subject ids, e.g. ``["du_7294"]``.
+        """
         volumes, brains, slices = [], [], []
         for s, subject in enumerate(subjects):
             vols, brain = load_subject(subject)
@@ -182,11 +189,13 @@ class IntensityLUT:
         return np.interp(source, self.centres, self.values).astype(np.float32)
 
     def to_json(self) -> dict:
+        """The table as JSON-able data (rounded to 5 decimals), as the model card stores it."""
         return {"kind": self.kind, "centres": [round(float(c), 5) for c in self.centres],
                 "values": [round(float(v), 5) for v in self.values]}
 
     @classmethod
     def from_json(cls, data: dict) -> IntensityLUT:
+        """A table from :meth:`to_json` output."""
         return cls(np.asarray(data["centres"], np.float64), np.asarray(data["values"], np.float64), data["kind"])
 
 
