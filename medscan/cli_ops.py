@@ -14,6 +14,14 @@ FAMILIES = {"clean": "improve a measured scan (never invents anatomy)",
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``medscan clean <operation>`` and ``medscan generate <operation>`` for every registered operation.
+
+    Each operation's parameters become flags (``--name``, ``_`` written ``-``) with its defaults, types, choices
+    and help; ``generate synthesize`` is added beside them.
+
+    Args:
+        subparsers: the ``medscan`` parser's sub-command collection.
+    """
     from medscan.ops import operations
 
     for family, help_text in FAMILIES.items():
@@ -71,6 +79,20 @@ def _safe_name(text: str) -> str:
 
 
 def run_operation_command(args: argparse.Namespace) -> int:
+    """Run one operation from the command line on every selected series of PATH and write the results.
+
+    NIfTI output for a NIfTI input or ``-o *.nii[.gz]``, else a derived DICOM series (one sub-folder per series
+    when PATH holds several); Generate results go with their uncertainty and generated-region files; with
+    ``--db`` results are also kept in the study database. ``--refuse-flagged`` writes nothing for a result the
+    fidelity guard flags.
+
+    Returns:
+        The exit status: 0 when every series was written; 1 when PATH held several series and any of them failed
+        (each failure is printed as one line and the others are still written).
+
+    Raises:
+        MedscanError: PATH does not exist, or its only series fails.
+    """
     from medscan.io import list_series, load
     from medscan.io.dicom import select_series
     from medscan.io.nifti import is_nifti

@@ -851,6 +851,9 @@ class DeidOptions:
             raise ValueError("choose either modified (shifted) or full dates, not both")
 
     def codes(self) -> list[tuple[str, str]]:
+        """The DeidentificationMethodCodeSequence entries (CID 7050 code value, meaning) for these options: the
+        Basic Profile always, then one per option applied.
+        """
         codes = [CODE_BASIC]
         if self.keep_descriptors:
             codes.append(CODE_CLEAN_DESCRIPTORS)

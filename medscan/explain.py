@@ -78,6 +78,7 @@ class SliceScore(torch.nn.Module):
         return logits.topk(k, dim=1).values.mean(dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, C, H, W)`` segmenter input -> ``(1, 1)`` score: the mean of its top ``fraction`` tumour logits."""
         return self._top(self.segmenter(x)[:, 0].flatten(1))
 
 
@@ -91,6 +92,7 @@ class FindingScore(SliceScore):
         self.register_buffer("mask", mask.reshape(mask.shape[0], -1) > 0.5, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, C, H, W)`` input -> ``(1, 1)`` score: the mean of the top tumour logits inside the finding's mask."""
         return self._top(self.segmenter(x)[:, 0].flatten(1), self.mask)
 
 

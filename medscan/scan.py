@@ -108,6 +108,7 @@ class Scan:
 
     @property
     def n_volumes(self) -> int:
+        """Number of volumes: 1 for a 3-D series, ``t`` for a 4-D ``[t, k, j, i]`` one."""
         return 1 if self.voxels.ndim == 3 else int(self.voxels.shape[0])
 
     @property

@@ -279,6 +279,26 @@ def _region(scan: Scan, mask, box: str, auto: bool) -> tuple[np.ndarray, str]:
 
 def inpaint(scan: Scan, *, mask, box: str, auto: bool, model: str, device: str,
             progress: ProgressCallback | None) -> Result:
+    """The ``inpaint`` operation: fill a region from its surroundings and the neighbouring slices.
+
+    Args:
+        scan: the series (CT in HU, MR in its own units).
+        mask: the region as a path to a NIfTI mask or DICOM SEG on this series, or a boolean array drawn in the
+            window (shape of ``scan.voxels``); ``""`` when ``box`` or ``auto`` gives it.
+        box: ``"z0,y0,x0,z1,y1,x1"`` voxel indices (slice, row, column; ends exclusive), or ``""``.
+        auto: find zero-filled or constant regions enclosed by measured data.
+        model: the shipped inpainting model.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+
+    Returns:
+        A SYNTHETIC :class:`Result` on the input's grid: measured voxels copied bit for bit, the region generated,
+        with the generated-region mask and the flip-spread uncertainty (input units).
+
+    Raises:
+        MedscanError: not exactly one of ``mask``, ``box``, ``auto``; a mask of another shape or geometry; or a
+        region that is empty or covers the whole image.
+    """
     from medscan.nets.device import pick_device
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model
@@ -367,6 +387,24 @@ def _corrupted(slices: str, k: int, where: str) -> set[int]:
 
 
 def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: ProgressCallback | None) -> Result:
+    """The ``fill_slices`` operation: generate missing slices (gaps in the positions, blank slices) and the
+    corrupted slices named in ``slices``, on a regular grid.
+
+    Args:
+        scan: the series, at least 3 slices.
+        slices: extra slices to replace, comma-separated 0-based indices, or ``""``.
+        model: the shipped missing-slice model.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+
+    Returns:
+        A SYNTHETIC :class:`Result`: measured slices keep their values and positions, the generated slices are
+        marked in the generated-region mask, the slice step is the series' finest regular step.
+
+    Raises:
+        MedscanError: fewer than 3 slices, positions that fit no regular grid (shared positions, steps that are
+        not whole multiples of one step), or ``slices`` not inside the stack.
+    """
     from medscan.nets.device import pick_device
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model

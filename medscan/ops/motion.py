@@ -94,6 +94,21 @@ def motion_correct_planes(planes: np.ndarray, model, device, axis: str,
 
 def motion_correct(scan: Scan, *, strength: float, phase_encoding: str, model: str, device: str,
                    progress: ProgressCallback | None) -> Result:
+    """The ``motion_correct`` operation (MR): remove motion ghosting and blur along the phase-encoding axis.
+
+    Args:
+        scan: an MR series (magnitude images).
+        strength: share of the correction applied, 0..1.5 (0 returns the input).
+        phase_encoding: ``"COL"``, ``"ROW"`` or ``"auto"`` when the header has no InPlanePhaseEncodingDirection
+            (the header wins when it has one).
+        model: the shipped motion model.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+
+    Returns:
+        A SYNTHETIC :class:`Result` on the input's grid with the flip-spread uncertainty map; never below the
+        input's own floor.
+    """
     from medscan.nets.device import pick_device
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model

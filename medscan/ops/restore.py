@@ -41,6 +41,21 @@ def run_planes(planes: np.ndarray, model, device, *, batch: int = 4, condition: 
 
 def sharpen(scan: Scan, *, strength: float, psf_sigma: float, model: str, device: str,
             progress: ProgressCallback | None) -> Result:
+    """The ``sharpen`` operation (Clean): deblur slice by slice, blind or given the PSF.
+
+    Args:
+        scan: the series (CT in HU, MR in its own units).
+        strength: share of the restored detail added, 0..1.5 (0 returns the input).
+        psf_sigma: Gaussian PSF sigma in pixels when known; 0 is blind (the sigma is fitted for the guard).
+        model: the shipped sharpening model.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+
+    Returns:
+        A :class:`Result` in the input's units and geometry with method-noise and change maps and the fidelity
+        report (the restoration blurred again by the PSF must give back the input); a flagged result says so in
+        its provenance (``fidelity=FLAGGED``) and notes.
+    """
     from medscan.nets.device import pick_device
     from medscan.ops.clean import scan_planes
     from medscan.ops.inference import cached_model
@@ -196,6 +211,25 @@ def generate_planes(planes: np.ndarray, network, device, progress: ProgressCallb
 
 def super_resolve(scan: Scan, *, scale: str, axis: str, gan: bool, model: str, device: str,
                   progress: ProgressCallback | None) -> Result:
+    """The ``super_resolve`` operation: refine the grid in-plane (x2, x4; x4 also by GAN) or through-plane (x2).
+
+    Args:
+        scan: the series.
+        scale: ``"2"`` or ``"4"`` (through-plane: ``"2"`` only).
+        axis: ``"in-plane"`` or ``"through-plane"``.
+        gan: use the GAN model (in-plane x4): sharper, invented texture.
+        model: a shipped model, or ``"auto"`` for the one made for ``scale`` and ``axis``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+
+    Returns:
+        A SYNTHETIC :class:`Result` on the finer grid: voxel size divided by the scale, origin moved so the new
+        voxel centres tile the input's field of view exactly (:func:`upsampled_affine`), with the flip-spread
+        uncertainty map.
+
+    Raises:
+        MedscanError: no model for that scale and axis.
+    """
     from medscan.nets.device import pick_device
     from medscan.ops.generated import synthetic_result
     from medscan.ops.inference import cached_model

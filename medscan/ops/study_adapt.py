@@ -97,6 +97,22 @@ def fine_tune(model, planes: np.ndarray, *, seconds: float, rician: bool, device
 
 def adapt(scan: Scan, *, seconds: float, strength: float, noise: str, model: str, device: str,
           progress: ProgressCallback | None) -> Result:
+    """The ``adapt`` operation (Clean): fine-tune the denoiser on this study (Neighbor2Neighbor, self-supervised)
+    for ``seconds``, then denoise it with the tuned copy; the shipped weights are not changed.
+
+    Args:
+        scan: the series.
+        seconds: time spent fine-tuning, 5..600 s.
+        strength: share of the estimated noise removed, 0..1.5.
+        noise: ``"auto"``, ``"gaussian"`` or ``"rician"``.
+        model: the shipped denoiser to start from.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+
+    Returns:
+        A :class:`Result` in the input's units and geometry with the method noise and the fidelity report; the
+        provenance records the fine-tuning steps.
+    """
     from medscan.nets.device import pick_device
     from medscan.ops.inference import cached_model, denoise_planes
 

@@ -185,6 +185,26 @@ def translate_volume(model, scan: Scan, source: str, target: str, device, grid_m
 
 def translate(scan: Scan, *, to: str, model: str, device: str, progress: ProgressCallback | None,
               **params: str) -> Result:
+    """The ``translate`` operation: predict an MR contrast that was not acquired, or (``to="CT"``) an
+    EXPERIMENTAL pseudo-CT.
+
+    Args:
+        scan: a skull-stripped axial brain MR series (any for ``to="CT"``, except CT).
+        to: the contrast to produce: ``"T1"``, ``"T1c"``, ``"T2"``, ``"FLAIR"`` or ``"CT"``.
+        model: the shipped MR translation model.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called as ``progress(done, total)`` after each slice; raising from it cancels the run.
+        params: ``from``, the input's contrast, or ``"auto"`` to read it from SeriesDescription, ProtocolName or
+            the file name (``from`` is a Python keyword, hence the catch-all).
+
+    Returns:
+        A SYNTHETIC :class:`Result` on the input's grid with the flip-spread uncertainty; zero outside the brain and
+        on the input's scale (MR), or HU (pseudo-CT, also marked EXPERIMENTAL).
+
+    Raises:
+        MedscanError: a CT input, an unknown or identical source contrast, an untrained direction, or a series that
+        is not a skull-stripped axial brain.
+    """
     source_param = str(params.get("from", "auto"))
     if to == "CT":
         if scan.modality == "CT" or scan.units == "HU":
