@@ -64,6 +64,15 @@ def _entry_from_scan(scan: Scan) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``medscan info PATH``: list every series of a DICOM file or folder, or a NIfTI file (``--json``: one
+    object per series); unreadable files are reported as warnings and skipped.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     path = Path(args.path)
     if not path.exists():
         raise MedscanError(path, "no such file or folder")
@@ -86,6 +95,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    """``medscan convert PATH -o OUT``: write a series as NIfTI (``.nii``/``.nii.gz``) or as a derived DICOM
+    series (a folder), with its geometry, units and identity.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.io import load, save
     from medscan.io.nifti import is_nifti
 
@@ -101,6 +119,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_png(args: argparse.Namespace) -> int:
+    """``medscan png PATH -o OUT.png``: one slice (default the middle one) as an 8-bit PNG, windowed by
+    ``--window CENTER WIDTH``, ``--preset`` or the modality's default.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.io import load
     from medscan.io.png import WINDOW_PRESETS, save_png
 
@@ -116,6 +143,9 @@ def cmd_png(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``medscan`` argument parser with every sub-command (info, convert, png, the registry's operations,
+    database, batch, annotation, screening ...).
+    """
     parser = argparse.ArgumentParser(prog="medscan", description="medscan imaging engine")
     parser.add_argument("--version", action="version", version=f"medscan {__version__}")
     parser.add_argument("--self-test", action="store_true",
@@ -163,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``medscan`` command.
+
+    Args:
+        argv: the arguments without the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns:
+        The exit status: 0 on success, 1 after a one-line ``medscan: <path>: <problem>`` on stderr, 130 when
+        interrupted. An unexpected exception is also reported in one line unless ``MEDSCAN_DEBUG`` is set.
+
+    Example:
+        >>> main(["info", "samples/", "--json"])  # doctest: +SKIP
+        0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.self_test:

@@ -92,6 +92,7 @@ class Frame:
 
     @property
     def has_geometry(self) -> bool:
+        """True when the frame carries position, orientation and pixel spacing (enough to place it in space)."""
         return self.position is not None and self.row_cosine is not None and self.pixel_spacing is not None
 
 
@@ -115,20 +116,24 @@ class SeriesRecord:
 
     @property
     def series_number(self) -> int | None:
+        """SeriesNumber as an int, or ``None`` when the files have none."""
         value = self.header.get("SeriesNumber")
         return int(value) if value not in (None, "") else None
 
     @property
     def modality(self) -> str:
+        """DICOM Modality, ``"OT"`` when missing."""
         return str(self.header.get("Modality", "OT") or "OT")
 
     @property
     def description(self) -> str:
+        """SeriesDescription (else ProtocolName), followed by the note on how the series was split, if it was."""
         text = str(self.header.get("SeriesDescription", "") or self.header.get("ProtocolName", "") or "")
         return f"{text} {self.split_note}".strip()
 
     @property
     def files(self) -> list[str]:
+        """Paths of the files holding the series' frames, sorted, each once."""
         return sorted({f.path for f in self.frames})
 
 
@@ -689,6 +694,15 @@ class PixelCache:
         self.notes: set[str] = set()
 
     def plane(self, frame: Frame) -> np.ndarray:
+        """The stored pixel values of one frame (before rescale), decoding its file only when it differs from the
+        last one asked for; a mosaic tile is cut out of its frame.
+
+        Args:
+            frame: the frame, with its file, frame index and mosaic tile.
+
+        Returns:
+            A 2-D array ``(rows, columns)`` in the file's stored dtype.
+        """
         if frame.path != self._path:
             self._pixels = _decode_file(frame.path, self.notes)
             self._path = frame.path

@@ -97,6 +97,7 @@ class PixelEncoding:
 
     @property
     def pixel_representation(self) -> int:
+        """DICOM PixelRepresentation: 1 for signed integers, 0 for unsigned."""
         return 1 if self.dtype.kind == "i" else 0
 
     def encode(self, values: np.ndarray) -> np.ndarray:
@@ -403,6 +404,11 @@ def _instance(
 
 
 def check_output_folder(out_dir: Path) -> None:
+    """Refuse an output folder before any work is done: it must not exist, or be an empty folder.
+
+    Raises:
+        MedscanError: it is a file, or a folder that is not empty.
+    """
     if out_dir.exists():
         if not out_dir.is_dir():
             raise MedscanError(out_dir, "exists and is not a folder; choose a new folder")

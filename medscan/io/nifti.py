@@ -17,6 +17,12 @@ _SYNTHETIC_MARK = "SYNTHETIC"
 
 
 def is_nifti(path: str | Path) -> bool:
+    """True when ``path`` names a NIfTI file by its suffix (``.nii`` or ``.nii.gz``, any case); the file need not exist.
+
+    Example:
+        >>> is_nifti("ct.NII.GZ"), is_nifti("ct_dicom/")
+        (True, False)
+    """
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 

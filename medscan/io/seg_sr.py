@@ -188,6 +188,21 @@ def write_seg(sources: list[Any], frames: np.ndarray, descriptions: list[Any], p
 
 def segment_description(number: int, label: str, category: Any, kind: Any, algorithm_type: str,
                         algorithm_name: str, algorithm_version: str, family: Any | None = None) -> Any:
+    """A highdicom SegmentDescription for one segment of a DICOM SEG.
+
+    Args:
+        number: segment number (1-based).
+        label: segment label (cut to 64 characters).
+        category: segmented property category (a coded concept).
+        kind: segmented property type (a coded concept).
+        algorithm_type: ``"AUTOMATIC"``, ``"SEMIAUTOMATIC"`` or ``"MANUAL"``; a manual segment names no algorithm.
+        algorithm_name: the algorithm (model) name.
+        algorithm_version: its version.
+        family: the algorithm family code; "Artificial Intelligence" when ``None``.
+
+    Raises:
+        ValueError: an unknown algorithm type.
+    """
     import highdicom as hd
 
     if algorithm_type not in ALGORITHM_TYPES:

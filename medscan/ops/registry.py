@@ -29,6 +29,19 @@ ProgressCallback = Callable[[int, int], None]  # (done, total); raise to cancel
 
 @dataclass(frozen=True)
 class Param:
+    """One parameter of an operation: it becomes a CLI flag, a GUI control and a validation rule.
+
+    Attributes:
+        name: the keyword the operation's function takes (``--name`` on the CLI, ``_`` written ``-``).
+        kind: ``"float"``, ``"int"``, ``"choice"``, ``"bool"``, ``"str"`` or ``"mask"`` (a file path on the CLI,
+            a drawn region in the window).
+        default: the value when none is given.
+        help: one line for ``--help`` and the GUI tooltip.
+        minimum: lowest allowed value (numbers), or ``None``.
+        maximum: highest allowed value (numbers), or ``None``.
+        choices: allowed values of a ``"choice"``.
+    """
+
     name: str
     kind: str  # "float" | "int" | "choice" | "bool" | "str" | "mask"
     default: Any
@@ -61,6 +74,16 @@ class Param:
 
 @dataclass
 class Result:
+    """What an operation returns.
+
+    Attributes:
+        scan: the derived scan (provenance entry appended; geometry and units kept by Clean operations).
+        maps: named per-voxel maps of the scan's shape, e.g. ``"method_noise"``, ``"uncertainty"``,
+            ``"generated"``.
+        fidelity: the fidelity guard's report (Clean operations), else ``None``.
+        notes: warnings for the user, one line each.
+    """
+
     scan: Scan
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "method_noise", "uncertainty"
     fidelity: Any = None  # FidelityReport for Clean operations
@@ -68,6 +91,7 @@ class Result:
 
     @property
     def synthetic(self) -> bool:
+        """True when the result's scan is marked SYNTHETIC (every Generate result is)."""
         return self.scan.synthetic
 
 
