@@ -56,6 +56,15 @@ def _progress(what: str) -> Any:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
+    """``medscan pacs echo NODE``: C-ECHO the node and print the round trip in ms.
+
+    Args:
+        args: the parsed command line (the node by name from the nodes file or as ``AE@host:port``, ``--ae``,
+            ``--timeout``; ``--db`` to audit in the study database).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.net.scu import echo
 
     node = _node(args)
@@ -65,6 +74,16 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_find(args: argparse.Namespace) -> int:
+    """``medscan pacs find NODE``: study-level C-FIND by patient id or name, study date, modality or accession
+    (``--series``: with each study's series), as a table or ``--json`` lines.
+
+    Args:
+        args: the parsed command line (the node by name from the nodes file or as ``AE@host:port``, ``--ae``,
+            ``--timeout``; ``--db`` to audit in the study database).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.net.scu import find_studies
 
     node = _node(args)
@@ -92,6 +111,16 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    """``medscan pacs get NODE STUDY_UID -o FOLDER``: retrieve a study (or ``--series``) by C-GET, falling back to
+    C-MOVE to this machine's ``--port`` when the node refuses C-GET.
+
+    Args:
+        args: the parsed command line (the node by name from the nodes file or as ``AE@host:port``, ``--ae``,
+            ``--timeout``; ``--db`` to audit in the study database).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.net.scu import retrieve
 
     node = _node(args)
@@ -112,6 +141,16 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    """``medscan pacs send NODE PATH...``: C-STORE the DICOM files under the paths, each in its own transfer syntax
+    when the node accepts it, else decompressed to explicit VR little endian; optionally de-identified first.
+
+    Args:
+        args: the parsed command line (the node by name from the nodes file or as ``AE@host:port``, ``--ae``,
+            ``--timeout``; ``--db`` to audit in the study database).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.net.scu import send
 
     node = _node(args)
@@ -147,6 +186,17 @@ def _deidentifier(args: argparse.Namespace) -> Any:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    """``medscan listen``: run a Storage SCP that writes received studies to a folder, only for callers the
+    ``--allow`` rules admit (TLS optional); ``--run SPEC`` runs a batch job on each arrived study and
+    ``--forward NODE`` sends its results on.
+
+    Args:
+        args: the parsed command line (the node by name from the nodes file or as ``AE@host:port``, ``--ae``,
+            ``--timeout``; ``--db`` to audit in the study database).
+
+    Returns:
+        The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
+    """
     from medscan.net.nodes import check_ae_title, parse_node
     from medscan.net.scp import Listener, parse_allow, server_ssl_context
 

@@ -41,10 +41,12 @@ class Node:
 
     @property
     def address(self) -> str:
+        """The node as ``AE@host:port``."""
         return f"{self.ae_title}@{self.host}:{self.port}"
 
     @property
     def uses_tls(self) -> bool:
+        """True when the node is reached over TLS (a CA or a client certificate is configured)."""
         return bool(self.tls_ca or self.tls_cert)
 
 
@@ -55,6 +57,18 @@ def nodes_file() -> Path:
 
 
 def check_ae_title(title: str, what: str = "AE title") -> str:
+    """Check an application entity title: 1-16 printable characters, no backslash.
+
+    Args:
+        title: the title; surrounding spaces are removed.
+        what: what the message calls it, e.g. ``"calling AE title"``.
+
+    Returns:
+        The stripped title.
+
+    Raises:
+        MedscanError: not a valid AE title.
+    """
     title = title.strip()
     if not _AE_CHARS.match(title):
         raise MedscanError(title or "''", f"not a valid {what} (1-16 printable characters, no backslash)")

@@ -40,6 +40,7 @@ class AllowRule:
     addresses: frozenset[str] | None
 
     def matches(self, ae_title: str, address: str) -> bool:
+        """True when a caller with this AE title and IP address is admitted by the rule (``None`` parts match any)."""
         return (self.ae_title is None or self.ae_title == ae_title) and \
             (self.addresses is None or _normal_ip(address) in self.addresses)
 
@@ -134,6 +135,12 @@ class Listener:
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        """Create the output folders, recover studies a previous run left half-published, and start listening
+        (in the background) plus the thread that publishes completed studies.
+
+        Raises:
+            MedscanError: the folder cannot be created or the port cannot be opened.
+        """
         try:
             self.incoming.mkdir(parents=True, exist_ok=True)
             (self.incoming / ".tmp").mkdir(exist_ok=True)
@@ -153,6 +160,9 @@ class Listener:
         self._worker.start()
 
     def serve_forever(self) -> None:
+        """Start if needed and block until :meth:`stop` is called (from a signal handler or another thread); then
+        stop, publishing what has arrived.
+        """
         if self._server is None:
             self.start()
         try:

@@ -218,6 +218,10 @@ def _lost(assoc: Association, timeout: float, what: str, since: float | None = N
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SeriesMatch:
+    """One series of a C-FIND study match: UID, modality, series number, description and number of instances
+    (``None`` when the node does not say).
+    """
+
     series_uid: str
     modality: str
     number: str
@@ -225,6 +229,7 @@ class SeriesMatch:
     instances: int | None
 
     def to_dict(self) -> dict[str, Any]:
+        """The match as JSON-able data."""
         return {"series_uid": self.series_uid, "modality": self.modality, "number": self.number,
                 "description": self.description, "instances": self.instances}
 
@@ -245,6 +250,7 @@ class StudyMatch:
     series: list[SeriesMatch] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The match as JSON-able data (``series_list`` only when series were asked for)."""
         out = {"study_uid": self.study_uid, "patient_id": self.patient_id, "patient_name": self.patient_name,
                "study_date": self.study_date, "accession": self.accession, "modalities": self.modalities,
                "description": self.description, "series": self.series_count, "instances": self.instances}
@@ -357,6 +363,16 @@ def _find_series(assoc: Association, node: Node, study_uid: str, timeout: float)
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class RetrieveReport:
+    """What a retrieve did.
+
+    Attributes:
+        method: ``"C-GET"`` or ``"C-MOVE"`` (after a refused C-GET).
+        received: instances written.
+        expected: instances the node announced.
+        folder: where they were written.
+        seconds: wall-clock time.
+    """
+
     method: str  # "C-GET" or "C-MOVE"
     received: int
     expected: int
@@ -601,6 +617,16 @@ def _retrieve_move(node: Node, study_uid: str, series_uid: str | None, calling_a
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SendReport:
+    """What a send did.
+
+    Attributes:
+        sent: instances the node stored.
+        total: DICOM files found under the paths.
+        transcoded: instances sent in another transfer syntax than their own.
+        skipped: files that are not DICOM.
+        seconds: wall-clock time.
+    """
+
     sent: int
     total: int
     transcoded: int
