@@ -20,8 +20,6 @@ PENDING = {
     "medscan/ops/fidelity.py",
     "medscan/degrade/noise.py",
     "medscan/train/tasks.py",
-    "medscan/train/trainer.py",
-    "medscan/train/data.py",
 }
 
 

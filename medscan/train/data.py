@@ -106,6 +106,18 @@ class SliceBank:
     @classmethod
     def from_items(cls, items: tuple[str, ...] | list[str], root: Path = DATA_ROOT, min_size: int = 64,
                    neighbours: int = 0) -> SliceBank:
+        """Load the items and keep every slice in all three orientations, each normalised to its volume's
+        intensity window.
+
+        Args:
+            items: paths under ``root``, e.g. ``TRAIN_ITEMS``.
+            root: the data folder (``MEDSCAN_DATA``, default ``../shared/data``).
+            min_size: slices smaller than this (pixels, either side) are left out, and so are constant ones.
+            neighbours: 2.5-D: stack each slice with this many neighbours on either side.
+
+        Returns:
+            The bank.
+        """
         slices, sources = [], []
         if neighbours:
             return cls._stack_bank(items, root, min_size, neighbours)
@@ -223,6 +235,12 @@ class LowDoseCtBank:
 
     @classmethod
     def from_folder(cls, folder: Path) -> LowDoseCtBank:
+        """Load the simulated low-dose CT slices (``*.npz`` with ``clean`` and ``noise``) written by
+        ``scripts/simulate_low_dose_ct.py``, normalised to each clean slice's intensity window.
+
+        Raises:
+            FileNotFoundError: the folder holds no such slices.
+        """
         files = sorted(Path(folder).glob("*.npz"))
         if not files:
             raise FileNotFoundError(f"{folder}: no simulated low-dose CT slices (run scripts/simulate_low_dose_ct.py)")
@@ -267,6 +285,13 @@ class MixedBank:
 
     def sample(self, n: int, size: int, rng: np.random.Generator, flat_skip: float = 0.9,
                balance_items: bool = False) -> torch.Tensor:
+        """Draw ``n`` patches of ``size`` pixels: about ``share`` of them from the low-dose CT bank, the rest from
+        the slice bank.
+
+        Returns:
+            ``(n, 2, size, size)``: the clean patch in channel 0 and its low-dose noise in channel 1 (NaN where the
+            task is to add its own noise).
+        """
         m = int(rng.binomial(n, self.share))
         plain = self.slices.sample(n - m, size, rng, flat_skip=flat_skip, balance_items=balance_items)
         plain = torch.cat([plain, torch.full_like(plain, float("nan"))], dim=1)

@@ -20,6 +20,30 @@ from medscan.train.tasks import TASKS
 
 @dataclass
 class TrainConfig:
+    """Everything one training run needs; the model card records it as the run's ``training`` entry.
+
+    Attributes:
+        name: the model name the run exports (``models/<name>.safetensors`` and ``.json``).
+        task: the training task (``"denoise"``, ``"sharpen"``, ``"super_resolve"``, ``"inpaint"`` ...).
+        network: the card's ``network`` entry (see :func:`medscan.nets.builders.build_network`).
+        train_items: data items (paths under the data folder) to train on.
+        heldout_items: data items kept out of training, for the evaluation.
+        steps: optimiser steps.
+        batch: patches per step.
+        patch: patch side in pixels.
+        lr: peak learning rate.
+        seed: seed of the patch sampling and the task's random degradations.
+        threads: torch CPU threads.
+        checkpoint_every: steps between checkpoints (a killed run resumes from the last one).
+        task_args: the task's own settings (e.g. ``{"loss": "mse"}``).
+        neighbours: 2.5-D models: slices on either side sampled with each slice.
+        flat_skip: share of flat (empty-air) patches redrawn.
+        init_from: fine-tune from this shipped model's verified weights (same network), or ``None``.
+        balance_items: draw every training item equally often instead of every slice.
+        low_dose_ct: folder of precomputed low-dose CT slices (denoise only), or ``None``.
+        low_dose_share: share of each batch drawn from ``low_dose_ct``.
+    """
+
     name: str
     task: str
     network: dict[str, Any]
@@ -34,8 +58,8 @@ class TrainConfig:
     checkpoint_every: int = 200
     task_args: dict[str, Any] = field(default_factory=dict)
     neighbours: int = 0  # 2.5-D models: slices on either side sampled with each slice (SliceBank neighbours)
-    # Share of flat (empty-air) patches redrawn: they teach little anatomy. For denoise version 3, 0.5 was tried
-    # against 0.9 to flatten the background better; at 4000 steps it had not, and 0.9 shipped.
+    # Flat (empty-air) patches teach little anatomy, but a model that never sees them leaves mottle in the background;
+    # which share each shipped model redrew is in its card (training.flat_skip).
     flat_skip: float = 0.9
     init_from: str | None = None  # fine-tune: start from this shipped model's verified weights (same network)
     balance_items: bool = False  # draw every training item equally often (SliceBank.item_weights)
