@@ -22,10 +22,14 @@ def scan_planes(scan: Scan) -> np.ndarray:
 
 
 def clean_result(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry, rician: bool = False) -> Result:
+    from medscan.degrade import looks_like_magnitude
     from medscan.ops.fidelity import assess
 
     cleaned = cleaned.reshape(scan.voxels.shape)
-    report, method_noise = assess(scan.voxels, cleaned, units=scan.units, rician=rician,
+    # The Rician floor's removal is exempt only where the data have such a floor: told "rician" for data that
+    # are not magnitude-like (negative values, no Rayleigh background), a moved background is a finding.
+    floor = rician and looks_like_magnitude(scan.voxels)
+    report, method_noise = assess(scan.voxels, cleaned, units=scan.units, rician=floor,
                                   correlated=scan.modality == "CT" and not rician)
     # The derived series records the input's estimated noise level, and says when the guard objected.
     extra = {"noise_sd": round(report.noise_sd, 4), **({"fidelity": "FLAGGED"} if report.flagged else {})}

@@ -36,11 +36,12 @@ HU_SHIFT_LIMIT = 1.0
 BLOB_LIMIT_PX = 60
 VISIBLE_SHARE = 0.75
 # A regional shift: the method noise averaged over REGION_SMOOTHING_PX moves by at least REGION_SHIFT_SHARE of the
-# input's noise level over at least REGION_AREA_SHARE of the image. Noise averaged that widely is a small fraction
-# of its level, and the denoiser bounds its own slow changes far below it (``constrain_residual``), so a shift
-# this large is a moved background or organ (as a wrong noise model moves a magnitude image's background).
+# input's noise level over at least REGION_AREA_SHARE of the image. Noise averaged that widely is a few hundredths
+# of its level, and the denoiser bounds its own slow changes below it (``constrain_residual``), so a shift this
+# large is a moved background or organ: a Gaussian-noise brain denoised as Rician lost a third of its noise level
+# in the background (and 3 dB).
 REGION_SMOOTHING_PX = 16.0
-REGION_SHIFT_SHARE = 0.5
+REGION_SHIFT_SHARE = 0.25
 REGION_AREA_SHARE = 0.05
 # The method noise may not spread much more than the noise the input carries: at full strength it is the noise
 # itself, at the highest strength (1.5) half as much again.
