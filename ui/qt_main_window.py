@@ -126,6 +126,9 @@ class MainWindow(QMainWindow):
         from ui.qt_synthesize import install as install_synthesize
 
         self.actionSynthesize = install_synthesize(self)
+        from ui.qt_pacs import install as install_pacs
+
+        self.actionQueryRetrieve, self.actionSendToPacs = install_pacs(self)
         self.resizeDocks([self.studyDock, self.jobsDock], [620, 110], Qt.Orientation.Vertical)
         self.resizeDocks([self.studyDock, self.opsDock], [300, 330], Qt.Orientation.Horizontal)
         self.seriesDetails.setHtml("")
