@@ -6,7 +6,8 @@
 ;        /DBundleDir=..\dist\medscan /DOutputDir=..\dist\installer installer\medscan.iss
 ;
 ; Per-user or all-users install (chosen in a dialog, or /CURRENTUSER, /ALLUSERS), Start menu and
-; optional desktop shortcuts for medscan-gui, licence page, upgrade in place over an older version
+; optional desktop shortcuts for medscan-gui, licence page (GPL-3.0-or-later, ../LICENSE) and the
+; third-party notices page (../THIRD_PARTY_NOTICES.md), upgrade in place over an older version
 ; (same AppId; a running medscan is closed first), and an uninstaller that keeps the user's
 ; databases and settings in %APPDATA%\medscan unless the user ticks "delete" (or passes
 ; /DELETEUSERDATA to a silent uninstall).
@@ -57,7 +58,9 @@ UsePreviousAppDir=yes
 ArchitecturesAllowed=x64compatible
 ArchitecturesInstallIn64BitMode=x64compatible
 MinVersion=10.0
-LicenseFile=LICENSE.txt
+; Paths are relative to this file: the repository's own LICENSE and notices, the same files pip installs.
+LicenseFile=..\LICENSE
+InfoBeforeFile=..\THIRD_PARTY_NOTICES.md
 OutputDir={#OutputDir}
 OutputBaseFilename={#AppName}-{#AppVersion}-setup
 Compression={#Compression}
@@ -86,7 +89,8 @@ Type: filesandordirs; Name: "{app}\_internal"
 
 [Files]
 Source: "{#BundleDir}\*"; DestDir: "{app}"; Flags: ignoreversion recursesubdirs createallsubdirs
-Source: "LICENSE.txt"; DestDir: "{app}"; Flags: ignoreversion
+Source: "..\LICENSE"; DestDir: "{app}"; DestName: "LICENSE.txt"; Flags: ignoreversion
+Source: "..\THIRD_PARTY_NOTICES.md"; DestDir: "{app}"; DestName: "THIRD_PARTY_NOTICES.txt"; Flags: ignoreversion
 
 [Icons]
 Name: "{autoprograms}\{#AppName}"; Filename: "{app}\{#GuiExe}"; WorkingDir: "{app}"

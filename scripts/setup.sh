@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Bootstrap a medscan checkout: system packages, .venv, and an editable install of medscan.
 #
-#   bash scripts/setup.sh          # what `medscan` needs to run
-#   bash scripts/setup.sh --dev    # plus pytest, ruff and dcm2niix for the test suite
+#   bash scripts/setup.sh          # medscan with every extra: the window (gui) and Dask batch jobs (cluster)
+#   bash scripts/setup.sh --dev    # plus pytest, ruff, import-linter and dcm2niix for the test suite
 #
 # Idempotent and quick on a second run: pip is skipped while .venv/.medscan-setup matches a hash of
 # pyproject.toml and constraints.txt. Debian packages are installed with apt-get when running as root.
@@ -125,7 +125,7 @@ if [ -x "$VENV/bin/medscan" ] && { [ "$have" = "$want dev" ] || { [ "$dev" -eq 0
     exit 0
 fi
 
-target=.
+target=".[gui,cluster]"  # every extra: the window and Dask batch jobs
 mode=base
 if [ "$dev" -eq 1 ]; then
     target=".[dev]"

@@ -72,7 +72,36 @@ def install_error_hook(window) -> None:
     sys.excepthook = hook
 
 
+def check_window() -> str:
+    """Self-test check: the window opens the sample and renders it (offscreen without a display), as a user would
+    see it. Skipped, and said so, where PyQt6 is not installed (``pip install medscan`` without the gui extra)."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from medscan.resources import resource_path
+    from medscan.selftest import SAMPLE_CT, Skipped, gui_installed
+
+    if not gui_installed():
+        raise Skipped(f"PyQt6 is not installed ({GUI_EXTRA})")
+    with tempfile.TemporaryDirectory(prefix="medscan-selftest-", ignore_cleanup_errors=True) as tmp:
+        png = Path(tmp) / "window.png"
+        if main([str(resource_path(*SAMPLE_CT)), "--screenshot", str(png)]) != 0 or not png.is_file():
+            raise RuntimeError("the window did not render the sample (see the line above)")
+        with Image.open(png) as image:
+            size = image.size
+            contrast = float(np.asarray(image.convert("L"), dtype=float).std())
+    if contrast < 20:
+        raise RuntimeError(f"the screenshot is nearly blank (grey-level std {contrast:.1f})")
+    return f"window rendered the sample, screenshot {size[0]}x{size[1]}"
+
+
+GUI_EXTRA = "the window needs it: pip install 'medscan[gui]'"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Start the window (or take a screenshot, or run the self-test); returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:
         import medscan
@@ -82,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_test:
         from medscan.selftest import run_self_test
 
-        return run_self_test(gui=True)
+        return run_self_test(extra_checks=[("gui", check_window)])
     if args.screenshot and not args.path:
         print("medscan-gui: --screenshot needs a PATH to open", file=sys.stderr)
         return 1
@@ -92,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.screenshot and _needs_offscreen():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from medscan.selftest import gui_installed
+
+    if not gui_installed():
+        print(f"medscan-gui: PyQt6 is not installed; {GUI_EXTRA}", file=sys.stderr)
+        return 1
 
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication

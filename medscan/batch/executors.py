@@ -79,7 +79,7 @@ class DaskExecutor:
         try:
             from distributed import Client
         except ImportError:
-            raise MedscanError("--scheduler", "needs the 'distributed' package (pip install distributed)") from None
+            raise MedscanError("--scheduler", "Dask is not installed: pip install 'medscan[cluster]'") from None
         if isinstance(scheduler, str):
             try:
                 self._client = Client(scheduler, timeout="20s")  # default client: distributed.wait needs one
