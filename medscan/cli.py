@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from medscan import __version__
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
 
@@ -104,6 +103,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
     """
+    from medscan import __version__
     from medscan.io import load, save
     from medscan.io.nifti import is_nifti
 
@@ -142,12 +142,27 @@ def cmd_png(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked for (importlib.metadata is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from medscan import __version__
+
+        print(f"medscan {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``medscan`` argument parser with every sub-command (info, convert, png, the registry's operations,
     database, batch, annotation, screening ...).
     """
     parser = argparse.ArgumentParser(prog="medscan", description="medscan imaging engine")
-    parser.add_argument("--version", action="version", version=f"medscan {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--self-test", action="store_true",
                         help="check this installation (models, decoders, sample, database) and exit")
     sub = parser.add_subparsers(dest="command")

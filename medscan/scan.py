@@ -5,6 +5,9 @@ Geometry convention (stated once, used everywhere):
 * ``Scan.voxels`` is float32 in physical units, indexed ``[k, j, i]`` for a volume
   (slice, row, column — the order numpy, SimpleITK and the DICOM pixel data use) or
   ``[t, k, j, i]`` for a 4-D series (time points, echoes or diffusion directions first).
+  A Scan made from an int16 array (a DICOM series whose rescale is exact in int16, e.g. CT in HU) keeps
+  that array and converts it to float32 the first time ``voxels`` is read; ``exact_integers()`` hands the
+  int16 array to a writer that needs no floats (``medscan convert``), at half the memory.
 * ``Scan.affine`` is 4x4 and maps the voxel index ``(i, j, k, 1)`` — column, row, slice —
   to DICOM patient coordinates in millimetres, **LPS** (+x to the patient's left,
   +y posterior, +z superior), exactly as ImagePositionPatient/ImageOrientationPatient.
@@ -88,10 +91,9 @@ class Scan:
     source_path: str = ""
 
     def __post_init__(self) -> None:
-        self.voxels = np.asarray(self.voxels, dtype=np.float32)
         self.affine = np.asarray(self.affine, dtype=np.float64)
-        if self.voxels.ndim not in (3, 4):
-            raise ValueError(f"voxels must be 3-D or 4-D, got shape {self.voxels.shape}")
+        if len(self.shape) not in (3, 4):
+            raise ValueError(f"voxels must be 3-D or 4-D, got shape {self.shape}")
         if self.affine.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
 
@@ -100,16 +102,43 @@ class Scan:
         """What a one-line error names for this series: its file or folder, else its description."""
         return self.source_path or self.description or "series"
 
+    # -- voxels: float32 for every reader; int16 kept until then where it holds the values exactly ----------
+    def _get_voxels(self) -> np.ndarray:
+        integers = self.__dict__.get("_integers")
+        if integers is not None:
+            self.__dict__["_voxels"] = integers.astype(np.float32)
+            self.__dict__["_integers"] = None
+        return self.__dict__["_voxels"]
+
+    def _set_voxels(self, value: np.ndarray) -> None:
+        if isinstance(value, np.ndarray) and value.dtype == np.int16:
+            self.__dict__["_integers"], self.__dict__["_voxels"] = value, None
+        else:
+            self.__dict__["_integers"], self.__dict__["_voxels"] = None, np.asarray(value, dtype=np.float32)
+
+    def exact_integers(self) -> np.ndarray | None:
+        """The int16 voxels this Scan was made from, while nothing has read them as float32 (else None).
+
+        The same values as ``voxels``; a writer uses them to skip the float32 copy. Do not modify them.
+        """
+        return self.__dict__.get("_integers")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of ``voxels``, read without converting int16 voxels to float32."""
+        integers = self.__dict__.get("_integers")
+        return tuple((integers if integers is not None else self.__dict__["_voxels"]).shape)
+
     # -- geometry -------------------------------------------------------------------------
     @property
     def volume_shape(self) -> tuple[int, int, int]:
         """(slices, rows, columns) of one volume."""
-        return tuple(int(n) for n in self.voxels.shape[-3:])  # type: ignore[return-value]
+        return tuple(int(n) for n in self.shape[-3:])  # type: ignore[return-value]
 
     @property
     def n_volumes(self) -> int:
         """Number of volumes: 1 for a 3-D series, ``t`` for a 4-D ``[t, k, j, i]`` one."""
-        return 1 if self.voxels.ndim == 3 else int(self.voxels.shape[0])
+        return 1 if len(self.shape) == 3 else int(self.shape[0])
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -124,8 +153,8 @@ class Scan:
     @property
     def nifti_shape(self) -> tuple[int, ...]:
         """Array shape as written to NIfTI: (x, y, z[, t])."""
-        shape = self.voxels.shape
-        return tuple(int(n) for n in (shape[::-1] if self.voxels.ndim == 3 else (*shape[1:][::-1], shape[0])))
+        shape = self.shape
+        return tuple(int(n) for n in (shape[::-1] if len(shape) == 3 else (*shape[1:][::-1], shape[0])))
 
     def index_to_world(self, ijk: np.ndarray) -> np.ndarray:
         """(N, 3) voxel indices (i, j, k) -> (N, 3) LPS millimetres."""
@@ -170,6 +199,10 @@ class Scan:
             synthetic=self.synthetic or synthetic,
             source_refs=list(self.source_refs) if voxels.shape[:-2] == self.voxels.shape[:-2] else [],
         )
+
+
+# A property, not a plain field: the dataclass __init__, ``dataclasses.replace`` and ``copy`` all go through it.
+Scan.voxels = property(Scan._get_voxels, Scan._set_voxels, doc="float32 voxels in physical units (see the module)")
 
 
 def orientation_codes(affine: np.ndarray) -> str:

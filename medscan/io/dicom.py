@@ -5,15 +5,24 @@ or one tile of a Siemens MOSAIC — becomes a ``Frame`` record read from the hea
 are groups of frames; a series is stacked by projecting each frame's position on the slice
 normal (never by file name or InstanceNumber alone), and repeated positions make a 4-D series.
 Pixels are decoded only when a series is loaded.
+
+Each file's header is read once (``list_series``); for uncompressed little-endian pixel data that pass also
+notes where the values lie in the file (``NativePixels``), so loading reads them straight into the output
+array without parsing the file again. Files are decoded on a thread pool, and a series whose rescaled values
+are integers within int16 (CT in HU, most MR) is held as int16 until something reads it as float32.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import struct
+import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +72,27 @@ FRAME_TYPE_SEQUENCES = ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence", 
 NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.1.3.10",  # Media storage directory (DICOMDIR)
 }
+NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit and explicit VR little endian
+HEADER_CHUNK = 64 * 1024  # one read holds a typical header, Siemens CSA included; longer ones are parsed from the file
+PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}  # (7FE0,0010/0008/0009) LE
 POSITION_TOLERANCE_MM = 0.01
 SPACING_TOLERANCE = 0.01  # relative deviation of slice steps that earns a warning
+
+
+@dataclass(frozen=True)
+class NativePixels:
+    """Where a file's uncompressed little-endian pixel values lie, found during the header pass."""
+
+    offset: int  # file position of the first pixel value
+    dtype: str  # numpy dtype of a stored value, e.g. "<u2"
+    bits_stored: int
+    frames: int
+    rows: int
+    columns: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.rows * self.columns * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -89,6 +117,8 @@ class Frame:
     split_key: tuple = ()
     order_key: tuple = ()
     label: str = ""
+    native: NativePixels | None = None  # uncompressed pixel data: read from here without parsing again
+    integer_grey: bool = False  # one sample of at most 16-bit integers, MONOCHROME2: int16 may hold it exactly
 
     @property
     def has_geometry(self) -> bool:
@@ -193,22 +223,82 @@ def _image_type_key(image_type: Any) -> tuple[str, ...]:
 
 def _read_header(path: str) -> Dataset | None:
     """Header of a DICOM file, or None when the file is not DICOM. Raises for broken DICOM."""
+    return _read_header_and_pixels(path)[0]
+
+
+def _read_header_and_pixels(path: str) -> tuple[Dataset | None, NativePixels | None]:
+    """Header of a DICOM file (None when not DICOM) and, for uncompressed pixel data, where it lies.
+
+    One read of ``HEADER_CHUNK`` bytes usually holds the whole header: parsing from memory is about twice as
+    fast as from the file. A parse is trusted only when it reached the pixel data inside the chunk (or the
+    chunk is the whole file); otherwise the file is parsed as before, so broken files raise as they did.
+    """
     with open(path, "rb") as fh:
-        preamble = fh.read(132)
-    if len(preamble) < 132 or preamble[128:132] != b"DICM":
-        # Not Part-10; accept raw datasets only when they parse as such (old ACR-NEMA style).
+        head = fh.read(HEADER_CHUNK)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            # Not Part-10; accept raw datasets only when they parse as such (old ACR-NEMA style).
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            except Exception:
+                return None, None
+            if "SOPClassUID" not in ds and "Rows" not in ds:
+                return None, None
+            return ds, None
+        whole_file = len(head) < HEADER_CHUNK
+        ds = None
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        except Exception:
-            return None
-        if "SOPClassUID" not in ds and "Rows" not in ds:
-            return None
-        return ds
-    return pydicom.dcmread(path, stop_before_pixels=True)
+            buffer = io.BytesIO(head)
+            parsed = pydicom.dcmread(buffer, stop_before_pixels=True)
+            end = buffer.tell()
+            if head[end:end + 4] in PIXEL_TAGS or (whole_file and end >= len(head)):
+                ds, element = parsed, head[end:end + 12]
+        except Exception:  # a header longer than the chunk, or a broken one: the file decides below
+            ds = None
+        if ds is None:
+            fh.seek(0)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            end = fh.tell()
+            element = fh.read(12)
+    return ds, _native_pixels(ds, end, element)
 
 
-def frames_from_header(ds: Dataset, path: str) -> list[Frame]:
-    """Describe every image plane in one instance."""
+def _native_pixels(ds: Dataset, position: int, element: bytes) -> NativePixels | None:
+    """Uncompressed little-endian greyscale PixelData at ``position`` (its element header), else None."""
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax not in NATIVE_LITTLE_ENDIAN or len(element) < 12 or element[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored", bits) or bits)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bits not in (8, 16) or samples != 1 or not 0 < stored <= bits or frames < 1:
+        return None
+    if element[4:6] in (b"OB", b"OW"):  # explicit VR: 2 reserved bytes, then a 4-byte length
+        (length,), offset = struct.unpack("<I", element[8:12]), position + 12
+    else:  # implicit VR: a 4-byte length right after the tag
+        (length,), offset = struct.unpack("<I", element[4:8]), position + 8
+    pixels = NativePixels(offset, f"<{'i' if signed else 'u'}{bits // 8}", stored, frames, rows, columns)
+    if length == 0xFFFFFFFF or length < pixels.frame_bytes * frames:
+        return None  # encapsulated despite the syntax, or truncated: pydicom's decoder reports it
+    return pixels
+
+
+def _is_integer_grey(ds: Dataset) -> bool:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").upper()
+    try:
+        return (int(ds.get("SamplesPerPixel", 1) or 1) == 1 and photometric == "MONOCHROME2"
+                and int(ds.get("BitsAllocated", 16) or 16) <= 16)
+    except (TypeError, ValueError):
+        return False
+
+
+def frames_from_header(ds: Dataset, path: str, native: NativePixels | None = None) -> list[Frame]:
+    """Describe every image plane in one instance (``native``: where its uncompressed pixels lie, if known)."""
     sop_class = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
     if sop_class in NON_IMAGE_SOP_CLASSES:
         return []
@@ -222,6 +312,8 @@ def frames_from_header(ds: Dataset, path: str) -> list[Frame]:
         sop_class_uid=sop_class,
         rows=int(ds.Rows),
         columns=int(ds.Columns),
+        native=native,
+        integer_grey=_is_integer_grey(ds),
     )
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" in ds or (sop_class in ENHANCED_SOP_CLASSES and n_frames >= 1):
@@ -488,7 +580,7 @@ def list_series(path: str | Path, files: Iterable[str] | None = None) -> FolderL
     ignored = 0
     for file in iter_files(root) if files is None else files:
         try:
-            ds = _read_header(file)
+            ds, native = _read_header_and_pixels(file)
         except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             skipped.append(f"{file}: unreadable DICOM ({_short(exc)})")
             continue
@@ -496,7 +588,7 @@ def list_series(path: str | Path, files: Iterable[str] | None = None) -> FolderL
             ignored += 1
             continue
         try:
-            frames = frames_from_header(ds, file)
+            frames = frames_from_header(ds, file, native)
         except MedscanError as exc:
             skipped.append(str(exc))
             continue
@@ -685,39 +777,106 @@ def _plane_affine(frame: Frame, warnings_: list[str]) -> np.ndarray:
     return affine_from_dicom(np.zeros(3), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), spacing, np.array([0, 0, 1.0]))
 
 
-class PixelCache:
-    """Decodes each file once, however many frames or tiles of it a series uses."""
+def _plane_of(pixels: np.ndarray, frame: Frame) -> np.ndarray:
+    """The plane of ``frame`` in its file's decoded pixels (a frame of a multi-frame object, a MOSAIC tile)."""
+    if frame.frame_index is not None:
+        plane = pixels if pixels.ndim == 2 and frame.frame_index == 0 else pixels[frame.frame_index]
+    else:
+        plane = pixels if pixels.ndim == 2 else pixels[0]
+    if frame.tile is not None:
+        row, col = divmod(frame.tile, frame.mosaic_grid)
+        plane = plane[row * frame.rows:(row + 1) * frame.rows, col * frame.columns:(col + 1) * frame.columns]
+    if plane.shape != (frame.rows, frame.columns):
+        raise MedscanError(frame.path, f"pixel data is {plane.shape}, header says {frame.rows}x{frame.columns}")
+    return plane
 
-    def __init__(self) -> None:
-        self._path: str | None = None
-        self._pixels: np.ndarray | None = None
-        self.notes: set[str] = set()
 
-    def plane(self, frame: Frame) -> np.ndarray:
-        """The stored pixel values of one frame (before rescale), decoding its file only when it differs from the
-        last one asked for; a mosaic tile is cut out of its frame.
+def _correct_unused_bits(values: np.ndarray, bits_stored: int) -> np.ndarray:
+    """What pydicom does to native data when BitsStored < BitsAllocated: drop (unsigned) or sign-extend the top."""
+    shift = values.dtype.itemsize * 8 - bits_stored
+    if shift:
+        np.left_shift(values, shift, out=values)
+        np.right_shift(values, shift, out=values)
+    return values
 
-        Args:
-            frame: the frame, with its file, frame index and mosaic tile.
 
-        Returns:
-            A 2-D array ``(rows, columns)`` in the file's stored dtype.
-        """
-        if frame.path != self._path:
-            self._pixels = _decode_file(frame.path, self.notes)
-            self._path = frame.path
-        pixels = self._pixels
-        assert pixels is not None
-        if frame.frame_index is not None:
-            plane = pixels if pixels.ndim == 2 and frame.frame_index == 0 else pixels[frame.frame_index]
-        else:
-            plane = pixels if pixels.ndim == 2 else pixels[0]
-        if frame.tile is not None:
-            row, col = divmod(frame.tile, frame.mosaic_grid)
-            plane = plane[row * frame.rows:(row + 1) * frame.rows, col * frame.columns:(col + 1) * frame.columns]
-        if plane.shape != (frame.rows, frame.columns):
-            raise MedscanError(frame.path, f"pixel data is {plane.shape}, header says {frame.rows}x{frame.columns}")
-        return plane
+def _read_native(frame: Frame) -> np.ndarray:
+    """All frames of an uncompressed file as (frames, rows, columns), read from the offset the header pass found."""
+    native = frame.native
+    assert native is not None
+    count = native.rows * native.columns * native.frames
+    try:
+        with open(frame.path, "rb") as fh:
+            fh.seek(native.offset)
+            values = np.fromfile(fh, dtype=native.dtype, count=count)
+    except OSError as exc:
+        raise MedscanError(frame.path, f"unreadable DICOM ({_short(exc)})") from None
+    if values.size != count:
+        raise MedscanError(frame.path, "no pixel data (missing, or the file is truncated)")
+    return _correct_unused_bits(values, native.bits_stored).reshape(native.frames, native.rows, native.columns)
+
+
+class _NotInt16(Exception):
+    """A plane's rescaled values are not exact in int16: the series is decoded again as float32."""
+
+
+def _int16_rescale(frame: Frame) -> tuple[int, int] | None:
+    """(slope, intercept) as integers when int16 can hold the rescaled values of ``frame`` exactly, else None."""
+    if not frame.integer_grey or not float(frame.slope).is_integer() or not float(frame.intercept).is_integer():
+        return None
+    return int(frame.slope), int(frame.intercept)
+
+
+def _fits_int16(low: int, high: int, slope: int, intercept: int) -> bool:
+    ends = (low * slope + intercept, high * slope + intercept)
+    return min(ends) >= -32768 and max(ends) <= 32767
+
+
+def _wrap16(value: int) -> np.int16:
+    """``value`` modulo 2**16 as int16: int16 arithmetic wraps, so a result that fits comes out exact."""
+    return np.int16((value + 32768) % 65536 - 32768)
+
+
+def _store_int16(target: np.ndarray, plane: np.ndarray, frame: Frame) -> None:
+    """``plane * slope + intercept`` into the int16 ``target``; raises _NotInt16 where that is not exact."""
+    if plane.dtype.kind not in "iu":
+        raise _NotInt16
+    slope, intercept = _int16_rescale(frame)  # type: ignore[misc]  (checked before decoding)
+    if plane.size and not _fits_int16(int(plane.min()), int(plane.max()), slope, intercept):
+        raise _NotInt16
+    np.copyto(target, plane, casting="unsafe")  # a uint16 above 32767 wraps here and back when rescaled
+    if slope != 1:
+        np.multiply(target, _wrap16(slope), out=target)
+    if intercept:
+        np.add(target, _wrap16(intercept), out=target)
+
+
+def _read_into_int16(target: np.ndarray, frame: Frame) -> None:
+    """A single-frame uncompressed 16-bit file read straight into its int16 slot of the output, then rescaled."""
+    native = frame.native
+    assert native is not None
+    stored = target.view(native.dtype)
+    try:
+        with open(frame.path, "rb") as fh:
+            fh.seek(native.offset)
+            got = fh.readinto(memoryview(stored).cast("B"))
+    except OSError as exc:
+        raise MedscanError(frame.path, f"unreadable DICOM ({_short(exc)})") from None
+    if got != stored.nbytes:
+        raise MedscanError(frame.path, "no pixel data (missing, or the file is truncated)")
+    _correct_unused_bits(stored, native.bits_stored)
+    slope, intercept = _int16_rescale(frame)  # type: ignore[misc]
+    if not _fits_int16(int(stored.min()), int(stored.max()), slope, intercept):
+        raise _NotInt16
+    if slope != 1:
+        np.multiply(target, _wrap16(slope), out=target)
+    if intercept:
+        np.add(target, _wrap16(intercept), out=target)
+
+
+def decode_workers(files: int) -> int:
+    """Threads that decode a series: one per core (numpy, file reads and the codecs release the GIL)."""
+    return max(1, min(files, os.cpu_count() or 1, 16))
 
 
 def _decode_file(path: str, notes: set[str]) -> np.ndarray:
@@ -761,23 +920,80 @@ def _to_luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3].astype(np.float64) @ weights
 
 
-def load_series(record: SeriesRecord) -> Scan:
-    """Decode a series into a Scan in physical units."""
+def _decode_into(voxels: np.ndarray, layout: Layout, workers: int) -> set[str]:
+    """Fill ``voxels[t, k]`` from every frame of ``layout``, one file per task on ``workers`` threads.
+
+    int16 ``voxels`` take exact rescaled integers only (_NotInt16 otherwise); float32 ones get
+    ``float64(plane) * slope + intercept`` rounded once, as always.
+    """
+    by_file: dict[str, list[tuple[int, int, Frame]]] = defaultdict(list)
+    for t, row in enumerate(layout.grid):
+        for k, frame in enumerate(row):
+            by_file[frame.path].append((t, k, frame))
+    notes: set[str] = set()
+    lock = threading.Lock()
+    as_int16 = voxels.dtype == np.int16
+
+    def decode(path: str) -> None:
+        cells = by_file[path]
+        first = cells[0][2]
+        native = first.native if first.integer_grey else None  # colour, palette, MONOCHROME1: pydicom's path
+        if (as_int16 and len(cells) == 1 and native is not None and native.frames == 1 and first.tile is None
+                and native.dtype[-1] == "2" and (native.rows, native.columns) == voxels.shape[-2:]):
+            _read_into_int16(voxels[cells[0][0], cells[0][1]], first)
+            return
+        if native is not None:
+            pixels = _read_native(first)
+        else:
+            file_notes: set[str] = set()
+            pixels = _decode_file(path, file_notes)
+            if file_notes:
+                with lock:
+                    notes.update(file_notes)
+        for t, k, frame in cells:
+            plane = _plane_of(pixels, frame)
+            if as_int16:
+                _store_int16(voxels[t, k], plane, frame)
+            else:
+                voxels[t, k] = plane.astype(np.float64) * frame.slope + frame.intercept
+
+    paths = sorted(by_file)
+    if workers <= 1 or len(paths) <= 1:
+        for path in paths:
+            decode(path)
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medscan-decode")
+        try:
+            for future in [pool.submit(decode, path) for path in paths]:
+                future.result()  # the first failure (in file order) is the one reported
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # after a failure, start no more files
+    return notes
+
+
+def load_series(record: SeriesRecord, *, workers: int | None = None) -> Scan:
+    """Decode a series into a Scan in physical units.
+
+    ``workers`` threads decode files in parallel (default: one per core). The voxels are int16 when every
+    frame's rescale maps its stored integers exactly into int16 (CT in HU, most MR): the Scan converts them to
+    float32 when first read, and ``medscan convert`` writes them as they are. Otherwise they are float32.
+    Peak memory is the output array plus a plane per thread (a whole file for multi-frame and compressed files).
+    """
     layout = plan_layout(record)
     n_t, n_k = len(layout.grid), len(layout.grid[0])
     first = record.frames[0]
-    voxels = np.empty((n_t, n_k, first.rows, first.columns), dtype=np.float32)
-    cache = PixelCache()
-    # Decode in file order so each file is read once.
-    cells = sorted(((f.path, f.frame_index or 0, f.tile or 0, t, k) for t, row in enumerate(layout.grid)
-                    for k, f in enumerate(row)))
-    lookup = {(t, k): f for t, row in enumerate(layout.grid) for k, f in enumerate(row)}
-    for _, _, _, t, k in cells:
-        frame = lookup[(t, k)]
-        plane = cache.plane(frame).astype(np.float64)
-        voxels[t, k] = plane * frame.slope + frame.intercept
+    shape = (n_t, n_k, first.rows, first.columns)
+    workers = decode_workers(len(record.files)) if workers is None else workers
+    try:
+        if not all(_int16_rescale(f) is not None for f in record.frames):
+            raise _NotInt16
+        voxels = np.empty(shape, dtype=np.int16)
+        notes = _decode_into(voxels, layout, workers)
+    except _NotInt16:
+        voxels = np.empty(shape, dtype=np.float32)
+        notes = _decode_into(voxels, layout, workers)
     modality = record.modality
-    warnings_ = [*record.warnings, *layout.warnings, *sorted(cache.notes)]
+    warnings_ = [*record.warnings, *layout.warnings, *sorted(notes)]
     scan = Scan(
         voxels=voxels[0] if n_t == 1 else voxels,
         affine=layout.affine,
