@@ -172,7 +172,9 @@ def _run_jobs(args: argparse.Namespace, path: Path, out: Path, jobs: list, param
             written, *companions = save_result(result.scan, result.maps, target)
             summary = ""
             if report is not None:
-                summary = f" (method noise sd {report.method_noise_std:.3g}, structure {report.structure_fraction:.2%})"
+                units = f" {scan.units}" if scan.units else ""
+                summary = (f" (noise sd {report.noise_sd:.3g} -> {report.noise_sd_after:.3g}{units}, estimated; "
+                           f"method noise sd {report.method_noise_std:.3g}, structure {report.structure_fraction:.2%})")
             print(f"wrote {written}{summary}")
             for path in companions:
                 print(f"wrote {path}")

@@ -3,7 +3,7 @@
     python scripts/train_denoise.py --steps 8000 --workdir runs/denoise   # resumes if interrupted
     python scripts/train_denoise.py --export-checkpoint --workdir runs/denoise  # ship the latest checkpoint
     python scripts/train_denoise.py --init-from denoise_unet2d --loss mse --lr 3e-4 --patch 128 --batch 8 \
-        --workdir runs/denoise_v3   # fine-tune the shipped model (version 3 was made this way)
+        --workdir runs/denoise_v3   # fine-tune the shipped model
 """
 
 from __future__ import annotations

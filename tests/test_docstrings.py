@@ -14,13 +14,7 @@ PACKAGE = ROOT / "medscan"
 
 # Files other work has open right now (issue 22: the denoiser is being changed); they are checked again once it
 # lands. Keep this list short and empty it: a file here is not checked at all.
-PENDING = {
-    "medscan/ops/inference.py",
-    "medscan/ops/clean.py",
-    "medscan/ops/fidelity.py",
-    "medscan/degrade/noise.py",
-    "medscan/train/tasks.py",
-}
+PENDING: set[str] = set()
 
 
 def missing_docstrings(path: Path, root: Path = ROOT) -> list[str]:

@@ -143,7 +143,8 @@ class ResultEntry:
         report = self.result.fidelity
         if report is not None:
             units = self.after.units
-            numbers = (f"coherent structure {report.structure_fraction * 100:.2f}% of the image, "
+            numbers = (f"noise σ {report.noise_sd:.3g} → {report.noise_sd_after:.3g} {units} (estimated), "
+                       f"coherent structure {report.structure_fraction * 100:.2f}% of the image, "
                        f"method noise σ {report.method_noise_std:.3g} {units}".strip())
             if report.flagged:
                 reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in report.reasons)

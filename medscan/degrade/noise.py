@@ -16,6 +16,7 @@ def _per_image(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def add_gaussian(
     x: torch.Tensor, sigma: float | torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
+    """``x`` (N, 1, H, W) plus white Gaussian noise of standard deviation ``sigma`` (one value, or one per image)."""
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x + _per_image(sigma, x) * noise
 

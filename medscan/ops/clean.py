@@ -22,6 +22,9 @@ def scan_planes(scan: Scan) -> np.ndarray:
 
 
 def clean_result(scan: Scan, cleaned: np.ndarray, entry: ProvenanceEntry, rician: bool = False) -> Result:
+    """A Clean operation's result: ``cleaned`` (same shape and units as ``scan``) derived from ``scan`` with
+    ``entry`` (plus the estimated noise level, and ``fidelity: FLAGGED`` where the guard objected), the method
+    noise map and the fidelity report; ``rician``: the operation treated the data as magnitude images."""
     from medscan.degrade import looks_like_magnitude
     from medscan.ops.fidelity import assess
 
@@ -56,6 +59,17 @@ def is_rician(scan: Scan, noise: str) -> bool:
 
 def denoise(scan: Scan, *, strength: float, noise: str, model: str, device: str,
             progress: ProgressCallback | None) -> Result:
+    """Blind denoising of every plane of ``scan`` (CT or MR) with the shipped 2-D model; units and geometry kept.
+
+    Args:
+        scan: the series; CT in HU, MR in the scanner's units.
+        strength: share of the estimated noise to remove (0 keeps the input, up to 1.5).
+        noise: ``auto`` (Rician for MR magnitude data, else Gaussian; see ``is_rician``), ``gaussian`` or ``rician``.
+        model: shipped model name; device: ``auto``, ``cpu`` or ``cuda``; progress: called with (done, total).
+
+    Returns:
+        ``clean_result``: the derived scan, its method noise and the fidelity report.
+    """
     # torch and the model load here, not at import: the CLI and GUI start without them.
     from medscan.nets.device import pick_device
     from medscan.ops.inference import cached_model, denoise_planes

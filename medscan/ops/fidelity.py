@@ -50,16 +50,20 @@ EXCESS_REMOVAL_RATIO = 2.0
 
 @dataclass
 class FidelityReport:
+    """What the guard measured on one result (units: the scan's) and whether, and why, it objects."""
+
     structure_fraction: float  # share of pixels where the method noise is coherent structure
     largest_structure_px: int  # the largest connected coherent region in the body in one slice: a nodule
     mean_shift: float  # mean change over homogeneous regions, in the scan's units (HU for CT)
     method_noise_std: float
     noise_sd: float  # the input's estimated noise level (median over slices, flat-region estimate), scan's units
+    noise_sd_after: float  # the same estimate on the output: the noise a reader still sees
     regional_shift_fraction: float  # share of the image whose widely averaged change exceeds half the noise level
     flagged: bool
     reasons: list[str]
 
     def as_dict(self) -> dict:
+        """The report as plain JSON types (stored with kept results and written by the evaluation scripts)."""
         return asdict(self)
 
 
@@ -218,11 +222,13 @@ def assess(before: np.ndarray, after: np.ndarray, *, units: str = "", rician: bo
         reasons.append(f"{regional:.0%} of the image moved by at least {REGION_SHIFT_SHARE:g} of its noise level "
                        "(a regional shift, not noise)")
     level = float(np.median(noise_sd))
+    level_after = float(np.median(input_noise_levels(after, correlated)))
     removed = _robust_std(checked.ravel())
     if level > 0 and removed > EXCESS_REMOVAL_RATIO * level:
         reasons.append(f"removed {removed:.3g} {units or 'units'} of spread where the input carries "
                        f"{level:.3g} of noise")
     report = FidelityReport(structure_fraction=structure, largest_structure_px=blob, mean_shift=shift,
                             method_noise_std=_robust_std(method_noise.ravel()), noise_sd=level,
-                            regional_shift_fraction=regional, flagged=bool(reasons), reasons=reasons)
+                            noise_sd_after=level_after, regional_shift_fraction=regional, flagged=bool(reasons),
+                            reasons=reasons)
     return report, method_noise.astype(np.float32)

@@ -26,8 +26,8 @@ class DenoiseTask:
                  smooth: float = 0.0, smooth_range: tuple[float, float] = (0.3, 1.0)) -> None:
         """``smooth``: share of clean patches first blurred by a Gaussian of ``smooth_range`` px, like a soft
         reconstruction kernel or thicker slices. Our few CT items are sharp or carry their own noise, so without
-        it the model learns that flat tissue always has texture to keep. Tried for version 6 at 0.5 beside item
-        balancing alone: held-out CT equal within 0.01 dB, MR Gaussian 0.03-0.04 dB lower, so it was not used."""
+        it the model learns that flat tissue always has texture to keep (what it did when tried is on the model's
+        docs page)."""
         if loss not in ("l1", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
         if not 0.0 <= smooth <= 1.0:
@@ -36,6 +36,7 @@ class DenoiseTask:
         self.smooth, self.smooth_range = smooth, smooth_range
 
     def soften(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A ``smooth`` share of the clean patches blurred by a Gaussian of width drawn from ``smooth_range``."""
         chosen = torch.rand(clean.shape[0], generator=generator) < self.smooth
         widths = torch.empty(clean.shape[0]).uniform_(*self.smooth_range, generator=generator)
         return blur_each(clean, torch.where(chosen, widths, 0.0))
@@ -76,10 +77,12 @@ class DenoiseTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The denoised batch: the noisy input minus the noise the residual network predicts."""
         noisy, sigma, rician = inputs
         return noisy - model(noisy, sigma, rician)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The configured pixel loss (``l1`` or ``mse``) against the clean batch."""
         return pixel_loss(self.loss_kind, prediction, target)
 
 
@@ -114,6 +117,7 @@ class SharpenTask:
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """((blurred and noisy batch, the PSF sigma told or 0 when blind), clean batch)."""
         clean = clean.clamp(*CLEAN_RANGE)
         n = clean.shape[0]
         lo, hi = self.sigma_range
@@ -125,10 +129,12 @@ class SharpenTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The model's deblurred batch from (blurred batch, PSF sigma)."""
         return model(*inputs)
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L1 against the clean batch."""
         return F.l1_loss(prediction, target)
 
 
@@ -147,6 +153,7 @@ class SuperResolveTask:
     def make_batch(
         self, clean: torch.Tensor, generator: torch.Generator
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """((the coarser acquisition of the batch, with mild noise),), clean batch."""
         clean = clean.clamp(*CLEAN_RANGE)
         low = downsample(clean, self.scale) if self.axis == "in-plane" else downsample_rows(clean, self.scale)
         noise = torch.empty(clean.shape[0]).uniform_(*self.noise_range, generator=generator)
@@ -154,10 +161,12 @@ class SuperResolveTask:
 
     @staticmethod
     def predict(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The model's refined batch from the coarse one."""
         return model(inputs[0])
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L1 against the clean batch."""
         return F.l1_loss(prediction, target)
 
 
