@@ -137,7 +137,8 @@ def cmd_png(args: argparse.Namespace) -> int:
         if args.preset not in WINDOW_PRESETS:
             raise MedscanError(args.preset, f"unknown window preset; choose from {', '.join(WINDOW_PRESETS)}")
         window = WINDOW_PRESETS[args.preset]
-    written = save_png(scan, args.output, slice_index=args.slice, volume=args.volume, window=window)
+    beside = load(args.beside) if args.beside else None
+    written = save_png(scan, args.output, slice_index=args.slice, volume=args.volume, window=window, beside=beside)
     print(f"wrote {written}")
     return 0
 
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     png.add_argument("--volume", type=int, default=0, help="volume index t of a 4-D series")
     png.add_argument("--window", type=float, nargs=2, metavar=("CENTER", "WIDTH"))
     png.add_argument("--preset", help="named window, e.g. lung, bone, brain")
+    png.add_argument("--beside", metavar="OTHER", help="draw the same slice of OTHER (same grid, e.g. a denoised "
+                                                        "result) to the right, in the same window")
     png.set_defaults(func=cmd_png)
 
     from medscan.annotate.cli import register as register_annotate_commands

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up, then run medscan's main job on the bundled sample study (samples/):
-# list the series, convert the CT series to NIfTI and to a derived DICOM series, denoise it (a derived
-# series with the model and its fidelity check recorded), and write PNG previews before and after.
+# list the series, convert the CT series to NIfTI and to a derived DICOM series, denoise its low-dose version
+# (a derived series with the model, the estimated noise before and after, and its fidelity check recorded),
+# and write a before|after PNG in one window.
 # Everything goes to demo-output/, which is cleared first.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ bash scripts/setup.sh
 . .venv/bin/activate
 
 CT=samples/ct_abdomen_siemens
+LOW_DOSE=samples/ct_abdomen_siemens_low_dose  # the same CT at about a tenth of its dose (simulated)
 OUT=demo-output
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -28,10 +30,11 @@ step "CT series to NIfTI" medscan convert "$CT" -o "$OUT/ct_abdomen.nii.gz"
 step "CT series to a derived DICOM series" medscan convert "$CT" -o "$OUT/ct_abdomen_dicom"
 step "PNG preview, soft-tissue window" \
     medscan png "$CT" -o "$OUT/ct_abdomen.png" --window 40 400
-step "Clean: denoise the CT series (blind, shipped model, fidelity guard)" \
-    medscan clean denoise "$CT" -o "$OUT/ct_abdomen_denoised"
-step "PNG preview of the denoised series" \
-    medscan png "$OUT/ct_abdomen_denoised" -o "$OUT/ct_abdomen_denoised.png" --window 40 400
+step "Clean: denoise the low-dose CT series (noise estimated from the scan, shipped model, fidelity guard)" \
+    medscan clean denoise "$LOW_DOSE" -o "$OUT/ct_low_dose_denoised"
+step "Before | after, soft-tissue window" \
+    medscan png "$LOW_DOSE" -o "$OUT/ct_low_dose_before_after.png" --window 40 400 \
+    --beside "$OUT/ct_low_dose_denoised"
 
 printf '\n== Written to %s/\n' "$OUT"
 find "$OUT" -maxdepth 1 -mindepth 1 | sort | while read -r path; do

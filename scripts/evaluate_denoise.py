@@ -1,11 +1,11 @@
-"""Evaluate the blind denoiser against classical baselines on held-out scans (issue 3, "Done when").
+"""Evaluate the blind denoiser against classical baselines on held-out scans.
 
     python scripts/evaluate_denoise.py --json runs/eval_denoise.json
     python scripts/evaluate_denoise.py --checkpoint runs/denoise/checkpoint.pt --quick   # a model still training
 
 Protocol (fixed, so that figures from different runs and models can be compared):
 
-* Items: ``HELDOUT_ITEMS`` only (split by subject in ``medscan.train.data``), slices along the stored slice
+* Items: ``DENOISE_HELDOUT_ITEMS`` volumes (split by subject in ``medscan.train.data``), slices along the stored slice
   axis. Per item, ``--slices`` slices are spread evenly over the slices whose body mask covers at least half
   of the largest body section in that volume (near-empty end slices say nothing about denoising anatomy).
 * Normalisation: each clean slice's ``intensity_window`` (0.5-99.5 percentile); metrics use data_range=1 on
@@ -14,7 +14,8 @@ Protocol (fixed, so that figures from different runs and models can be compared)
   physical units, where zero means no signal). Noise is seeded per (item, slice, condition), so subsets
   (``--quick``) see exactly the noise of the full run.
 * Methods: ours is blind to the noise level (``denoise_planes`` estimates sigma itself, from the noisy slice in
-  physical units) and is told the noise model (Rician or not), as the operation infers it from the modality;
+  physical units; for CT reading correlated noise too, as the operation does) and is told the noise model
+  (Rician or not), as the condition defines it;
   BM3D and non-local means are given the true sigma; TV's weight is tuned once per sigma on TRAIN items
   (grid search maximising mean whole-image PSNR on a few train slices), never on held-out data.
 * Metrics: PSNR and SSIM (Wang et al. settings: Gaussian window sigma 1.5, population covariance) over the
@@ -127,8 +128,12 @@ def paste_disc(image: np.ndarray, mask: np.ndarray, radius: int, value: float) -
 # Methods
 # --------------------------------------------------------------------------------------------------
 
-def run_bm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
+def run_bm3d(noisy: np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
+    """BM3D given a white noise sigma, or a noise power spectrum (H, W) in bm3d's convention (``noise_psd``)."""
     import bm3d
+
+    if not hasattr(np, "trapz"):  # bm3d 4.0.3's coloured-noise path calls np.trapz, which NumPy 2.4 removed
+        np.trapz = np.trapezoid
 
     return bm3d.bm3d(noisy, sigma_psd=sigma)
 
@@ -273,8 +278,9 @@ def evaluate(items: tuple[str, ...], slices_per_item: int, tv_weights: dict[str,
                 if noisy.shape not in warmed:  # oneDNN picks kernels per shape: keep that out of the timing
                     denoise_planes(noisy_phys[None], model, device, batch=1)
                     warmed.add(noisy.shape)
-                ours = timed(lambda n=noisy_phys, r=rician: denoise_planes(n[None], model, device, rician=r,
-                                                                           batch=1)[0])
+                correlated = modality == "CT" and not rician  # as the operation runs CT
+                ours = timed(lambda n=noisy_phys, r=rician, c=correlated: denoise_planes(
+                    n[None], model, device, rician=r, correlated=c, batch=1)[0])
                 ours_phys = ours.output
                 outputs["ours"] = Timed(normalise(ours_phys, window), ours.wall_s, ours.cpu_s)
                 reused = (earlier or {}).get((item, k, key), {})
@@ -292,13 +298,13 @@ def evaluate(items: tuple[str, ...], slices_per_item: int, tv_weights: dict[str,
                         "wall_s": result.wall_s, "cpu_s": result.cpu_s,
                     }
                 units = "HU" if modality == "CT" else ""
-                report, _ = assess(noisy_phys, ours_phys, units=units, rician=rician)
+                report, _ = assess(noisy_phys, ours_phys, units=units, rician=rician, correlated=correlated)
                 disc_value = float(np.median(ours_phys[body])) + 0.5 * (hi - lo)  # bright: half a window above tissue
                 faked, centre = paste_disc(ours_phys, body, DISC_RADIUS_PX, disc_value)
-                fake_report, _ = assess(noisy_phys, faked, units=units, rician=rician)
+                fake_report, _ = assess(noisy_phys, faked, units=units, rician=rician, correlated=correlated)
                 # Control: the clean slice as output (a perfect denoiser). A guard that flags it, or reports a
                 # mean shift for it, is measuring its own bias, not the model's.
-                oracle_report, _ = assess(noisy_phys, clean_phys, units=units, rician=rician)
+                oracle_report, _ = assess(noisy_phys, clean_phys, units=units, rician=rician, correlated=correlated)
                 fake_marked = coherent_mask(noisy_phys, faked, rician)
                 disc = faked != ours_phys
                 record["fidelity"] = {

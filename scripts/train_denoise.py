@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--balance-items", action="store_true", help="draw every training item equally often")
     parser.add_argument("--smooth", type=_share, default=0.0,
                         help="share of clean patches softened first (soft reconstruction kernels)")
+    parser.add_argument("--multicoil", type=_share, default=0.0,
+                        help="share of the magnitude-noise samples given multi-coil (non-central chi) noise")
     parser.add_argument("--low-dose-ct", metavar="DIR", help="folder of simulated low-dose CT slices "
                         "(scripts/simulate_low_dose_ct.py) to draw part of each batch from")
     parser.add_argument("--low-dose-share", type=_share, default=0.35,
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(DENOISE_TRAIN_ITEMS),
                          heldout_items=list(DENOISE_HELDOUT_ITEMS), steps=args.steps, batch=args.batch,
                          patch=args.patch, lr=args.lr, threads=args.threads,
-                         task_args={"loss": args.loss, "smooth": args.smooth},
+                         task_args={"loss": args.loss, "smooth": args.smooth, "multicoil": args.multicoil},
                          init_from=args.init_from, flat_skip=args.flat_skip, balance_items=args.balance_items,
                          low_dose_ct=args.low_dose_ct, low_dose_share=args.low_dose_share if args.low_dose_ct else 0.0)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults

@@ -144,3 +144,44 @@ def test_the_guard_flags_removal_far_above_the_noise_the_input_carries() -> None
     report, _ = assess(noisy, overdone)
     assert report.flagged
     assert any(reason.startswith("removed") for reason in report.reasons), report.reasons
+
+
+def test_multi_coil_magnitude_noise_lifts_the_background_more_and_varies_in_space() -> None:
+    from medscan.degrade import add_noncentral_chi, add_rician, coil_noise_map
+
+    generator = torch.Generator().manual_seed(8)
+    empty = torch.zeros(1, 1, 128, 128)
+    one = add_rician(empty, 0.1, generator)
+    four = add_noncentral_chi(empty, 0.1, 4, generator)
+    assert float(one.mean()) == pytest.approx(0.1 * np.sqrt(np.pi / 2), rel=0.05)  # Rayleigh
+    assert float(four.mean()) > 2 * float(one.mean())  # chi with 8 degrees of freedom
+    level = coil_noise_map(empty.shape, generator)
+    assert float(level.mean()) == pytest.approx(1.0, abs=1e-4) and float(level.max() / level.min()) > 1.3
+    varying = add_noncentral_chi(empty, 0.1 * level, 4, generator)[0, 0].numpy()
+    quiet, loud = level[0, 0].numpy() < 0.9, level[0, 0].numpy() > 1.1
+    assert varying[loud].mean() > varying[quiet].mean()
+    brain = torch.from_numpy(load(BRAIN).voxels[75:76][None])
+    multi_coil = add_noncentral_chi(brain, 0.05 * float(brain.max()), 4, generator)
+    assert looks_like_magnitude(multi_coil[0].numpy())
+
+
+def test_training_batches_mix_simulated_low_dose_ct_with_synthetic_noise(tmp_path, ct_slice, sinogram) -> None:
+    from medscan.train.data import LowDoseCtBank, MixedBank, SliceBank
+    from medscan.train.tasks import DenoiseTask
+
+    image, pixel_mm = ct_slice
+    _, noise = photons_for_noise(image, sinogram, pixel_mm, 30.0, "soft", np.random.default_rng(9))
+    np.savez(tmp_path / "slice.npz", clean=image, noise=noise[None].astype(np.float16))
+    low_dose = LowDoseCtBank.from_folder(tmp_path)
+    slices = SliceBank(slices=[np.clip((image + 1024) / 2000, 0, 1)], sources=["ct"])
+    bank = MixedBank(slices, low_dose, share=0.5)
+    batch = bank.sample(16, 64, np.random.default_rng(10), flat_skip=0.0)
+    realistic = ~torch.isnan(batch[:, 1, 0, 0])
+    assert batch.shape == (16, 2, 64, 64) and 0 < int(realistic.sum()) < 16
+    (noisy, sigma, rician), clean = DenoiseTask(loss="mse").make_batch(batch, torch.Generator().manual_seed(11))
+    added = (noisy - clean)[realistic]
+    ratio = added / torch.nan_to_num(batch[realistic, 1:])
+    assert float(ratio.std(dim=(1, 2, 3)).max()) < 1e-3  # the simulated noise itself, scaled
+    assert not bool(rician[realistic].any()) and bool((sigma > 0).all())
+    with pytest.raises(FileNotFoundError, match="no simulated low-dose CT"):
+        LowDoseCtBank.from_folder(tmp_path / "empty")

@@ -8,8 +8,10 @@ from medscan.degrade.blur import blur_each, gaussian_blur, gaussian_kernel
 from medscan.degrade.noise import (
     add_ct_noise,
     add_gaussian,
+    add_noncentral_chi,
     add_poisson_gaussian,
     add_rician,
+    coil_noise_map,
     estimate_flat_sd,
     estimate_noise_sd,
     estimate_sigma,
@@ -20,9 +22,11 @@ from medscan.degrade.resample import downsample, downsample_rows, downsample_sli
 __all__ = [
     "add_ct_noise",
     "add_gaussian",
+    "add_noncentral_chi",
     "add_poisson_gaussian",
     "add_rician",
     "blur_each",
+    "coil_noise_map",
     "downsample",
     "downsample_rows",
     "downsample_slices",

@@ -4,6 +4,8 @@ gives noise a ramp-shaped power spectrum, not white noise)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,36 @@ def add_rician(
     real = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     imag = s * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return torch.sqrt(real**2 + imag**2)
+
+
+def coil_noise_map(shape: tuple[int, ...], generator: torch.Generator | None = None,
+                   spread: float = 0.35) -> torch.Tensor:
+    """A smooth relative noise-level map (N, 1, H, W) with mean 1 per image, for MR whose noise varies in space.
+
+    Parallel imaging amplifies noise by the g-factor, highest where the coils' sensitivities overlap least (often
+    the centre), and a sum of coil images has less noise where many coils see the tissue. Both are slow: a random
+    field on a 4 x 4 grid, interpolated and exponentiated (``spread`` is its log-standard deviation), stands for them.
+    """
+    n, _, h, w = shape
+    coarse = torch.randn((n, 1, 4, 4), generator=generator) * spread
+    field = torch.exp(F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False))
+    return field / field.mean(dim=(-2, -1), keepdim=True)
+
+
+def add_noncentral_chi(x: torch.Tensor, sigma: float | torch.Tensor, coils: int = 4,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sum-of-squares magnitude of ``coils`` receive channels, each carrying ``x / sqrt(coils)`` and complex
+    Gaussian noise of ``sigma`` per component (a scalar, one per image, or a (N, 1, H, W) map): the non-central chi
+    noise of multi-coil MR. With one coil it is ``add_rician``; more coils lift the dark background further.
+    """
+    s = sigma if torch.is_tensor(sigma) and sigma.dim() == 4 else _per_image(sigma, x)
+    signal = x / math.sqrt(coils)
+    power = torch.zeros_like(x)
+    for _ in range(coils):
+        real = signal + s * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        imag = s * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        power = power + real**2 + imag**2
+    return torch.sqrt(power)
 
 
 def add_poisson_gaussian(

@@ -30,6 +30,9 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 }
 
 
+BESIDE_GAP_PX = 4  # white gap between a before/after pair
+
+
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     """Map ``values`` linearly so [center - width/2, center + width/2] spans 0..255 (uint8).
 
@@ -67,10 +70,13 @@ def save_png(
     slice_index: int | None = None,
     volume: int = 0,
     window: tuple[float, float] | None = None,
+    beside: Scan | None = None,
 ) -> Path:
     """Write slice ``slice_index`` (default: the middle one) of ``volume`` as a greyscale PNG.
 
     ``window`` is (center, width) in the scan's units; see ``default_window`` for the default.
+    ``beside``: a scan on the same grid (e.g. the result of a Clean operation) whose same slice is drawn to the
+    right in the same window, so that a before/after pair is compared at one contrast.
     The file appears complete or not at all (temporary file + ``os.replace``). Returns ``path``.
     """
     path = Path(path)
@@ -86,6 +92,13 @@ def save_png(
     plane = scan.voxels[slice_index] if scan.voxels.ndim == 3 else scan.voxels[volume, slice_index]
     try:
         pixels = apply_window(plane, center, width)
+        if beside is not None:
+            if beside.voxels.shape != scan.voxels.shape:
+                raise MedscanError(path, f"cannot draw a {beside.voxels.shape} series beside a {scan.voxels.shape} "
+                                         "one: they must share the grid")
+            other = beside.voxels[slice_index] if beside.voxels.ndim == 3 else beside.voxels[volume, slice_index]
+            gap = np.full((pixels.shape[0], BESIDE_GAP_PX), 255, np.uint8)
+            pixels = np.concatenate([pixels, gap, apply_window(other, center, width)], axis=1)
     except ValueError as exc:
         raise MedscanError(path, str(exc)) from exc
 

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from medscan.degrade import (
     add_ct_noise,
     add_gaussian,
+    add_noncentral_chi,
     add_rician,
     blur_each,
+    coil_noise_map,
     downsample,
     downsample_rows,
     estimate_noise_sd,
@@ -17,23 +19,27 @@ from medscan.degrade import (
 
 # Range of factors on a simulated low-dose realisation (made at 15-60 HU): about 8 to 90 HU of soft-tissue noise.
 LOW_DOSE_SCALE = (0.5, 1.5)
+MULTICOIL_CHANNELS = (2, 4, 8)  # receive channels of the simulated sum-of-squares magnitude images
 
 
 class DenoiseTask:
     """Blind denoising over a range of noise levels and noise types (Gaussian, Rician, CT-textured)."""
 
     def __init__(self, sigma_range: tuple[float, float] = (0.005, 0.2), loss: str = "l1",
-                 smooth: float = 0.0, smooth_range: tuple[float, float] = (0.3, 1.0)) -> None:
+                 smooth: float = 0.0, smooth_range: tuple[float, float] = (0.3, 1.0), multicoil: float = 0.0) -> None:
         """``smooth``: share of clean patches first blurred by a Gaussian of ``smooth_range`` px, like a soft
         reconstruction kernel or thicker slices. Our few CT items are sharp or carry their own noise, so without
         it the model learns that flat tissue always has texture to keep (what it did when tried is on the model's
-        docs page)."""
+        docs page). ``multicoil``: share of the magnitude (Rician) samples given multi-coil non-central chi noise
+        with a spatially varying level instead (``add_noncentral_chi``, ``coil_noise_map``)."""
         if loss not in ("l1", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
         if not 0.0 <= smooth <= 1.0:
             raise ValueError(f"smooth must be a share between 0 and 1, not {smooth}")
         self.sigma_range, self.loss_kind = sigma_range, loss
-        self.smooth, self.smooth_range = smooth, smooth_range
+        if not 0.0 <= multicoil <= 1.0:
+            raise ValueError(f"multicoil must be a share between 0 and 1, not {multicoil}")
+        self.smooth, self.smooth_range, self.multicoil = smooth, smooth_range, multicoil
 
     def soften(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A ``smooth`` share of the clean patches blurred by a Gaussian of width drawn from ``smooth_range``."""
@@ -62,6 +68,12 @@ class DenoiseTask:
         rician = add_rician(clean, sigma, generator)
         ct = add_ct_noise(clean, sigma, generator)
         is_rician = (kind >= 5) & (kind < 8)
+        if self.multicoil:
+            # Multi-coil magnitude data: non-central chi noise whose level varies over the image (g-factor).
+            coils = int(MULTICOIL_CHANNELS[int(torch.randint(0, len(MULTICOIL_CHANNELS), (1,), generator=generator))])
+            level = sigma.reshape(-1, 1, 1, 1) * coil_noise_map(clean.shape, generator)
+            chosen = (torch.rand(n, generator=generator) < self.multicoil).reshape(-1, 1, 1, 1)
+            rician = torch.where(chosen, add_noncentral_chi(clean, level, coils, generator), rician)
         noisy = torch.where(is_rician.reshape(-1, 1, 1, 1), rician, noisy)
         correlated = kind >= 8
         noisy = torch.where(correlated.reshape(-1, 1, 1, 1), ct, noisy)
