@@ -1,7 +1,19 @@
-"""Seconds per 512x512 slice and per 120-slice series, and peak memory, for denoise beside its baselines.
+"""Where a user waits, each row beside its anchor measured in the same run, with peak memory.
 
-    python scripts/benchmark.py                    # model from MEDSCAN_MODELS or models/
-    python scripts/benchmark.py --json runs/benchmark_denoise.json
+    python scripts/benchmark.py                    # both sections; model from MEDSCAN_MODELS or models/
+    python scripts/benchmark.py --sections io      # start-up, open and convert, beside dcm2niix (~1 min)
+    python scripts/benchmark.py --sections denoise --json runs/benchmark_denoise.json
+
+Section ``io`` (issue 23): whole processes, alternated and repeated ``--runs`` times, median seconds and peak
+resident memory of each (``os.wait4``'s rusage of that child):
+
+* start-up: ``medscan --version`` and ``medscan info`` on samples/, beside the bare interpreter (``python -c pass``);
+* convert: an uncompressed 80- and 275-file 512x512 CT series (the real Siemens CT ``train/ct01`` decompressed and
+  its 20 slices repeated 1 mm apart: real headers and pixels, only the count is made up) to ``.nii`` and
+  ``.nii.gz``, beside ``dcm2niix -z n`` / ``-z y`` on the same folder; the JPEG 2000 CT (ct01 itself) and an
+  enhanced multi-frame MR conformance item beside dcm2niix too.
+
+Section ``denoise`` — seconds per 512x512 slice and per 120-slice series, and peak memory, beside its baselines:
 
 Issue 3 asks for a 120-slice 512x512 series in under 60 s on 2 CPU threads and under 4 GB. Here:
 
@@ -26,7 +38,10 @@ import multiprocessing
 import os
 import platform
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +49,126 @@ from typing import Any
 import numpy as np
 
 CT_ITEM = "train/ct01_upper_abdomen_siemens.nii.gz"
+CT_DICOM_ITEM = "train/ct01_upper_abdomen_siemens_dicom"  # real Siemens CT, 20 x 512 x 512, JPEG 2000
+ENHANCED_MR_ITEM = "conformance/dcm_qa_enh/In"  # enhanced multi-frame MR (Philips, Siemens XA)
 SERIES = 120
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- section io: start-up, open and convert beside dcm2niix -------------------------------------------------------
+def _uncompressed_series(count: int, folder: Path) -> Path:
+    """``count`` uncompressed files: ct01's real slices and headers, repeated 1 mm apart as one new series."""
+    import copy
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medscan.train.data import DATA_ROOT
+
+    folder.mkdir(parents=True)
+    slices = [pydicom.dcmread(p) for p in sorted((DATA_ROOT / CT_DICOM_ITEM).iterdir())]
+    slices.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    for ds in slices:
+        ds.decompress()
+    series, z0 = generate_uid(), float(slices[0].ImagePositionPatient[2])
+    for index in range(count):
+        ds = copy.deepcopy(slices[index % len(slices)])
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = index + 1
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z0 + index]
+        ds.SliceLocation, ds.SliceThickness = z0 + index, 1.0
+        ds.save_as(folder / f"IM{index:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
+# A small launcher runs each timed command: Linux carries the peak RSS of the process that execs into the child's
+# figure, so the child must not start as a copy of this (large) process. It prints wall seconds and peak KB.
+_LAUNCHER = """
+import os, sys, time
+began = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - began, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
+def _timed(command: list[str], clean: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one child process; ``clean`` is emptied first (outputs are not reused)."""
+    if clean is not None:
+        shutil.rmtree(clean, ignore_errors=True)
+        clean.mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *command], capture_output=True, text=True)
+    seconds, peak_kb, code = result.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({code}): {result.stderr.strip()[-300:]}")
+    return float(seconds), float(peak_kb) / 1024.0
+
+
+def _io_section(runs: int) -> list[dict[str, Any]]:
+    from medscan.train.data import DATA_ROOT
+
+    dcm2niix = shutil.which("dcm2niix") or str(Path(sys.executable).with_name("dcm2niix"))
+    medscan = [sys.executable, "-m", "medscan"]  # run from the repository root: this checkout's medscan
+    os.chdir(ROOT)
+    work = Path(tempfile.mkdtemp(prefix="medscan-bench-"))
+    out = work / "out"
+    try:
+        print("writing the uncompressed test series ...", flush=True)
+        ct80, ct275 = _uncompressed_series(80, work / "ct80"), _uncompressed_series(275, work / "ct275")
+        j2k, enhanced = DATA_ROOT / CT_DICOM_ITEM, DATA_ROOT / ENHANCED_MR_ITEM
+        pigz = "pigz" if shutil.which("pigz") else "its internal zlib (no pigz here)"
+
+        def d2n(folder: Path, gz: bool = False) -> list[str]:
+            return [dcm2niix, "-z", "y" if gz else "n", "-b", "n", "-f", "%s", "-o", str(out), str(folder)]
+
+        cases = [
+            ("medscan --version", [*medscan, "--version"], "python -c pass", [sys.executable, "-c", "pass"], 0),
+            ("medscan info samples/ (2 series)", [*medscan, "info", str(ROOT / "samples")],
+             "python -c pass", [sys.executable, "-c", "pass"], 0),
+            ("convert 80 files -> .nii", [*medscan, "convert", str(ct80), "-o", str(out / "a.nii")],
+             "dcm2niix -z n", d2n(ct80), 80),
+            ("convert 275 files -> .nii", [*medscan, "convert", str(ct275), "-o", str(out / "a.nii")],
+             "dcm2niix -z n", d2n(ct275), 275),
+            ("convert 275 files -> .nii.gz", [*medscan, "convert", str(ct275), "-o", str(out / "a.nii.gz")],
+             f"dcm2niix -z y ({pigz})", d2n(ct275, gz=True), 275),
+            ("convert JPEG 2000 CT (20 files) -> .nii", [*medscan, "convert", str(j2k), "-o", str(out / "a.nii")],
+             "dcm2niix -z n", d2n(j2k), 20),
+            ("convert enhanced MR (Philips, 1 file) -> .nii",
+             [*medscan, "convert", str(enhanced / "Philips"), "--series", "801.1", "-o", str(out / "a.nii")],
+             "dcm2niix -z n (both sub-series)", d2n(enhanced / "Philips"), 0),
+        ]
+        rows = []
+        for name, ours, anchor_name, anchor, files in cases:
+            ours_runs, anchor_runs = [], []
+            for _ in range(runs):  # alternated, so a burst of load hits both alike
+                ours_runs.append(_timed(ours, out))
+                anchor_runs.append(_timed(anchor, out))
+            row = {"what": name, "anchor": anchor_name, "runs": runs, "files": files,
+                   "seconds": float(np.median([r[0] for r in ours_runs])),
+                   "peak_mb": max(r[1] for r in ours_runs),
+                   "anchor_seconds": float(np.median([r[0] for r in anchor_runs])),
+                   "anchor_peak_mb": max(r[1] for r in anchor_runs)}
+            rows.append(row)
+            print(f"{name}: {row['seconds']:.2f} s, {row['peak_mb']:.0f} MB; {anchor_name}: "
+                  f"{row['anchor_seconds']:.2f} s, {row['anchor_peak_mb']:.0f} MB", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    volume_mb = {n: n * 512 * 512 * 2 / 2**20 for n in (20, 80, 275)}
+    print(f"\n| what (whole process, median of {runs} alternated runs) | medscan s | peak MB | anchor | anchor s | "
+          "anchor peak MB | medscan / anchor |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        peak = f"{row['peak_mb']:.0f}"
+        if row["files"] in volume_mb:
+            peak += f" ({row['peak_mb'] / volume_mb[row['files']]:.2f}x the int16 volume)"
+        print(f"| {row['what']} | {row['seconds']:.2f} | {peak} | {row['anchor']} | {row['anchor_seconds']:.2f} | "
+              f"{row['anchor_peak_mb']:.0f} | {row['seconds'] / row['anchor_seconds']:.2f}x |")
+    return rows
 
 
 def _rss_mb() -> float:
@@ -137,6 +271,8 @@ def _in_child(function, *args: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", choices=("io", "denoise"), default=["io", "denoise"])
+    parser.add_argument("--runs", type=int, default=5, help="io: alternated runs per row (the median is shown)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for our model")
     parser.add_argument("--batch", type=int, default=10, help="slices in the timed batch of ours")
     parser.add_argument("--baseline-slices", type=int, default=2, help="slices timed per baseline (BM3D ~20 s each)")
@@ -147,6 +283,29 @@ def main(argv: list[str] | None = None) -> int:
                              "depends on it only through Chambolle's stopping rule)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average {load_start:.2f}",
+          flush=True)
+    report: dict[str, Any] = {}
+    if "io" in args.sections:
+        report["io"] = _io_section(args.runs)
+    if "denoise" in args.sections:
+        code = _denoise_section(args, report)
+        if code:
+            return code
+    load_end = os.getloadavg()[0]
+    print(f"\nload average {load_start:.2f} -> {load_end:.2f} on {os.cpu_count()} cores (above ~0.5 means another "
+          f"job shared the CPU and every time here is inflated)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**report, "load_average": [load_start, load_end], "cpu_count": os.cpu_count(),
+                                         "machine": platform.processor() or platform.machine()}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _denoise_section(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    """Ours beside BM3D, NLM and TV, and the network alone (torch eager); fills ``report['denoise']``."""
     models = os.environ.get("MEDSCAN_MODELS")
     from medscan.nets.weights import load_card
     from medscan.ops.clean import DENOISE_MODEL
@@ -157,9 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     except MedscanError as exc:  # fail before minutes of baselines, not inside a worker process
         print(f"{exc} (set MEDSCAN_MODELS to a folder holding it)", file=sys.stderr)
         return 2
-    load_start = os.getloadavg()[0]
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average {load_start:.2f}",
-          flush=True)
 
     rows: dict[str, dict[str, Any]] = {}
     batch = _in_child(_child_ours, args.batch, args.threads, models)
@@ -192,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         row["bm3d_over_this_cpu"] = bm3d_cpu / row["cpu_per_slice_s"]
         # What an idle machine would give if the threads shared the work perfectly: contention-free lower bound.
         row["series_uncontended_estimate_s"] = row["cpu_per_slice_s"] / row["threads"] * SERIES
-    load_end = os.getloadavg()[0]
 
     print("\n| method (512x512 CT) | threads | s/slice | CPU s/slice | s/120-slice series | series figure | "
           "series if uncontended (CPU/threads) | peak RSS MB (above start) | BM3D / this, wall | BM3D / this, CPU |")
@@ -209,18 +364,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{peak:.0f} ({above:+.0f}) | "
               f"{row['bm3d_over_this']:.1f}x | {row['bm3d_over_this_cpu']:.1f}x |")
     ours = rows["ours"]
+    print(f"| anchor: the same network alone, torch eager (no guard) | {ours['threads']} | "
+          f"{ours['network_per_slice_s']:.3f} | - | - | - | - | - | "
+          f"{bm3d / ours['network_per_slice_s']:.1f}x | - |")
     print(f"\nours, network only (no fidelity guard): {ours['network_per_slice_s']:.3f} s/slice; "
           f"series target < 60 s: {'met' if ours['series_s'] < 60 else 'NOT met'} ({ours['series_s']:.1f} s, "
           f"{ours['series_how']}); memory target < 4096 MB: "
           f"{'met' if ours.get('series_peak_rss_mb', ours['peak_rss_mb']) < 4096 else 'NOT met'}")
-    print(f"load average {load_start:.2f} -> {load_end:.2f} on {os.cpu_count()} cores (above ~0.5 means another "
-          f"job shared the CPU and every time here is inflated)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "series_slices": SERIES, "item": CT_ITEM,
-                                         "load_average": [load_start, load_end], "cpu_count": os.cpu_count(),
-                                         "machine": platform.processor() or platform.machine()}, indent=2))
-        print(f"wrote {args.json}")
+    report["denoise"] = {"rows": rows, "series_slices": SERIES, "item": CT_ITEM}
     return 0
 
 
