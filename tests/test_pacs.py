@@ -38,6 +38,8 @@ UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2
 ROOT = Path(__file__).resolve().parents[1]
 
 if not CT01.is_dir() or not MR03.is_dir():
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise RuntimeError(f"test scans not found under {DATA} (MEDSCAN_DATA)")
     pytest.skip(f"test scans not found under {DATA}", allow_module_level=True)
 
 
@@ -316,19 +318,61 @@ def test_peer_that_aborts_midway(series, capsys):
     assert err.startswith(f"medscan: DYING@127.0.0.1:{port}: aborted the association during C-STORE; sent 5 of 35")
 
 
+_KILLED_PEER = """
+import os, signal, sys
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+count = 0
+def store(event):
+    global count
+    count += 1
+    if count > 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # the process dies mid-association, as a crashed PACS does
+    return 0
+ae = AE("KILLED")
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+print("ready", flush=True)
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, store)])
+"""
+
+
+def test_peer_killed_midway(series, capsys):
+    port = _free_port()
+    peer = subprocess.Popen([sys.executable, "-c", _KILLED_PEER, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        started = time.perf_counter()
+        code, _, err = _cli(capsys, "pacs", "send", str(series["mr"]), "--pacs", f"KILLED@127.0.0.1:{port}")
+        assert time.perf_counter() - started < 15
+    finally:
+        peer.kill()
+        peer.wait()
+    assert peer.returncode == -9
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"medscan: KILLED@127.0.0.1:{port}: aborted the association during C-STORE; sent 5 of 35")
+
+
 def test_refused_calling_ae_is_one_line(tmp_path, series):
+    lines: list[str] = []
     listener = Listener(tmp_path / "in", ae_title="NODE", port=0, allow=parse_allow(["CT1@127.0.0.1"]),
-                        log=lambda line: None)
+                        log=lines.append)
     listener.start()
     try:
         code, out, err, seconds = _run_cli("pacs", "send", str(series["mr_jls"]), "--pacs",
                                            f"NODE@127.0.0.1:{listener.port}", "--ae", "INTRUDER")
+        # dcmtk's storescu is refused the same way, and the refusal is logged.
+        done = subprocess.run(["storescu", "-aet", "OTHER", "-aec", "NODE", "127.0.0.1", str(listener.port),
+                               str(next(series["mr_jls"].iterdir()))], capture_output=True, text=True, timeout=30)
     finally:
         listener.stop()
     assert code == 1 and out == "" and seconds < 15
     assert err == (f"medscan: NODE@127.0.0.1:{listener.port}: rejected our calling AE title 'INTRUDER' "
                    "(not known to the PACS)\n")
-    assert listener.refused == 1 and listener.received == 0
+    assert done.returncode != 0 and "Calling AE Title Not Recognized" in done.stdout + done.stderr
+    assert listener.refused == 2 and listener.received == 0
+    assert lines == [f"medscan: listen: refused association from {ae}@127.0.0.1 (not in --allow)"
+                     for ae in ("INTRUDER", "OTHER")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,3 +559,28 @@ def test_orthanc_fixture_is_no_silent_skip_in_ci(monkeypatch):
     monkeypatch.setattr(conftest, "Path", lambda p: Path("/nonexistent") / p.lstrip("/"))
     with pytest.raises(pytest.fail.Exception, match="Orthanc cannot start: the Orthanc binary is not installed"):
         conftest.start_orthanc()
+
+
+@pytest.mark.slow
+def test_send_speed_beside_storescu(orthanc, load_script, tmp_path):
+    """Issue 24: sending a 275-slice CT takes at most 1.5x dcmtk's storescu, both as whole commands, same run."""
+    bench = load_script("benchmark_pacs")
+    ratios = []
+    for compressed, propose in ((True, ["-xv"]), (False, [])):
+        series = bench.make_series(tmp_path / f"ct{compressed}", 275, compressed=compressed)
+        best = {}
+        for _ in range(2):
+            orthanc.clear()
+            theirs, done = bench.timed(["storescu", "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
+                                        str(orthanc.dicom_port), str(series)])
+            assert done.returncode == 0, done.stderr
+            orthanc.clear()
+            ours, done = bench.timed([sys.executable, "-m", "medscan", "pacs", "send", str(series), "--pacs",
+                                      orthanc.node], {**os.environ, "OMP_NUM_THREADS": "1"})
+            assert done.returncode == 0 and "sent 275 of 275" in done.stdout, done.stderr
+            best = {"storescu": min(best.get("storescu", theirs), theirs), "medscan": min(best.get("medscan", ours),
+                                                                                          ours)}
+        ratios.append(best["medscan"] / best["storescu"])
+        print(f"275 {'JPEG 2000' if compressed else 'uncompressed'} slices: storescu {best['storescu']:.2f} s, "
+              f"medscan {best['medscan']:.2f} s")
+    assert max(ratios) <= 1.5, ratios

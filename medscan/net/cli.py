@@ -230,7 +230,6 @@ def cmd_listen(args: argparse.Namespace) -> int:
         try:
             listener.serve_forever()
         except KeyboardInterrupt:
-            listener.stop()
             log(f"stopped: {listener.received} instance(s) received, {len(listener.published)} study(ies) filed, "
                 f"{listener.refused} association(s) refused")
     return 0

@@ -24,7 +24,14 @@ from typing import Any
 from pynetdicom import evt
 
 from medscan.net.nodes import check_ae_title
-from medscan.net.scu import DEFAULT_TIMEOUT_S, Audit, instance_path, publish_into, storage_scp_ae
+from medscan.net.scu import (
+    DEFAULT_TIMEOUT_S,
+    Audit,
+    instance_path,
+    no_delay_handler,
+    publish_into,
+    storage_scp_ae,
+)
 from medscan.scan import MedscanError
 
 INCOMING = ".incoming"
@@ -149,7 +156,7 @@ class Listener:
         self._recover()
         ae = storage_scp_ae(self.ae_title, self.timeout)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store),
-                    (evt.EVT_ABORTED, self._on_aborted)]
+                    (evt.EVT_ABORTED, self._on_aborted), (evt.EVT_CONN_OPEN, no_delay_handler)]
         try:
             self._server = ae.start_server((self.bind, self.port), block=False, evt_handlers=handlers,
                                            ssl_context=self.ssl_context)

@@ -8,6 +8,7 @@ A retrieve publishes files only when every instance arrived; a partial one says 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -147,6 +148,7 @@ def associate(node: Node, calling_ae: str, contexts: list[Any], *, timeout: floa
     except OSError as exc:
         raise _failure(node, f"cannot connect: {exc.strerror or exc}") from None
     if assoc.is_established:
+        _no_delay(assoc)
         return assoc
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
@@ -166,6 +168,19 @@ def associate(node: Node, calling_ae: str, contexts: list[Any], *, timeout: floa
     if assoc.is_aborted and rsp is None and _port_open(node, timeout):
         return _raise_silent(node, timeout)
     raise _failure(node, _why_unreachable(node, timeout))
+
+
+def _no_delay(assoc: Association) -> None:
+    """Send each PDU at once: with Nagle's algorithm a C-STORE's last small PDU waits for the peer's delayed ACK."""
+    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def no_delay_handler(event: Any) -> None:
+    """EVT_CONN_OPEN handler for our SCPs (see ``_no_delay``)."""
+    _no_delay(event.assoc)
 
 
 def _port_open(node: Node, timeout: float) -> bool:
@@ -591,7 +606,8 @@ def _retrieve_move(node: Node, study_uid: str, series_uid: str | None, calling_a
                    receiver: _Receiver) -> None:
     scp_ae = storage_scp_ae(calling_ae, timeout)
     try:
-        server = scp_ae.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, receiver.handle_store)])
+        server = scp_ae.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, receiver.handle_store),
+                                                                           (evt.EVT_CONN_OPEN, no_delay_handler)])
     except OSError as exc:
         raise MedscanError(f"--port {port}", f"cannot listen for the C-MOVE ({exc.strerror or exc})") from None
     try:
