@@ -422,10 +422,12 @@ class AnnotationPanel(QWidget):
 
     def set_editing(self, on: bool) -> None:
         """Edit: the brush paints a copy of the selected draft's mask; off without saving discards it."""
-        from medscan.db.annotations import load_mask
-
         viewer = self.window.viewer
         if on and self.selected_id() is not None and self.window.scan is not None:
+            # imported here, not for every series shown: SQLAlchemy took 0.9 s of the window's thread before the
+            # first slice of a study was painted
+            from medscan.db.annotations import load_mask
+
             self.editing = self.selected_id()
             self.brush.mask = load_mask(self.database, self.editing, tuple(self.window.scan.volume_shape))
             self.brush.note_change()
