@@ -98,6 +98,22 @@ def test_query_retrieve_dialog_with_orthanc(qtbot, window, orthanc, errors, tmp_
     assert outcome[0].sent == mr_files
     assert len(orthanc.rest("/studies")) == 2  # de-identified copies carry new UIDs: a second study
 
+    # A kept result shown in the window goes as a derived DICOM series (new series and instance UIDs).
+    from medscan.scan import ProvenanceEntry
+
+    orthanc.clear()
+    window.scan = window.scan.derive(window.scan.voxels[...] * 0.5, ProvenanceEntry("test-halve", {}))
+    window.showing_result = True
+    send = SendDialog(window, "result")
+    send.show()
+    job = send_current(window, send)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT_MS):
+        pass
+    assert not errors, errors
+    tags = [orthanc.rest(f"/instances/{i}/tags?simplify") for i in orthanc.rest("/instances")]
+    assert len(tags) == mr_files and all(t["ImageType"].startswith("DERIVED\\SECONDARY") for t in tags)
+    assert "test-halve" in tags[0]["DerivationDescription"]
+
 
 def test_query_error_is_one_line_in_the_dialog(qtbot, window, errors):
     import socket

@@ -524,22 +524,28 @@ def test_listener_run_denoises_and_forwards_to_orthanc(orthanc, series, tmp_path
                                 "-o", str(tmp_path / "in"), "--quiet", "1", "--run", str(spec), "--forward",
                                 orthanc.node, "--db", str(db), "--user", "node"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 60
         while subprocess.run(["echoscu", "-aec", "NODE", "127.0.0.1", str(port)], capture_output=True).returncode:
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.3)
         started = time.perf_counter()
         subprocess.run(["storescu", "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series["ct_j2k"])],
                        check=True, timeout=60, capture_output=True)
         deadline = time.monotonic() + 240
-        while len(orthanc.rest("/instances")) < 20 and time.monotonic() < deadline:
-            assert process.poll() is None
+        while not any("forwarded" in line for line in lines) and time.monotonic() < deadline:
+            assert process.poll() is None, "".join(lines)
             time.sleep(0.5)
         seconds = time.perf_counter() - started
     finally:
         process.terminate()
-        output, _ = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert process.returncode == 0 and "stopped: 20 instance(s) received, 1 study(ies) filed" in output, output
     instances = [orthanc.rest(f"/instances/{i}/tags?simplify") for i in orthanc.rest("/instances")]
     assert len(instances) == 20, output
     assert all(t["ImageType"].startswith("DERIVED\\SECONDARY") for t in instances)
@@ -547,6 +553,13 @@ def test_listener_run_denoises_and_forwards_to_orthanc(orthanc, series, tmp_path
     assert not source_uids & {t["SOPInstanceUID"] for t in instances}
     assert all("denoise" in t.get("DerivationDescription", "").lower() for t in instances), instances[0]
     assert "forwarded 20 instance(s)" in output
+    from sqlalchemy import select
+
+    from medscan.db.models import AuditEntry
+
+    with Database.open(db, "k") as database, database.transaction() as session:
+        actions = {(a.action, a.outcome) for a in session.scalars(select(AuditEntry))}
+    assert {("dicom-receive", "ok"), ("batch", "ok"), ("dicom-send", "ok")} <= actions
     print(f"listen --run: 20-slice CT from storescu to derived series in Orthanc in {seconds:.1f} s")
 
 

@@ -224,6 +224,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
                             ssl_context=tls, quiet_s=args.quiet, on_study=on_study, audit=_audit_of(database),
                             log=log, timeout=args.timeout)
         listener.start()
+        import signal
+
+        def interrupt(_signum: int, _frame: Any) -> None:  # a service manager's stop is a Ctrl-C
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
         who = ", ".join(rule.text for rule in allow) if allow else "loopback peers only"
         log(f"listening as {args.ae} on port {listener.port}{' (TLS)' if tls else ''}; accepting {who}; "
             f"a study is complete after {args.quiet:g} s without a new instance; Ctrl-C stops")
