@@ -597,3 +597,36 @@ def test_send_speed_beside_storescu(orthanc, load_script, tmp_path):
         print(f"275 {'JPEG 2000' if compressed else 'uncompressed'} slices: storescu {best['storescu']:.2f} s, "
               f"medscan {best['medscan']:.2f} s")
     assert max(ratios) <= 1.5, ratios
+
+
+def test_partial_retrieve_is_reported_and_nothing_written(series, tmp_path):
+    """A PACS that aborts after 3 of the 8 instances it announced: the count is reported and no file is left."""
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    files = sorted(series["mr_jls"].iterdir())
+
+    def on_get(event):
+        yield len(files)
+        for number, path in enumerate(files):
+            if number == 3:
+                event.assoc.abort()
+                return
+            yield 0xFF00, dcmread(path)
+
+    ae = AE("HALF")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    for cx in StoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False)
+    port = _free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
+    try:
+        started = time.perf_counter()
+        with pytest.raises(MedscanError) as failure:
+            scu.retrieve(parse_node(f"HALF@127.0.0.1:{port}"), _study_uid(series["mr_jls"]), tmp_path / "out",
+                         method="get")
+        assert time.perf_counter() - started < 15
+    finally:
+        server.shutdown()
+    assert failure.value.problem == "aborted the association during C-GET; retrieved 3 of 8 instances; nothing written"
+    assert list((tmp_path / "out").iterdir()) == []
