@@ -585,28 +585,7 @@ def print_low_dose(tables: dict[str, Any]) -> None:
 
 
 REAL_CT_ITEMS = ("train-extra/ct04_chest_philips_5mm_kernelB.nii.gz",)  # plus the held-out ct05 slices
-FLAT_WINDOW_PX = 15
 EDGE_SHARE = 0.005  # the strongest 0.5 % of edges inside the body
-
-
-def flat_windows(image: np.ndarray) -> list[tuple[int, int]]:
-    """Top-left corners of FLAT_WINDOW_PX windows wholly inside homogeneous soft tissue (-100..150 HU), chosen on
-    a smoothed copy so that the choice does not follow the noise (``homogeneous_mask``)."""
-    from medscan.ops.fidelity import homogeneous_mask
-
-    smooth = ndimage.gaussian_filter(np.asarray(image, np.float64), 3)
-    mask = homogeneous_mask(image[None])[0] & (smooth > -100) & (smooth < 150)
-    inside = ndimage.binary_erosion(mask, np.ones((FLAT_WINDOW_PX, FLAT_WINDOW_PX)))
-    ys, xs = np.nonzero(inside[::FLAT_WINDOW_PX, ::FLAT_WINDOW_PX])
-    half = FLAT_WINDOW_PX // 2
-    return [(int(y) * FLAT_WINDOW_PX - half, int(x) * FLAT_WINDOW_PX - half) for y, x in zip(ys, xs, strict=True)
-            if y * FLAT_WINDOW_PX >= half and x * FLAT_WINDOW_PX >= half]
-
-
-def flat_sd(image: np.ndarray, corners: list[tuple[int, int]]) -> float:
-    """Median standard deviation over the flat windows: the noise a reader's ROI measures."""
-    w = FLAT_WINDOW_PX
-    return float(np.median([np.std(image[y:y + w, x:x + w]) for y, x in corners])) if corners else float("nan")
 
 
 def edge_keep(before: np.ndarray, after: np.ndarray) -> float:
@@ -630,6 +609,7 @@ def evaluate_real_ct(model_name: str, per_volume: int) -> list[dict]:
     from medscan.io import load
     from medscan.ops.fidelity import assess
     from medscan.ops.inference import cached_model, denoise_planes
+    from medscan.ops.noise_level import flat_windows, window_sd
     from medscan.train.data import CT05_HELDOUT_SUBJECTS, ct05_axial
 
     device = torch.device("cpu")
@@ -641,7 +621,7 @@ def evaluate_real_ct(model_name: str, per_volume: int) -> list[dict]:
         for k in (choose_slices(volume, per_volume) if len(volume) > 1 else [0]):
             before = np.clip(volume[k], -1024, None)
             corners = flat_windows(before)
-            sd_before = flat_sd(before, corners)
+            sd_before = window_sd(before, corners)
             ours = timed(lambda b=before: denoise_planes(b[None], model, device, correlated=True, batch=1)[0])
             span = ABDOMEN_WINDOW[1] - ABDOMEN_WINDOW[0]
             scaled = (before - ABDOMEN_WINDOW[0]) / span
@@ -649,9 +629,9 @@ def evaluate_real_ct(model_name: str, per_volume: int) -> list[dict]:
             bm3d_hu = bm3d_out.output * span + ABDOMEN_WINDOW[0]
             report, _ = assess(before[None], ours.output[None], units="HU", correlated=True)
             record = {"item": item, "slice": k, "windows": len(corners), "sd_before_hu": sd_before,
-                      "ours": {"sd_after_hu": flat_sd(ours.output, corners),
+                      "ours": {"sd_after_hu": window_sd(ours.output, corners),
                                "edge_keep": edge_keep(before, ours.output), "cpu_s": ours.cpu_s},
-                      "bm3d": {"sd_after_hu": flat_sd(bm3d_hu, corners), "edge_keep": edge_keep(before, bm3d_hu),
+                      "bm3d": {"sd_after_hu": window_sd(bm3d_hu, corners), "edge_keep": edge_keep(before, bm3d_hu),
                                "cpu_s": bm3d_out.cpu_s},
                       "fidelity": report.as_dict()}
             for method in ("ours", "bm3d"):

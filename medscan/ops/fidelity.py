@@ -127,6 +127,20 @@ def input_noise_levels(image: np.ndarray, correlated: bool = False) -> np.ndarra
     return estimate_noise_sd(torch.from_numpy(planes), correlated).numpy().astype(np.float64)
 
 
+def reported_noise(before: np.ndarray, after: np.ndarray, units: str, correlated: bool,
+                   noise_sd: np.ndarray) -> tuple[float, float]:
+    """(the input's noise level, the output's) in the scan's units, as the report states them: for CT the
+    standard deviation in the same flat soft-tissue windows before and after (``ct_noise_before_after``, what
+    a reader's ROI measures), else the median over slices of the denoiser's own estimate (``noise_sd``)."""
+    if units == "HU":
+        from medscan.ops.noise_level import ct_noise_before_after
+
+        measured = ct_noise_before_after(before, after)
+        if all(np.isfinite(measured)):
+            return measured
+    return float(np.median(noise_sd)), float(np.median(input_noise_levels(after, correlated)))
+
+
 def regional_shift_fraction(checked: np.ndarray, noise_sd: np.ndarray) -> float:
     """Share of the image (..., H, W) where the change averaged over ``REGION_SMOOTHING_PX`` is at least
     ``REGION_SHIFT_SHARE`` of that slice's noise level: a region moved as a whole, not noise taken away."""
@@ -221,8 +235,7 @@ def assess(before: np.ndarray, after: np.ndarray, *, units: str = "", rician: bo
     if regional > REGION_AREA_SHARE:
         reasons.append(f"{regional:.0%} of the image moved by at least {REGION_SHIFT_SHARE:g} of its noise level "
                        "(a regional shift, not noise)")
-    level = float(np.median(noise_sd))
-    level_after = float(np.median(input_noise_levels(after, correlated)))
+    level, level_after = reported_noise(before, after, units, correlated, noise_sd)
     removed = _robust_std(checked.ravel())
     if level > 0 and removed > EXCESS_REMOVAL_RATIO * level:
         reasons.append(f"removed {removed:.3g} {units or 'units'} of spread where the input carries "
