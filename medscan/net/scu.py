@@ -138,9 +138,12 @@ def associate(node: Node, calling_ae: str, contexts: list[Any], *, timeout: floa
     ae = _make_ae(calling_ae, timeout)
     ae.requested_contexts = contexts
     tls = client_ssl_context(node)
-    kwargs: dict[str, Any] = {"ae_title": node.ae_title, "ext_neg": roles or [], "evt_handlers": handlers or []}
+    connected = threading.Event()
+    kwargs: dict[str, Any] = {"ae_title": node.ae_title, "ext_neg": roles or [],
+                              "evt_handlers": [*(handlers or []), (evt.EVT_CONN_OPEN, lambda _e: connected.set())]}
     if tls is not None:
         kwargs["tls_args"] = (tls, None)
+    started = time.monotonic()
     try:
         assoc = ae.associate(node.host, node.port, **kwargs)
     except socket.gaierror:
@@ -165,9 +168,15 @@ def associate(node: Node, calling_ae: str, contexts: list[Any], *, timeout: floa
     if rsp is not None and getattr(rsp, "result", None) == 0:
         offered = sorted({str(cx.abstract_syntax.name) for cx in contexts})
         raise _failure(node, f"refused every presentation context we proposed ({', '.join(offered)[:200]})")
-    if assoc.is_aborted and rsp is None and _port_open(node, timeout):
-        return _raise_silent(node, timeout)
-    raise _failure(node, _why_unreachable(node, timeout))
+    if connected.is_set():
+        if time.monotonic() - started >= 0.9 * timeout:
+            raise _failure(node, f"accepted the connection but did not answer the association request within "
+                                 f"{timeout:g} s (not a DICOM port, or TLS expected?)")
+        raise _failure(node, "closed the connection without answering the association request (TLS expected, "
+                             "or TLS not spoken there?)")
+    if time.monotonic() - started >= 0.9 * timeout:
+        raise _failure(node, f"no answer within {timeout:g} s (host down or blocked by a firewall)")
+    raise _failure(node, _why_unreachable(node, min(timeout, 2.0)))  # failed fast: ask the OS why
 
 
 def _no_delay(assoc: Association) -> None:
@@ -181,19 +190,6 @@ def _no_delay(assoc: Association) -> None:
 def no_delay_handler(event: Any) -> None:
     """EVT_CONN_OPEN handler for our SCPs (see ``_no_delay``)."""
     _no_delay(event.assoc)
-
-
-def _port_open(node: Node, timeout: float) -> bool:
-    try:
-        with socket.create_connection((node.host, node.port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _raise_silent(node: Node, timeout: float) -> Association:
-    raise _failure(node, f"accepted the connection but did not answer the association request within {timeout:g} s"
-                         " (not a DICOM port, or TLS expected?)")
 
 
 def _audit(audit: Audit | None, action: str, target: str, *, outcome: str = "ok", detail: str = "") -> None:
