@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "result) to the right, in the same window")
     png.set_defaults(func=cmd_png)
 
-    from medscan.annotate.cli import register as register_annotate_commands
     from medscan.batch.cli import register as register_batch_commands
+    from medscan.cli_annotate import register as register_annotate_commands
     from medscan.cli_ops import register as register_operation_commands
     from medscan.db.cli import register as register_db_commands
 

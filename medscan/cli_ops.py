@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from medscan.console import progress_bar
 from medscan.scan import MedscanError, Scan
 
 FAMILIES = {"clean": "improve a measured scan (never invents anatomy)",
@@ -59,19 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             from medscan.synth.cli import add_synthesize
 
             add_synthesize(family_sub)
-
-
-def _progress_bar(label: str):
-    from tqdm import tqdm
-
-    bar = tqdm(desc=label, unit="slice", file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, update
 
 
 def _safe_name(text: str) -> str:
@@ -160,7 +148,7 @@ def _run_jobs(args: argparse.Namespace, path: Path, out: Path, jobs: list, param
             scan = scan if scan is not None else load_series(record)
             if args.modality:
                 scan.modality, scan.units = args.modality, "HU" if args.modality == "CT" else ""
-            bar, update = _progress_bar(f"{args.operation_name} {key or path.name} ({index}/{len(jobs)})")
+            bar, update = progress_bar(f"{args.operation_name} {key or path.name} ({index}/{len(jobs)})")
             try:
                 result = run(args.operation_name, scan, device=args.device, progress=update, **params)
             finally:

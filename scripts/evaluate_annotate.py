@@ -184,7 +184,7 @@ def _canon(case: dict) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 
 def _cam_scores(segmenter, layer: str, weighting: str, canon, tumour, slices) -> tuple[float, float]:
-    from medscan.explain import SliceScore, gradcam_map, pointing_hit, randomised_copy
+    from medscan.annotate.explain import SliceScore, gradcam_map, pointing_hit, randomised_copy
 
     model = SliceScore(segmenter, layer=layer, weighting=weighting).eval()
     random_model = randomised_copy(model)
@@ -198,7 +198,7 @@ def _cam_scores(segmenter, layer: str, weighting: str, canon, tumour, slices) ->
 
 def evaluate_explanations(cases: dict) -> dict:
     """Grad-CAM candidates chosen on the training subjects, then held-out figures; finding explanations."""
-    from medscan import explain as X
+    from medscan.annotate import explain as X
 
     folds = {train: load_model(f"tumour_{train}", FOLDS)[0] for train in BRAIN}
     views = {s: _canon(cases[s]) for s in BRAIN}

@@ -155,7 +155,7 @@ def figure(path: Path) -> None:
     from medscan.train.task_translate import item
 
     seg = load(item(test_subject, "T1").with_name("tumour_seg_auto.nii.gz"))
-    from medscan.annotate.learned import canonical_volume
+    from medscan.nets.volumes import canonical_volume
 
     tumour = canonical_volume(seg.voxels, seg) > 0
     k = int(np.argmax(tumour.sum(axis=(1, 2))))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set everything up (with the dev tools), then lint and run the test suite.
+# Set everything up (with the dev tools), then lint, check the layers and run the full test tier (what CI runs).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k nifti` or `bash scripts/test.sh -m slow`.
-# Tests marked slow are left out by default (addopts in pyproject.toml).
-# Both ruff and pytest always run; the exit status is non-zero when either fails.
+# The full tier is every test but the slow ones (model training; `-m slow`). A developer's quick check after a
+# change is the fast tier: `python -m pytest` (no model, gui, postgres or slow tests; under 5 minutes on 2 cores).
+# ruff, lint-imports and pytest always all run; the exit status is non-zero when any fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,32 +11,21 @@ bash scripts/setup.sh --dev
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
-# Qt (when the GUI tests come) must never look for a screen.
+# Qt must never look for a screen.
 export QT_QPA_PLATFORM=offscreen
 
 echo "== ruff check medscan ui tests scripts"
 lint=0
 ruff check medscan ui tests scripts || lint=$?
 
-# A normal run takes 15-21 minutes on 2 CPU threads. Once (Nov 2026) a CI run stalled after 259 tests, in or just
-# before tests/test_gui_database.py's kept-result test, and used up CI's 90 minutes without a word; 40 repeats of
-# the GUI annotation, database and generate tests and three full runs here did not stall. So a stalled run is
-# stopped after PYTEST_WATCHDOG_S, with every thread's stack printed (faulthandler_timeout in pyproject.toml, after
-# 10 minutes in one test), and run once more; a failing test is never retried, and a second stall fails.
-PYTEST_WATCHDOG_S=${PYTEST_WATCHDOG_S:-2100}
-run_pytest() {
-    timeout --kill-after=30 "$PYTEST_WATCHDOG_S" python -m pytest -q "$@"
-}
+echo "== lint-imports (the layers in pyproject.toml [tool.importlinter])"
+layers=0
+lint-imports --no-cache || layers=$?
 
-echo "== pytest"
+# A test that stalls fails alone after pytest-timeout's limit (pyproject.toml), with every thread's stack printed.
+echo "== pytest --full"
 tests=0
-run_pytest "$@" || tests=$?
-if [ "$tests" -eq 124 ] || [ "$tests" -eq 137 ]; then
-    echo "test.sh: warning: pytest did not finish within ${PYTEST_WATCHDOG_S} s and was stopped" \
-         "(a stalled test's thread stacks are above); running it once more" >&2
-    tests=0
-    run_pytest "$@" || tests=$?
-fi
+python -m pytest -q --full "$@" || tests=$?
 
 if [ "$tests" -eq 5 ]; then
     echo "test.sh: error: pytest collected no tests" >&2
@@ -44,7 +34,13 @@ fi
 if [ "$lint" -ne 0 ]; then
     echo "test.sh: error: ruff found problems (see above; 'ruff check --fix' mends some)" >&2
 fi
+if [ "$layers" -ne 0 ]; then
+    echo "test.sh: error: an import breaks the layers (see above; docs/architecture.md shows them)" >&2
+fi
 if [ "$tests" -ne 0 ]; then
     exit "$tests"
 fi
-exit "$lint"
+if [ "$lint" -ne 0 ]; then
+    exit "$lint"
+fi
+exit "$layers"

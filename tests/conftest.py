@@ -1,4 +1,14 @@
-"""Fixtures shared by the suites: a throwaway PostgreSQL server on loopback, and scripts/ loaded as modules."""
+"""Fixtures and rules shared by the suites.
+
+- Tiers: ``python -m pytest`` runs the fast tier (addopts in pyproject.toml leave out the markers ``model``, ``gui``,
+  ``postgres`` and ``slow``); ``bash scripts/test.sh`` (CI) runs the full tier, everything but ``slow``. Tests that
+  drive the window (``qtbot``) are marked ``gui`` and those on the PostgreSQL server ``postgres`` here, by what they
+  use; ``model`` is set per module.
+- Data: tests read the real scans in ``../shared/data`` (``MEDSCAN_DATA``). Without it they skip on a developer's
+  machine, but under CI (``CI=true``) a missing folder, and any skip that names it, fails the run.
+- The sample CT is decoded once per session (``sample_ct``); a throwaway PostgreSQL server on loopback; scripts/
+  loaded as modules.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +27,81 @@ from types import ModuleType
 import pytest
 from sqlalchemy import create_engine, text
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from medscan.resources import shared_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiers and data
+# ---------------------------------------------------------------------------------------------
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI the real scans must be there: a run that silently skipped most of the suite would pass."""
+    data = shared_data_dir()
+    if IN_CI and not data.is_dir():
+        pytest.exit(f"conftest: {data}: the shared data folder is missing (CI=true); set MEDSCAN_DATA or lay "
+                    "../shared/data beside the checkout", returncode=1)
+
+
+FULL_TIER_ONLY = ("model", "gui", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help="the full tier (CI): also the model, gui and postgres tests; slow ones still need -m slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what a test uses (the window through ``qtbot`` is ``gui``, the PostgreSQL server ``postgres``), then keep
+    the tier: slow tests never run unless ``-m`` asks; a plain ``pytest`` (no paths) also leaves out the full tier's."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "qtbot" in names:
+            item.add_marker(pytest.mark.gui)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgres_server" in names or params.get("target") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
+    if config.option.markexpr:  # -m decides alone
+        return
+    left_out = {"slow"}
+    if not config.getoption("--full") and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+        left_out |= set(FULL_TIER_ONLY)
+    kept, deselected = [], []
+    for item in items:
+        (deselected if any(item.get_closest_marker(name) for name in left_out) else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI a skip because a file of the shared data is missing is a failure, not a skip."""
+    report = yield
+    if IN_CI and report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        data = str(shared_data_dir())
+        if data in reason or ("shared" in reason and ("not present" in reason or "not available" in reason)):
+            report.outcome = "failed"
+            report.longrepr = f"CI=true and the shared data is incomplete: {reason}"
+    return report
+
+
+@pytest.fixture(scope="session")
+def sample_ct():
+    """The bundled sample CT (20 x 512 x 512 HU, JPEG 2000), decoded once for the whole session.
+
+    Shared by every test that asks for it, so its voxels are read-only: derive a new Scan (``scan.derive``,
+    ``dataclasses.replace`` with copied voxels) to change anything.
+    """
+    from medscan.io import load
+
+    scan = load(SAMPLE_CT)
+    scan.voxels.flags.writeable = False
+    return scan
 
 
 @pytest.fixture(scope="session")

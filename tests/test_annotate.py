@@ -120,9 +120,9 @@ def test_findings_measure_a_sphere_in_real_ct_geometry():
 
 # -- review workflow, SEG and SR ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ct():
+def ct(sample_ct):
     """The sample CT's first 8 slices (with their source images: SEG/SR reference exactly those) and its HU task."""
-    full = load(SAMPLE_CT)
+    full = sample_ct
     scan = copy.copy(full)
     scan.voxels, scan.source_refs = full.voxels[:8].copy(), full.source_refs[:8]
     seg = segment_hu(scan)
@@ -233,7 +233,7 @@ def test_review_steps_edit_reject_and_audit(db, ct, tmp_path):
 
 def test_read_seg_refuses_another_series(ct, tmp_path):
     scan, seg, findings = ct
-    from medscan.annotate.cli import draft_items
+    from medscan.cli_annotate import draft_items
     from medscan.io.seg_sr import write_annotation_seg
 
     path = tmp_path / "seg.dcm"

@@ -27,6 +27,8 @@ from medscan.db.models import Result, Task
 from medscan.db.store import Database
 from medscan.scan import MedscanError
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "mr_brain_t1_sag_siemens"  # 10 slices of 256x256
 KEY = "batch test key"

@@ -15,12 +15,14 @@ from medscan.ops import get, operations, run
 from medscan.ops.fidelity import BLOB_LIMIT_PX, Z_LIMIT, assess, structure_map
 from medscan.scan import MedscanError
 
+pytestmark = pytest.mark.model
+
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "samples" / "ct_abdomen_siemens"
 
 
 @pytest.fixture(scope="module")
-def ct():
-    return load(SAMPLE_CT)
+def ct(sample_ct):
+    return sample_ct
 
 
 def test_registry_declares_parameters_for_cli_and_gui() -> None:

@@ -17,6 +17,8 @@ from medscan.db.models import Annotation, Overlay, Result
 from medscan.db.store import Database
 from medscan.scan import MedscanError
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 KEY = "explanation test key"

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from medscan.annotate import learned as L
-from medscan.explain import (
+from medscan.annotate.explain import (
     CAM_LAYER,
     CAM_WEIGHTING,
     SliceScore,
@@ -33,6 +33,8 @@ from medscan.explain import (
 from medscan.io import load
 from medscan.nets.weights import load_model
 from medscan.train.data import DATA_ROOT
+
+pytestmark = pytest.mark.model
 
 HELDOUT = DATA_ROOT / "labelled" / "brain_tumour_tcga_du_7294"
 POINTING_FLOOR = 0.6  # "most" positive slices

@@ -22,6 +22,8 @@ from medscan.ops import get, run
 from medscan.scan import MedscanError, Scan
 from medscan.train.data import DATA_ROOT
 
+pytestmark = pytest.mark.model
+
 CT_DICOM = DATA_ROOT / "train" / "ct01_upper_abdomen_siemens_dicom"
 MR_DICOM = DATA_ROOT / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 

@@ -16,6 +16,8 @@ from medscan.scan import MedscanError, ProvenanceEntry
 from medscan.train.data import DATA_ROOT, HELDOUT_ITEMS
 from medscan.train.metrics import spectrum_match
 
+pytestmark = pytest.mark.model
+
 HELDOUT_CT = DATA_ROOT / HELDOUT_ITEMS[0]  # a subject never seen in training
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "samples" / "ct_abdomen_siemens"
 

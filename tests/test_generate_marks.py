@@ -18,6 +18,8 @@ from medscan.io.nifti import write_nifti
 from medscan.ops import operations
 from medscan.resources import shared_data_dir
 
+pytestmark = pytest.mark.model
+
 DATA = shared_data_dir()
 MR = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
 

@@ -18,6 +18,8 @@ from medscan.scan import MedscanError, Scan
 from medscan.train.data import DATA_ROOT
 from medscan.train.metrics import psnr
 
+pytestmark = pytest.mark.model
+
 HELDOUT_MR = DATA_ROOT / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"  # held out of training (by subject)
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "samples" / "ct_abdomen_siemens"
 

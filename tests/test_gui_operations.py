@@ -75,10 +75,8 @@ def window(make_window):
 
 
 @pytest.fixture(scope="module")
-def ct_scan():
-    from medscan.io import load
-
-    return load(CT)
+def ct_scan(sample_ct):
+    return sample_ct
 
 
 def show(qtbot, window, scan):

@@ -23,6 +23,8 @@ from medscan.nets.weights import load_model, models_dir
 from medscan.scan import MedscanError, Scan
 from medscan.train.data import DATA_ROOT
 
+pytestmark = pytest.mark.model
+
 HELDOUT_BRAIN = DATA_ROOT / "labelled" / "brain_tumour_tcga_du_7294"
 ABDOMEN = DATA_ROOT / "labelled" / "ct_abdomen_totalseg_example"
 TUMOUR_DICE_FLOOR = 0.55  # held-out slab; the whole-volume held-out Dice is in models/tumour_seg2d.json

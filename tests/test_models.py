@@ -14,6 +14,8 @@ from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
 from medscan.train.tasks import DenoiseTask
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
+pytestmark = pytest.mark.model
+
 TINY = {"kind": "residual_denoiser",
         "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
                      "channels": [8, 16], "strides": [2], "num_res_units": 1, "norm": None, "bias": False}}

@@ -18,7 +18,8 @@ from medscan.train.metrics import body_mask
 
 MR_ITEM = "train/mr03_brain_t1_2d_sag_siemens_dicom"  # held out: T1 head with skull, sagittal
 CT_ITEM = "labelled/ct_abdomen_totalseg_example/ct.nii.gz"  # small CT
-pytestmark = pytest.mark.skipif(not (DATA_ROOT / MR_ITEM).exists(), reason="shared data not available")
+pytestmark = [pytest.mark.model,
+              pytest.mark.skipif(not (DATA_ROOT / MR_ITEM).exists(), reason="shared data not available")]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from medscan.ops import run
 from medscan.ops.fidelity import assess
 from medscan.resources import shared_data_dir
 
+pytestmark = pytest.mark.model
+
 DATA = shared_data_dir()
 CT = DATA / "train" / "ct01_upper_abdomen_siemens.nii.gz"
 BRAIN = DATA / "paired" / "brain_tcga_fg_6692" / "t1.nii.gz"  # skull-stripped: zero outside the brain
@@ -36,8 +38,8 @@ def _half(image: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ct_slice() -> tuple[np.ndarray, float]:
-    scan = load(CT)
+def ct_slice(sample_ct) -> tuple[np.ndarray, float]:
+    scan = sample_ct
     return _half(np.clip(scan.voxels[10], -1024, None)), 2 * float(scan.spacing[0])
 
 

@@ -22,12 +22,14 @@ from medscan.train.data import SliceBank
 from medscan.train.tasks import SharpenTask, SuperResolveTask
 from medscan.train.trainer import TrainConfig, train
 
+pytestmark = pytest.mark.model
+
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "samples" / "ct_abdomen_siemens"
 
 
 @pytest.fixture(scope="module")
-def ct():
-    return load(SAMPLE_CT)
+def ct(sample_ct):
+    return sample_ct
 
 
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,6 +12,8 @@ import pytest
 
 from medscan import resources, selftest
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DENOISER = {
     "kind": "residual_denoiser",

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from medscan.io import load
 from medscan.ops import run
 from medscan.ops.study_adapt import _neighbour_pair, _subsample
+
+pytestmark = pytest.mark.model
 
 SAMPLE_CT = Path(__file__).resolve().parents[1] / "samples" / "ct_abdomen_siemens"
 

@@ -18,6 +18,8 @@ from medscan.nets.weights import models_dir
 from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()
 needs_model = pytest.mark.skipif(not (models_dir() / "synth_diffusion2d.json").exists(),

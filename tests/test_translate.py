@@ -23,7 +23,8 @@ SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 SAMPLE_MR_SAG = ROOT / "samples" / "mr_brain_t1_sag_siemens"
 SLICES = slice(70, 80)  # through the tumour
 
-pytestmark = pytest.mark.skipif(not HELDOUT.is_dir(), reason="shared paired data not present")
+pytestmark = [pytest.mark.model,
+              pytest.mark.skipif(not HELDOUT.is_dir(), reason="shared paired data not present")]
 
 
 def _crop(name: str, folder: Path, out_name: str) -> Path:

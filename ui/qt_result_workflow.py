@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
+from PyQt6.QtWidgets import QMainWindow
 
 from ui.qt_compare import MODES, ViewLink
 from ui.qt_mask_brush import plane_of_mask
@@ -21,7 +22,6 @@ from ui.qt_results import ResultEntry, operation_job, preview_scan
 if TYPE_CHECKING:
     from medscan.ops import Result
     from medscan.scan import Scan
-    from ui.qt_main_window import MainWindow
     from ui.qt_workers import Job
 
 
@@ -32,7 +32,9 @@ class ResultWorkflow(QObject):
     resultShown = pyqtSignal(object)  # ResultEntry now compared
     comparisonClosed = pyqtSignal()
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: QMainWindow) -> None:
+        """``window``: the MainWindow (its operations panel, viewers, compare bar, jobs and settings); typed as
+        its Qt base so that this module, which the window imports, does not import the window back."""
         super().__init__(window)
         self.window = window
         self.panel = window.opsPanel

@@ -17,12 +17,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medscan.annotate.learned import (
-    _axial_flips,
     brain_normalise,
-    canonical_volume,
     check_brain,
-    resample_planes,
 )
+from medscan.nets.volumes import axial_flips, canonical_volume, resample_planes
 from medscan.scan import Scan
 
 ANOMALY_MODEL = "anomaly_dae2d"
@@ -65,7 +63,7 @@ def anomaly_map(scan: Scan, model_name: str = ANOMALY_MODEL, folder: Path | None
         canon_brain = resample_planes(canon_brain.astype(np.float32), spacing, 1.0) > 0.5
     result = residual_map(canon_img, canon_brain, model, float(card.data.get("pixel_mm", 2.0)))
     result = resample_planes(result, (1.0, 1.0), 1.0, shape=scan.volume_shape[1:])
-    flip_rows, flip_cols = _axial_flips(scan)
+    flip_rows, flip_cols = axial_flips(scan)
     if flip_rows:
         result = result[:, ::-1]
     if flip_cols:

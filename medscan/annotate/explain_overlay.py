@@ -2,10 +2,10 @@
 
 Which explanation:
 
-- brain tumour (learned segmenter): ``medscan.explain.explain_slice`` — Seg-Grad-CAM (Captum layer gradients and
-  activations) of the segmenter for that finding's pixels; it passes both sanity checks on the held-out subject,
-  where IntegratedGradients and occlusion of the segmenter fail the randomisation check (tests/test_explain.py,
-  the tumour_seg2d card);
+- brain tumour (learned segmenter): ``medscan.annotate.explain.explain_slice`` — Seg-Grad-CAM (Captum layer
+  gradients and activations) of the segmenter for that finding's pixels; it passes both sanity checks on the
+  held-out subject, where IntegratedGradients and occlusion of the segmenter fail the randomisation check
+  (tests/test_explain.py, the tumour_seg2d card);
 - any other task (HU rules, organs): occlusion sensitivity over the task's own ``run``: a grid of patches
   around the finding is replaced, one at a time, by a neutral value (0 HU = water for CT; the slab mean for
   MR) through the slices k-2..k+2, the task is run again on that slab, and a patch's value is how much of the
@@ -29,7 +29,7 @@ def explain_finding(scan: Scan, task: Any, segmentation: Any, finding: Any, k: i
     if not plane.any():
         raise MedscanError(scan.source_path or "series", f"finding {finding.number} has no voxels on slice {k}")
     if task.name == "brain-tumour":
-        from medscan.explain import explain_slice
+        from medscan.annotate.explain import explain_slice
 
         try:
             maps = explain_slice(scan, k, finding=plane)

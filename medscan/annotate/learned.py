@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medscan.annotate.registry import Segmentation, SegmentationTask, register_task
+from medscan.nets.volumes import (
+    axial_flips,
+    canonical_volume,
+    require_axial_stack,
+    require_brain_foreground,
+    resample_planes,
+)
 from medscan.scan import MedscanError, Scan
 
 if TYPE_CHECKING:
@@ -34,45 +41,11 @@ CT_MM = 2.0  # working pixel size of the organ model
 CT_WINDOW = (-250.0, 350.0)  # HU window fed to the organ model (soft tissue and contrast-filled vessels)
 ORGAN_NAMES = {1: "liver", 2: "spleen", 3: "kidneys", 4: "aorta"}
 TUMOUR_NAMES = {1: "tumour (FLAIR abnormality)"}
-MIN_SLICES = 10
 BRAIN_LANDMARKS_PCT = (2, 10, 25, 50, 75, 90)  # brain-histogram landmarks (percentiles) ...
 BRAIN_LANDMARKS_STD = (0.2, 0.6, 0.9, 1.0, 1.1, 1.25)  # ... and the standard values they are mapped to
 
 
 # -- geometry shared by training and inference ------------------------------------------------------------------
-def _axial_flips(scan: Scan) -> tuple[bool, bool]:
-    """(flip rows, flip columns) that bring an axial slice to columns -> patient left, rows -> posterior."""
-    d = scan.direction
-    return bool(d[1, 1] < 0), bool(d[0, 0] < 0)
-
-
-def canonical_volume(volume: np.ndarray, scan: Scan) -> np.ndarray:
-    """The (k, j, i) volume with each axial slice flipped to the LPS in-plane orientation (no resampling)."""
-    flip_rows, flip_cols = _axial_flips(scan)
-    out = volume[:, ::-1] if flip_rows else volume
-    out = out[:, :, ::-1] if flip_cols else out
-    return np.ascontiguousarray(out)
-
-
-def resample_planes(planes: np.ndarray, spacing: tuple[float, float], target_mm: float,
-                    shape: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray:
-    """(N[, C], H, W) planes from (column, row) spacing to ``target_mm`` pixels, or back to ``shape`` when given."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x[:, None]
-    if shape is None:
-        shape = (max(1, round(x.shape[-2] * spacing[1] / target_mm)),
-                 max(1, round(x.shape[-1] * spacing[0] / target_mm)))
-    if tuple(shape) != tuple(x.shape[-2:]):
-        kwargs = {"align_corners": False} if mode != "nearest" else {}
-        x = F.interpolate(x, size=tuple(shape), mode=mode, **kwargs)
-    return (x[:, 0] if squeeze else x).numpy()
-
-
 def brain_normalise(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FLAIR on a standard scale by brain-histogram landmarks (Nyúl-Udupa), and the brain mask.
 
@@ -114,57 +87,18 @@ def ct_normalise(volume: np.ndarray) -> np.ndarray:
 
 # -- checks: what each model was made for ------------------------------------------------------------------------
 
-def _require_axial_stack(scan: Scan, task: str, max_thickness: float) -> None:
-    where = scan.where
-    if scan.voxels.ndim != 3:
-        raise MedscanError(where, f"{task} needs one 3-D volume, not a {scan.voxels.ndim}-D series")
-    normal = np.abs(scan.direction[:, 2])
-    if normal[2] < 0.8:
-        plane = "sagittal" if normal[0] >= normal[1] else "coronal"
-        raise MedscanError(where, f"{task} was trained on axial slices; this series is {plane} — reformat it axially")
-    if scan.volume_shape[0] < MIN_SLICES:
-        raise MedscanError(where, f"{task} needs at least {MIN_SLICES} slices; this series has {scan.volume_shape[0]}")
-    if scan.spacing[2] > max_thickness:
-        raise MedscanError(where, f"{task} was trained on slices up to {max_thickness:g} mm; these are "
-                                  f"{scan.spacing[2]:.1f} mm")
-
-
 def check_brain(scan: Scan) -> None:
     """Axial, skull-stripped brain FLAIR with a brain-sized non-zero region (BraTS-style preprocessing).
 
     A series described as another contrast (T1, T2, DWI...) is refused; an undescribed one cannot be told apart.
     """
-    _require_axial_stack(scan, "brain-tumour", max_thickness=3.0)
+    require_axial_stack(scan, "brain-tumour", max_thickness=3.0)
     where = scan.where
     described = f"{scan.description} {getattr(scan.header, 'SeriesDescription', '') or ''}".lower()
     if "flair" not in described and re.search(r"(^|[^a-z0-9])(t1|t2|dwi|adc|swi|mprage|tof|dti)", described):
         raise MedscanError(where, f"brain-tumour was trained on FLAIR; this series is described as "
                                   f"{scan.description!r} — load the FLAIR series")
-    _require_brain_foreground(scan, "brain-tumour")
-
-
-def require_skull_stripped_brain(scan: Scan, task: str, max_thickness: float = 3.0) -> None:
-    """An axial stack of a skull-stripped brain (BraTS-style): what every brain model trained on paired/ saw."""
-    _require_axial_stack(scan, task, max_thickness=max_thickness)
-    _require_brain_foreground(scan, task)
-
-
-def _require_brain_foreground(scan: Scan, task: str) -> None:
-    """Mostly background with a brain-sized foreground (100-200 x 120-240 mm): a skull-stripped brain."""
-    where = scan.where
-    volume = scan.voxels
-    positive = volume[volume > 0]
-    if positive.size == 0:
-        raise MedscanError(where, f"{task}: the series is empty (no positive voxels)")
-    brain = volume > 0.05 * np.percentile(positive, 99)
-    background = 1.0 - brain.mean()
-    _ks, js, is_ = np.nonzero(brain)
-    sx, sy, _sz = scan.spacing
-    extent = ((is_.max() - is_.min() + 1) * sx, (js.max() - js.min() + 1) * sy)
-    if background < 0.4 or not (100 <= extent[0] <= 200 and 120 <= extent[1] <= 240):
-        raise MedscanError(where, f"{task} needs a skull-stripped brain MR (zero outside the brain); this series "
-                                  f"has {100 * background:.0f}% background and a {extent[0]:.0f}x{extent[1]:.0f} mm "
-                                  "foreground — not a skull-stripped brain")
+    require_brain_foreground(scan, "brain-tumour")
 
 
 def _looks_like_head(volume: np.ndarray, spacing: tuple[float, float, float]) -> bool:
@@ -179,7 +113,7 @@ def _looks_like_head(volume: np.ndarray, spacing: tuple[float, float, float]) ->
 
 def check_abdomen(scan: Scan) -> None:
     """Axial CT in HU, at most 5 mm slices, not a head."""
-    _require_axial_stack(scan, "organs", max_thickness=5.0)
+    require_axial_stack(scan, "organs", max_thickness=5.0)
     where = scan.where
     if scan.units and scan.units != "HU":
         raise MedscanError(where, f"organs needs CT in HU, not {scan.units}")
@@ -264,7 +198,7 @@ def segment_with(model: torch.nn.Module, scan: Scan, normalised: np.ndarray, tar
     work = resample_planes(canon, spacing, target_mm)
     probs = predict_planes(model, work, dev, roi=roi)
     probs = resample_planes(probs, (target_mm, target_mm), target_mm, shape=canon.shape[1:])
-    flip_rows, flip_cols = _axial_flips(scan)
+    flip_rows, flip_cols = axial_flips(scan)
     if flip_rows:
         probs = probs[:, :, ::-1]
     if flip_cols:

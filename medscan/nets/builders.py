@@ -61,7 +61,7 @@ def build_network(config: dict[str, Any]) -> nn.Module:
 
         return SliceClassifier(**config.get("args", {}))
     if kind == "synth_denoiser":  # synthetic slices: {"kind": ..., "args": {channels, attention, unshuffle, ...}}
-        from medscan.synth.network import ConditionalDenoiser
+        from medscan.nets.diffusion import ConditionalDenoiser
 
         return ConditionalDenoiser(**config.get("args", {}))
     backbone_cfg = dict(config["backbone"])

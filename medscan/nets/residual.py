@@ -46,3 +46,10 @@ class ResidualCorrector(nn.Module):
         """
         features = phase_encode_bands(x, self.bands) if self.bands else x
         return x + self.gain * self.backbone(features)
+
+
+def apply_model(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The still estimate: a ``residual_corrector`` adds its input itself, a ``plain`` backbone predicts the
+    correction only."""
+    out = model(x)
+    return out if getattr(model, "adds_input", False) else x + out

@@ -100,7 +100,7 @@ BODY_MARGIN_PX = 3
 
 
 def _largest_blob_in_body(coherent: np.ndarray, image: np.ndarray) -> int:
-    from medscan.train.metrics import body_mask
+    from medscan.nets.volumes import body_mask
 
     largest = 0
     planes = np.asarray(image).reshape(-1, *image.shape[-2:])

@@ -38,7 +38,7 @@ def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, *, batch: 
 
     from medscan.nets.inpainter import masked_fill
     from medscan.nets.normalize import intensity_window, window_span
-    from medscan.ops.inference import _pad_to
+    from medscan.nets.volumes import pad_to
 
     n, channels, h, w = stacks.shape
     centre = channels // 2
@@ -54,8 +54,8 @@ def fill_stacks(stacks: np.ndarray, masks: np.ndarray, model, device, *, batch: 
             lo = np.array([wd[0] for wd in windows], np.float32).reshape(-1, 1, 1, 1)
             hi = np.array([wd[1] for wd in windows], np.float32).reshape(-1, 1, 1, 1)
             span = window_span(lo, hi)
-            x, _ = _pad_to(torch.from_numpy((chunk - lo) / span).to(device), PAD_MULTIPLE)
-            m, _ = _pad_to(torch.from_numpy(hole.astype(np.float32)).to(device), PAD_MULTIPLE)
+            x, _ = pad_to(torch.from_numpy((chunk - lo) / span).to(device), PAD_MULTIPLE)
+            m, _ = pad_to(torch.from_numpy(hole.astype(np.float32)).to(device), PAD_MULTIPLE)
             y = masked_fill(model, x, m > 0.5)[:, 0, :h, :w].float().cpu().numpy()
             generated = y * span[:, 0] + lo[:, 0]
             out[start:start + batch] = np.where(hole[:, centre], generated, chunk[:, centre])
@@ -95,7 +95,7 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
 
     from medscan.nets.normalize import intensity_window, window_span
     from medscan.nets.slice_flow import flow_estimates, flow_fill
-    from medscan.ops.inference import _pad_to
+    from medscan.nets.volumes import pad_to
 
     if missing[0] or missing[-1]:
         raise ValueError("the first and last slices must be measured: a missing slice needs one on either side")
@@ -112,7 +112,7 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
 
         def predict(planes: np.ndarray, depth: float = depth) -> np.ndarray:
             estimates = flow_estimates(planes[0, 0], planes[0, 1], depth)
-            x, (h, w) = _pad_to(torch.from_numpy(np.concatenate([planes[0], estimates])[None]).to(device),
+            x, (h, w) = pad_to(torch.from_numpy(np.concatenate([planes[0], estimates])[None]).to(device),
                                 PAD_MULTIPLE)
             with torch.inference_mode():
                 y = flow_fill(model, x[:, :1], x[:, 1:2], x[:, 2:], torch.tensor([depth], device=device))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from medscan.degrade import estimate_noise_sd
 from medscan.nets.device import autocast
 from medscan.nets.normalize import intensity_window, window_span
+from medscan.nets.volumes import pad_to as _pad_to
 from medscan.ops.registry import ProgressCallback
 
 _MODEL_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
@@ -25,14 +26,6 @@ def cached_model(name: str, device: torch.device) -> tuple[torch.nn.Module, dict
         model, _ = load_model(name)
         _MODEL_CACHE[key] = model.to(device)
     return _MODEL_CACHE[key], load_card(name).data
-
-
-def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    return x, (h, w)
 
 
 def constrain_residual(x: torch.Tensor, residual: torch.Tensor, sigma: torch.Tensor,

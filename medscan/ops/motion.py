@@ -37,7 +37,7 @@ def estimate_phase_encoding(planes: np.ndarray) -> str:
     (same rows), on the mean of the planes. No clear difference (no visible ghosts) gives COL, the usual
     axial choice.
     """
-    from medscan.train.metrics import body_mask
+    from medscan.nets.volumes import body_mask
 
     image = np.asarray(planes, np.float64).mean(axis=0)
     mask = body_mask(image)
@@ -57,8 +57,8 @@ def estimate_phase_encoding(planes: np.ndarray) -> str:
 def correct_planes(planes: np.ndarray, model, device, *, batch: int = 4,
                    progress: ProgressCallback | None = None) -> np.ndarray:
     """The model's still estimate of (N, H, W) planes whose phase-encoding axis is -2, in the planes' units."""
+    from medscan.nets.residual import apply_model
     from medscan.ops.inference import windowed_planes
-    from medscan.train.task_motion import apply_model
 
     return windowed_planes(planes, lambda x: apply_model(model, x), device, pad_multiple=PAD_MULTIPLE,
                            batch=batch, progress=progress)

@@ -46,7 +46,7 @@ def named_contrasts(scan: Scan) -> set[str]:
     """The MR contrasts (T1, T1c, T2, FLAIR) the series description, protocol or file name name; empty if none."""
     from pathlib import Path
 
-    from medscan.ops.translate import contrast_from_text
+    from medscan.ops.contrast import contrast_from_text
 
     header = scan.header
     texts = [str(getattr(header, key, "") or "") for key in ("SeriesDescription", "ProtocolName")] if header else []

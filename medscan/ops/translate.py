@@ -17,12 +17,11 @@ a skull-stripped brain, an unknown or identical source contrast, or an untrained
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from medscan import __version__
 from medscan.ops.catalog import TRANSLATE_MODEL
+from medscan.ops.contrast import contrast_from_text
 from medscan.ops.registry import ProgressCallback, Result
 from medscan.scan import MedscanError, ProvenanceEntry, Scan
 
@@ -32,29 +31,6 @@ CHUNK = 8  # planes per forward pass
 
 
 # -- which contrast is the input? ------------------------------------------------------------------------------------
-def contrast_from_text(text: str) -> str | None:
-    """T1 / T1c / T2 / FLAIR named in a series description, protocol or file name; None when it does not say.
-
-    FLAIR before T2 (a "T2 FLAIR" is FLAIR), post-contrast T1 before T1 (t1c, t1ce, t1gd, "T1 POST", "+C", gad).
-    T2* (gradient echo) is not T2 and stays unknown.
-    """
-    t = text.lower()
-    if re.search(r"flair|(^|[^a-z0-9])(fla|t2f|dark[ _-]?fluid|tirm)([^a-z0-9]|$)", t):
-        return "FLAIR"
-    t1 = re.search(r"(^|[^a-z0-9])(t1|t1w|mprage|spgr|t1c|t1ce|t1gd)", t)
-    post = re.search(r"t1c|t1ce|t1gd|t1[ _-]?\+[ _-]?c|(^|[^a-z0-9])(post|gd|gad|gado|contrast|ce|km)([^a-z0-9]|$)"
-                     r"|\+c([^a-z0-9]|$)", t)
-    if t1 and post:
-        return "T1c"
-    if re.search(r"(^|[^a-z0-9])t2[ _-]?(\*|star)", t):
-        return None
-    if re.search(r"(^|[^a-z0-9])(t2|t2w)([^a-z0-9]|$)", t):
-        return "T2"
-    if t1:
-        return "T1"
-    return None
-
-
 def detect_contrast(scan: Scan) -> tuple[str, str]:
     """(contrast, what said so) from SeriesDescription, ProtocolName, the description and the file name.
 
@@ -83,7 +59,7 @@ def detect_contrast(scan: Scan) -> tuple[str, str]:
 # -- what the model was made for -------------------------------------------------------------------------------------
 def check_translatable(scan: Scan, source: str, target: str, card: dict) -> None:
     """Refuse what the translator never saw: CT, untrained directions, anything but a skull-stripped axial brain."""
-    from medscan.annotate.learned import require_skull_stripped_brain
+    from medscan.nets.volumes import require_skull_stripped_brain
 
     where = scan.where
     if scan.modality == "CT" or scan.units == "HU":
@@ -106,7 +82,7 @@ def check_translatable(scan: Scan, source: str, target: str, card: dict) -> None
 # -- running the model ------------------------------------------------------------------------------------------
 def card_prior(card: dict, source: str, target: str):
     """The model's intensity prior for a direction (the LUT its output corrects), or None for a prior-free model."""
-    from medscan.train.task_translate import IntensityLUT
+    from medscan.nets.volumes import IntensityLUT
 
     priors = card.get("priors") or {}
     key = f"{source}->{target}"
@@ -157,8 +133,7 @@ def translate_planes(model, planes: np.ndarray, brain: np.ndarray, source: str, 
 def translate_volume(model, scan: Scan, source: str, target: str, device, grid_mm: float = 1.0,
                      progress: ProgressCallback | None = None, prior=None) -> tuple[np.ndarray, np.ndarray, float]:
     """(output, uncertainty, input scale) on the scan's own grid, in the input's units (see the module note)."""
-    from medscan.annotate.learned import _axial_flips, canonical_volume, resample_planes
-    from medscan.train.task_translate import brain_scale
+    from medscan.nets.volumes import axial_flips, brain_scale, canonical_volume, resample_planes
 
     normalised, brain, scale = brain_scale(canonical_volume(scan.voxels, scan))
     _k, h, w = normalised.shape
@@ -175,7 +150,7 @@ def translate_volume(model, scan: Scan, source: str, target: str, device, grid_m
         mean = resample_planes(mean, (grid_mm, grid_mm), grid_mm, shape=(h, w))
         spread = resample_planes(spread, (grid_mm, grid_mm), grid_mm, shape=(h, w))
     mean, spread = mean * brain, spread * brain
-    flip_rows, flip_cols = _axial_flips(scan)  # canonical -> the scan's own orientation (a flip is its own inverse)
+    flip_rows, flip_cols = axial_flips(scan)  # canonical -> the scan's own orientation (a flip is its own inverse)
     if flip_rows:
         mean, spread = mean[:, ::-1], spread[:, ::-1]
     if flip_cols:

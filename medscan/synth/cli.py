@@ -39,7 +39,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0 on success.
     """
-    from medscan.cli_ops import _progress_bar
+    from medscan.console import progress_bar
     from medscan.io.export import check_output_folder
     from medscan.synth import export_synthetic_study, synthesize
 
@@ -47,7 +47,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     check_output_folder(out)  # refuse before minutes of sampling
     if args.mask and not Path(args.mask).exists():
         raise MedscanError(args.mask, "mask file not found")
-    bar, update = _progress_bar("synthesize")
+    bar, update = progress_bar("synthesize")
     try:
         batch = synthesize(args.modality, args.region, args.count, seed=args.seed, mask=args.mask, steps=args.steps,
                            progress=update)

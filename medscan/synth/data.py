@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medscan.io import load
-from medscan.train.data import DATA_ROOT
+from medscan.resources import shared_data_dir
 
 GRID = 128
 CT_WINDOW = (-1024.0, 1024.0)  # HU mapped to [-1, 1]; air stays air, bone above +1024 HU clips
@@ -162,13 +162,14 @@ def _axial_volume(item: str, root: Path) -> tuple[np.ndarray, np.ndarray, str, t
     return volume, affine, scan.modality, spacing
 
 
-def extract_slices(items: dict[str, str], root: Path = DATA_ROOT, stride: int = 1) -> SynthSlices:
+def extract_slices(items: dict[str, str], root: Path | None = None, stride: int = 1) -> SynthSlices:
     """Every ``stride``-th axial slice of ``items`` with enough body in it, on its class grid.
 
     Torso CT slices are labelled chest when aerated lung fills over 5 % of the body (and lung), else abdomen.
     """
     from scipy import ndimage
 
+    root = shared_data_dir() if root is None else root  # $MEDSCAN_DATA, default ../shared/data
     names = [c.name for c in CLASSES]
     images, labels, masks, sources, positions = [], [], [], [], []
     for item, kind in items.items():

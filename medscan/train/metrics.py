@@ -12,32 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from medscan.nets.volumes import body_mask  # noqa: F401  (scored inside the body; shared with the guard)
 from medscan.train.data import DATA_ROOT
-
-
-def body_mask(image: np.ndarray) -> np.ndarray:
-    """Foreground (the patient) of a slice: Otsu threshold, largest connected component, holes filled.
-
-    Background air/empty k-space is trivially easy to denoise and dominates whole-image PSNR on small bodies;
-    scoring inside the body tells whether anatomy got better. Lungs and ventricles are holes, so they count.
-    """
-    from skimage.filters import threshold_otsu
-
-    image = np.asarray(image, dtype=np.float64)
-    if float(image.max()) == float(image.min()):
-        return np.zeros(image.shape, dtype=bool)
-    mask = image > threshold_otsu(image)
-    mask = ndimage.binary_opening(mask, iterations=2)  # cut thin bridges to the table / coil
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros(image.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = labels == int(np.argmax(sizes))
-    largest = ndimage.binary_closing(largest, iterations=2)
-    return ndimage.binary_fill_holes(largest)
 
 
 def psnr(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None, data_range: float = 1.0) -> float:

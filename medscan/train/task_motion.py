@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from medscan.degrade.motion import SEVERITIES, add_motion
+from medscan.nets.residual import apply_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.tasks import TASKS, pixel_loss
 
@@ -18,13 +19,6 @@ from medscan.train.tasks import TASKS, pixel_loss
 MR_TRAIN_ITEMS = tuple(i for i in TRAIN_ITEMS if i.split("/")[-1].startswith("mr") or i.startswith("paired/"))
 MR_HELDOUT_ITEMS = tuple(i for i in HELDOUT_ITEMS if "/mr" in i or i.startswith("paired/"))
 CLEAN_RANGE = (0.0, 2.0)  # magnitude images are non-negative; cap stray pixels of near-empty windows
-
-
-def apply_model(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The still estimate: a ``residual_corrector`` adds its input itself, a ``plain`` backbone predicts the
-    correction only."""
-    out = model(x)
-    return out if getattr(model, "adds_input", False) else x + out
 
 
 class MotionCorrectTask:

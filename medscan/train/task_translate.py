@@ -28,13 +28,12 @@ import numpy as np
 import torch
 
 from medscan.nets.translator import CONTRASTS
+from medscan.nets.volumes import CLIP, QUANTILES, IntensityLUT, brain_scale, canonical_volume
 from medscan.train.data import DATA_ROOT
 
 SUBJECTS = ("du_7294", "fg_6692")  # paired/brain_tcga_<subject>
 FILES = {"T1": "t1", "T1c": "t1c", "T2": "t2", "FLAIR": "flair"}
 DIRECTIONS: tuple[tuple[str, str], ...] = (("T1", "T2"), ("T1", "FLAIR"), ("T2", "T1"), ("T1c", "T1"), ("T1", "T1c"))
-BRAIN_PERCENTILE = 50.0  # the median of the brain is the unit
-CLIP = 8.0  # normalised intensities above this are stray pixels (T2 CSF reaches about 4 x the median)
 MIN_BRAIN_PIXELS = 500  # slices with less brain (the vertex, the foramen magnum) are skipped in training and scoring
 LUT_BINS = 256
 
@@ -44,23 +43,8 @@ def item(subject: str, contrast: str) -> Path:
     return DATA_ROOT / "paired" / f"brain_tcga_{subject}" / f"{FILES[contrast]}.nii.gz"
 
 
-def brain_scale(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(normalised volume, brain mask, scale): brain = non-zero voxels, scale = their median.
-
-    The scale is returned so an output can be written back in the input's units.
-    """
-    volume = np.asarray(volume, np.float32)
-    brain = volume != 0
-    if not brain.any():
-        return np.zeros_like(volume), brain, 1.0
-    scale = float(np.percentile(volume[brain], BRAIN_PERCENTILE))
-    scale = scale if scale > 0 else 1.0
-    return np.clip(volume / scale, 0.0, CLIP) * brain, brain, scale
-
-
 def load_subject(subject: str, contrasts: tuple[str, ...] = CONTRASTS) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Normalised canonical (K, H, W) volumes of one paired subject and the brain mask common to all of them."""
-    from medscan.annotate.learned import canonical_volume
     from medscan.io import load
 
     volumes, brain = {}, None
@@ -160,43 +144,6 @@ def _isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
             c = counts[-2] + counts[-1]
             values[-2:], weights[-2:], counts[-2:] = [merged], [wsum], [c]
     return np.repeat(values, counts)
-
-
-QUANTILES = np.linspace(0.0, 1.0, 1001)
-
-
-@dataclass
-class IntensityLUT:
-    """Piecewise-linear map from normalised source to normalised target intensity, on bin centres.
-
-    With ``source_quantiles`` (the training subject's brain source histogram) the new source is first
-    histogram-matched to the training subject (its own brain quantiles onto those), so a subject whose
-    grey/white matter sits at other percentile-scaled values still lands on the right part of the table.
-    """
-
-    centres: np.ndarray
-    values: np.ndarray
-    kind: str
-    source_quantiles: np.ndarray | None = None
-
-    def __call__(self, source: np.ndarray, brain_values: np.ndarray | None = None) -> np.ndarray:
-        """Map ``source``; ``brain_values`` (all brain voxels of its volume) are needed with histogram matching."""
-        if self.source_quantiles is not None:
-            if brain_values is None:
-                raise ValueError("a histogram-matched LUT needs the brain values of the source volume")
-            own = np.quantile(brain_values, QUANTILES)
-            source = np.interp(source, own, self.source_quantiles)
-        return np.interp(source, self.centres, self.values).astype(np.float32)
-
-    def to_json(self) -> dict:
-        """The table as JSON-able data (rounded to 5 decimals), as the model card stores it."""
-        return {"kind": self.kind, "centres": [round(float(c), 5) for c in self.centres],
-                "values": [round(float(v), 5) for v in self.values]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> IntensityLUT:
-        """A table from :meth:`to_json` output."""
-        return cls(np.asarray(data["centres"], np.float64), np.asarray(data["values"], np.float64), data["kind"])
 
 
 def fit_priors(volumes: dict[str, np.ndarray], brain: np.ndarray, directions=DIRECTIONS) -> dict[str, IntensityLUT]:

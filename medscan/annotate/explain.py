@@ -32,12 +32,10 @@ import torch.nn.functional as F
 from medscan.annotate.learned import (
     BRAIN_MM,
     TUMOUR_MODEL,
-    _axial_flips,
     brain_normalise,
-    canonical_volume,
     check_brain,
-    resample_planes,
 )
+from medscan.nets.volumes import axial_flips, canonical_volume, resample_planes
 from medscan.scan import MedscanError, Scan
 
 # Where Grad-CAM looks in the MONAI UNet (channels 16-32-64-128, strides 2-2-2): candidate layers by name.
@@ -213,7 +211,7 @@ def explain_slice(scan: Scan, index: int, finding: np.ndarray | None = None) -> 
     normalised, _brain = brain_normalise(scan.voxels)
     canon = canonical_volume(normalised, scan)[index]
     spacing = scan.spacing[:2]
-    flip_rows, flip_cols = _axial_flips(scan)
+    flip_rows, flip_cols = axial_flips(scan)
 
     def back(image: np.ndarray) -> np.ndarray:
         image = image[::-1] if flip_rows else image
