@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from medscan.ops.noise_level import homogeneous_mask
+
 SMOOTHING_PX = 2.0
 Z_LIMIT = 5.0
 STRUCTURE_LIMIT = 0.02  # fraction of pixels with coherent method noise above which a result is flagged
@@ -156,26 +158,6 @@ def regional_shift_fraction(checked: np.ndarray, noise_sd: np.ndarray) -> float:
 
 def _robust_std(values: np.ndarray) -> float:
     return float(np.median(np.abs(values - np.median(values))) / 0.6745)
-
-
-def homogeneous_mask(image: np.ndarray) -> np.ndarray:
-    """Regions whose local standard deviation is in the lowest quartile: fat, liver, fluid, white matter.
-
-    Chosen on a smoothed copy of the input, so that the choice does not follow the noise: picking
-    the flattest-looking pixels of a noisy or cleaned image selects where the noise happened to
-    cancel and reports a shift that is not there.
-    """
-    image = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), (0,) * (np.ndim(image) - 2) + (3, 3))
-    local_mean = ndimage.uniform_filter(image, size=(1,) * (image.ndim - 2) + (7, 7))
-    local_sq = ndimage.uniform_filter(image**2, size=(1,) * (image.ndim - 2) + (7, 7))
-    local_std = np.sqrt(np.clip(local_sq - local_mean**2, 0, None))
-    # Well clear of the background: air at the scanner's floor (-1024 HU) or an MR background plus a little
-    # noise is the flattest thing in the image, and a cut close to it keeps just the pixels whose noise
-    # happened to be positive (the perfect denoiser then "moved" tissue by -4 HU at 5 % noise).
-    lo, hi = np.percentile(image, [1, 99])
-    body = image > lo + 0.1 * (hi - lo)
-    threshold = np.percentile(local_std[body], 25) if body.any() else np.percentile(local_std, 25)
-    return body & (local_std <= threshold)
 
 
 def rician_floor_part(method_noise: np.ndarray, sigma: np.ndarray) -> np.ndarray:
