@@ -82,12 +82,12 @@ def _model_stack_round_trip() -> str:
 # that lost one starts fine and fails when a user reaches the feature. tests/test_installer_spec.py keeps this
 # list complete from the source.
 LAZY_IMPORTS = (
-    "PIL", "alembic", "alembic.config", "captum.attr", "cv2", "highdicom", "highdicom.sr.templates", "jpeg_ls",
-    "keyring", "keyring.backends", "matplotlib", "monai.inferers", "monai.networks", "monai.networks.nets",
-    "monai.networks.schedulers", "nibabel.nicom", "numpy", "pydicom", "pydicom.pixels", "pydicom.sr.codedict",
-    "pydicom.uid", "pylibjpeg.utils", "pynetdicom", "pynetdicom._config", "pynetdicom.status", "safetensors.torch",
-    "scipy", "scipy.stats", "skimage.filters", "skimage.metrics", "skimage.transform", "sqlalchemy", "torch",
-    "torch.nn.functional", "tqdm", "yaml",
+    "PIL", "alembic", "alembic.config", "captum.attr", "cv2", "highdicom", "highdicom.sr.templates", "isal",
+    "jpeg_ls", "keyring", "keyring.backends", "matplotlib", "monai.inferers", "monai.networks", "monai.networks.nets",
+    "monai.networks.schedulers", "nibabel", "nibabel.nicom", "numpy", "pydicom", "pydicom.pixels",
+    "pydicom.sr.codedict", "pydicom.uid", "pylibjpeg.utils", "pynetdicom", "pynetdicom._config", "pynetdicom.status",
+    "safetensors.torch", "scipy", "scipy.stats", "skimage.filters", "skimage.metrics", "skimage.transform",
+    "sqlalchemy", "torch", "torch.nn.functional", "tqdm", "yaml",
 )
 
 
