@@ -36,6 +36,7 @@ EMBEDDED = [
     ("SQLCipher / SQLite", "inside sqlcipher3-binary or linked by sqlcipher3: the encrypted database", "BSD-3-Clause"),
     ("OpenCV", "inside opencv-python-headless", "Apache-2.0"),
     ("libpq", "inside psycopg-binary: PostgreSQL client", "PostgreSQL"),
+    ("ISA-L (Intel)", "inside isal: the gzip compression of .nii.gz", "BSD-3-Clause"),
 ]
 
 HEADER = """# Third-party notices
