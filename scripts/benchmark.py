@@ -401,7 +401,7 @@ def _denoise_section(args: argparse.Namespace, report: dict[str, Any]) -> int:
               f"{peak:.0f} ({above:+.0f}) | "
               f"{row['bm3d_over_this']:.1f}x | {row['bm3d_over_this_cpu']:.1f}x |")
     ours = rows["ours"]
-    print(f"| anchor: the same network alone, torch eager (no guard) | {ours['threads']} | "
+    print(f"| anchor: torch eager, denoise_planes alone (network and residual bound, no guard) | {ours['threads']} | "
           f"{ours['network_per_slice_s']:.3f} | - | - | - | - | - | "
           f"{bm3d / ours['network_per_slice_s']:.1f}x | - |")
     print(f"\nours, network only (no fidelity guard): {ours['network_per_slice_s']:.3f} s/slice; "
