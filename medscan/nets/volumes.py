@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from medscan.scan import MedscanError, Scan
 
@@ -79,6 +78,8 @@ def body_mask(image: np.ndarray) -> np.ndarray:
     Background air/empty k-space is trivially easy to denoise and dominates whole-image PSNR on small bodies;
     scoring inside the body tells whether anatomy got better. Lungs and ventricles are holes, so they count.
     """
+    # scipy and scikit-image here, not at import: the annotation tasks register through this module at start-up
+    from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     image = np.asarray(image, dtype=np.float64)
