@@ -55,11 +55,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark what a test uses (the window through ``qtbot`` is ``gui``, the PostgreSQL server ``postgres``), then keep
-    the tier: slow tests never run unless ``-m`` asks; a plain ``pytest`` (no paths) also leaves out the full tier's."""
+    """Mark what a test uses (the window, through ``qtbot`` or in a test_gui* module, is ``gui``; the PostgreSQL
+    server ``postgres``), then keep the tier: slow tests never run unless ``-m`` asks; a plain ``pytest`` (no paths)
+    also leaves out the full tier's."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if "qtbot" in names:
+        if "qtbot" in names or item.path.name.startswith("test_gui"):  # the window, in-process or as a process
             item.add_marker(pytest.mark.gui)
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "postgres_server" in names or params.get("target") == "postgresql":

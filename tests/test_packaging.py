@@ -13,6 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -51,6 +53,7 @@ def test_plain_install_has_no_window_or_dask_and_the_extras_add_them() -> None:
     assert "scikit-image" in core  # the fidelity guard's body mask needs it at run time, not only in tests
 
 
+@pytest.mark.model
 def test_engine_runs_info_and_denoise_without_pyqt6_or_dask(tmp_path) -> None:
     info = _without_extras("medscan", "info", str(SAMPLE_CT))
     assert info.returncode == 0, info.stderr
