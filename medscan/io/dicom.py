@@ -74,7 +74,10 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.1.3.10",  # Media storage directory (DICOMDIR)
 }
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit and explicit VR little endian
-HEADER_CHUNK = 64 * 1024  # one read holds a typical header, Siemens CSA included; longer ones are parsed from the file
+# One read holds a typical header, Siemens CSA included; a longer one (enhanced multi-frame: per-frame sequences)
+# gets one more, larger read; only a header beyond that is parsed from the file itself (each element then costs a
+# file-position system call, which made parsing from the file twice as slow as from memory).
+HEADER_CHUNKS = (64 * 1024, 4 * 1024 * 1024)
 PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}  # (7FE0,0010/0008/0009) LE
 POSITION_TOLERANCE_MM = 0.01
 SPACING_TOLERANCE = 0.01  # relative deviation of slice steps that earns a warning
@@ -230,12 +233,12 @@ def _read_header(path: str) -> Dataset | None:
 def _read_header_and_pixels(path: str) -> tuple[Dataset | None, NativePixels | None]:
     """Header of a DICOM file (None when not DICOM) and, for uncompressed pixel data, where it lies.
 
-    One read of ``HEADER_CHUNK`` bytes usually holds the whole header: parsing from memory is about twice as
-    fast as from the file. A parse is trusted only when it reached the pixel data inside the chunk (or the
-    chunk is the whole file); otherwise the file is parsed as before, so broken files raise as they did.
+    A read of ``HEADER_CHUNKS[0]`` bytes usually holds the whole header: parsing from memory is about twice as
+    fast as from the file. A parse is trusted only when it reached the pixel data inside the bytes read (or they
+    are the whole file); otherwise the file is parsed as before, so broken files raise as they did.
     """
     with open(path, "rb") as fh:
-        head = fh.read(HEADER_CHUNK)
+        head = fh.read(HEADER_CHUNKS[0])
         if len(head) < 132 or head[128:132] != b"DICM":
             # Not Part-10; accept raw datasets only when they parse as such (old ACR-NEMA style).
             try:
@@ -245,16 +248,21 @@ def _read_header_and_pixels(path: str) -> tuple[Dataset | None, NativePixels | N
             if "SOPClassUID" not in ds and "Rows" not in ds:
                 return None, None
             return ds, None
-        whole_file = len(head) < HEADER_CHUNK
         ds = None
-        try:
-            buffer = io.BytesIO(head)
-            parsed = pydicom.dcmread(buffer, stop_before_pixels=True)
-            end = buffer.tell()
-            if head[end:end + 4] in PIXEL_TAGS or (whole_file and end >= len(head)):
-                ds, element = parsed, head[end:end + 12]
-        except Exception:  # a header longer than the chunk, or a broken one: the file decides below
-            ds = None
+        for size in HEADER_CHUNKS:
+            if len(head) < size:
+                head += fh.read(size - len(head))
+            whole_file = len(head) < size
+            try:
+                buffer = io.BytesIO(head)
+                parsed = pydicom.dcmread(buffer, stop_before_pixels=True)
+                end = buffer.tell()
+                if head[end:end + 4] in PIXEL_TAGS or (whole_file and end >= len(head)):
+                    ds, element = parsed, head[end:end + 12]
+            except Exception:  # a header longer than these bytes, or a broken one: read more, or the file decides
+                ds = None
+            if ds is not None or whole_file:
+                break
         if ds is None:
             fh.seek(0)
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
