@@ -1,7 +1,8 @@
 """Where medscan's files live: shipped files (``models/``, ``samples/``) and the research data folder.
 
-Shipped files are inside the PyInstaller bundle when frozen, else at the checkout's root; one helper, so the
-self-test and the app look in the same place. The data folder that training, evaluation and the tests read
+Shipped files are inside the PyInstaller bundle when frozen, at the checkout's root in a checkout, and in
+``<prefix>/share/medscan`` after ``pip install medscan`` (the wheel's data files); one helper, so the self-test
+and the app look in the same place. The data folder that training, evaluation and the tests read
 (``../shared/data`` beside the checkout) is named by one setting, ``MEDSCAN_DATA``, read in one place.
 """
 
@@ -14,16 +15,31 @@ from pathlib import Path
 DATA_ENV = "MEDSCAN_DATA"
 
 
+def _checkout_root() -> Path:
+    """The folder above the ``medscan`` package: the repository root in a checkout or an editable install."""
+    return Path(__file__).resolve().parent.parent
+
+
+def installed_root() -> Path:
+    """Where ``pip install medscan`` puts the shipped models and samples (the wheel's data files):
+    ``<prefix>/share/medscan``."""
+    return Path(sys.prefix) / "share" / "medscan"
+
+
 def resource_root() -> Path:
     """The folder holding the shipped ``models/`` and ``samples/``.
 
     Returns:
-        ``sys._MEIPASS`` in a frozen bundle (the one-folder bundle's ``_internal``), else the repository root.
+        ``sys._MEIPASS`` in a frozen bundle (the one-folder bundle's ``_internal``); the repository root in a
+        checkout (or an editable install); else, after ``pip install medscan``, :func:`installed_root`.
     """
-    frozen_root = getattr(sys, "_MEIPASS", None)
-    if getattr(sys, "frozen", False) and frozen_root:
+    frozen_root = getattr(sys, "frozen", False) and getattr(sys, "_MEIPASS", None)
+    if frozen_root:
         return Path(frozen_root)
-    return Path(__file__).resolve().parent.parent
+    checkout = _checkout_root()
+    if not (checkout / "models").is_dir() and installed_root().is_dir():
+        return installed_root()
+    return checkout
 
 
 def resource_path(*parts: str) -> Path:
@@ -53,4 +69,5 @@ def shared_data_dir() -> Path:
     override = os.environ.get(DATA_ENV)
     if override:
         return Path(override).expanduser()
-    return resource_root().parent / "shared" / "data"
+    frozen_root = getattr(sys, "frozen", False) and getattr(sys, "_MEIPASS", None)
+    return (Path(frozen_root) if frozen_root else _checkout_root()).parent / "shared" / "data"
