@@ -676,7 +676,7 @@ def evaluate_mr_auto(model_name: str, per_volume: int) -> list[dict]:
             one = dataclasses.replace(scan, voxels=noisy[None], source_refs=[], provenance=[])
             scores = {"noisy": psnr(normalise(clean, window), normalise(noisy, window))}
             for choice in ("auto", "gaussian", "rician"):
-                result = run("denoise", one, noise=choice)
+                result = run("denoise", one, noise=choice, model=model_name)
                 scores[choice] = psnr(normalise(clean, window), normalise(result.scan.voxels[0], window))
             best = max(scores["gaussian"], scores["rician"])
             record = {"item": item, "slice": k, "noise": kind, "negative_values": bool(noisy.min() < 0),
@@ -690,7 +690,7 @@ def evaluate_mr_auto(model_name: str, per_volume: int) -> list[dict]:
     return records
 
 
-def shifted_background_case() -> dict[str, Any]:
+def shifted_background_case(model_name: str = MODEL_NAME) -> dict[str, Any]:
     """The guard on the failure a wrong noise model makes: a skull-stripped MR with Gaussian noise (negative
     values) denoised as Rician through the operation (``--noise rician``) moves its background; the same slice
     denoised as the data say (``--noise auto``) must pass."""
@@ -706,7 +706,8 @@ def shifted_background_case() -> dict[str, Any]:
     window = intensity_window(volume[k])
     noisy = add_noise(volume[k], "gaussian", MR_AUTO_SIGMA * (window[1] - window[0]), slice_seed(item, k, "gaussian"))
     one = dataclasses.replace(scan, voxels=noisy[None], source_refs=[], provenance=[])
-    wrong, right = run("denoise", one, noise="rician").fidelity, run("denoise", one, noise="auto").fidelity
+    wrong = run("denoise", one, noise="rician", model=model_name).fidelity
+    right = run("denoise", one, noise="auto", model=model_name).fidelity
     return {"item": item, "slice": k, "wrong_model_flagged": wrong.flagged, "wrong_model_reasons": wrong.reasons,
             "regional_shift_fraction": wrong.regional_shift_fraction, "right_model_flagged": right.flagged}
 
@@ -727,7 +728,7 @@ def run_realistic(args: argparse.Namespace, model_name: str) -> dict[str, Any]:
     real = evaluate_real_ct(model_name, per_volume)
     print("\nMR noise model (--noise auto through the operation):", flush=True)
     mr = evaluate_mr_auto(model_name, per_volume)
-    guard = shifted_background_case()
+    guard = shifted_background_case(model_name)
     print(f"\nguard, Gaussian-noise MR denoised as Rician: flagged {guard['wrong_model_flagged']} "
           f"({'; '.join(guard['wrong_model_reasons'])}); denoised with --noise auto: flagged "
           f"{guard['right_model_flagged']}")

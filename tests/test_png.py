@@ -12,7 +12,7 @@ from PIL import Image
 from medscan.io import png
 from medscan.io.png import WINDOW_PRESETS, apply_window, default_window, save_png
 from medscan.resources import shared_data_dir
-from medscan.scan import MedscanError, Scan, affine_from_dicom
+from medscan.scan import MedscanError, ProvenanceEntry, Scan, affine_from_dicom
 
 DATA = shared_data_dir()
 CT_DIR = DATA / "train" / "ct01_upper_abdomen_siemens_dicom"
@@ -157,3 +157,15 @@ def test_existing_file_is_replaced(ct, tmp_path: Path) -> None:
     save_png(scan, target, slice_index=0, window=WINDOW_PRESETS["bone"])
     np.testing.assert_array_equal(read_png(target), apply_window(planes[0], *WINDOW_PRESETS["bone"]))
     assert [p.name for p in tmp_path.iterdir()] == ["snap.png"]
+
+
+def test_beside_draws_a_before_after_pair_in_one_window(ct, mr, tmp_path: Path) -> None:
+    scan, planes = ct
+    after = scan.derive(scan.voxels + 100.0, ProvenanceEntry("brighten"))
+    image = read_png(save_png(scan, tmp_path / "pair.png", window=(40, 400), beside=after))
+    assert image.shape == (512, 512 * 2 + png.BESIDE_GAP_PX)
+    np.testing.assert_array_equal(image[:, :512], apply_window(planes[10], 40, 400))
+    np.testing.assert_array_equal(image[:, -512:], apply_window(planes[10] + 100.0, 40, 400))  # same window
+    with pytest.raises(MedscanError, match="must share the grid"):
+        save_png(scan, tmp_path / "bad.png", beside=mr[0])
+    assert not (tmp_path / "bad.png").exists()
