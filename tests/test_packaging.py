@@ -112,3 +112,12 @@ def test_third_party_notices_name_every_runtime_dependency(load_script) -> None:
     listed = notices.listed_names(text)
     assert {"pyqt6", "pylibjpeg-libjpeg", "torch", "monai", "pydicom"} <= listed
     assert "| PyQt6 | GPL-3.0-only |" in text  # why medscan is GPL: read from PyQt6's own metadata
+
+
+def test_the_wheel_carries_every_sample_and_the_shipped_models() -> None:
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    data_files = tool["setuptools"]["data-files"]
+    folders = {p.name for p in (ROOT / "samples").iterdir() if p.is_dir()}
+    assert {f"share/medscan/samples/{name}" for name in folders} <= set(data_files)
+    assert all(data_files[f"share/medscan/samples/{name}"] == [f"samples/{name}/*"] for name in folders)
+    assert "models/*.safetensors" in data_files["share/medscan/models"]
