@@ -116,8 +116,12 @@ def test_open_folder_lists_the_series_and_shows_the_first(qtbot, window, errors)
     assert item.text(item.columnCount() - 1) and errors == []  # ... and leaves its badge in the browser
 
 
-def test_folder_with_two_series_lists_both_and_clicking_loads_the_other(qtbot, window, errors):
-    open_and_show(qtbot, window, CT.parent)
+def test_folder_with_two_series_lists_both_and_clicking_loads_the_other(qtbot, window, errors, tmp_path):
+    import shutil
+
+    for sample in (CT, MR):  # samples/ itself holds more series than these two
+        shutil.copytree(sample, tmp_path / sample.name)
+    open_and_show(qtbot, window, tmp_path)
     summaries = window.browser.summaries()
     assert sorted(s.modality for s in summaries) == ["CT", "MR"]
     other = next(s for s in summaries if s is not window.current)
