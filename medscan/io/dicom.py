@@ -96,6 +96,7 @@ class NativePixels:
 
     @property
     def frame_bytes(self) -> int:
+        """Bytes of one stored frame (rows x columns values of ``dtype``)."""
         return self.rows * self.columns * np.dtype(self.dtype).itemsize
 
 
