@@ -103,13 +103,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0 on success; problems are raised as one-line :class:`~medscan.scan.MedscanError`.
     """
-    from medscan import __version__
     from medscan.io import load, save
     from medscan.io.nifti import is_nifti
 
     scan = load(args.path, series=args.series)
     out = Path(args.output)
-    if not is_nifti(out):
+    if not is_nifti(out):  # a derived DICOM series records the software version (looked up only here)
+        from medscan import __version__
+
         scan = scan.derive(scan.voxels, ProvenanceEntry("convert", {}, software=f"medscan {__version__}"))
     written = save(scan, out)
     for warning in scan.warnings:
