@@ -434,14 +434,14 @@ def card_summary(tables: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_card(model: str, tables: dict[str, Any], command: str, baselines_from: Path | None) -> Path:
-    """Record this run's tables and verdict in the model card (its benchmark entry is kept)."""
+    """Record this run's tables and verdict in the model card (its benchmark and realistic entries are kept)."""
     from medscan.nets.weights import load_card
 
     card = load_card(model)
     data = json.loads(card.path.read_text())
     protocol = __doc__.split("Protocol")[1].split("\n\n", 1)[1].strip() if "Protocol" in (__doc__ or "") else ""
     data["evaluation"] = {
-        **{k: v for k, v in data.get("evaluation", {}).items() if k == "benchmark"},
+        **{k: v for k, v in data.get("evaluation", {}).items() if k in ("benchmark", "realistic")},
         "script": command, "protocol": " ".join(protocol.split()),
         "baselines_from": str(baselines_from or ""), **card_summary(tables), "tables": tables,
     }

@@ -116,6 +116,10 @@ FLAT_GAIN = 1.05
 # Blocks flatter than this share of the white-noise estimate hold no noise (air clipped at -1024 HU, zero-filled
 # background after skull stripping) and are left out.
 NOISELESS_SHARE = 0.3
+# Correlated CT noise reads at most this many times its finest-scale estimate (the softest kernel simulated reads
+# 0.26-0.34 of its sd there); above it, the flat blocks of a quiet scan read anatomy, not noise, and the denoiser
+# told so took bone texture and vessel edges.
+CORRELATED_MAX_RATIO = 3.5
 # Blocks whose mean lies in the lowest tenth of the image's range are background (air, outside the head).
 BACKGROUND_SHARE = 0.1
 
@@ -169,6 +173,7 @@ def estimate_noise_sd(x: torch.Tensor, correlated: bool | torch.Tensor = False) 
         return white
     flat = torch.zeros_like(white)
     flat[flags] = estimate_flat_sd(x[flags])
+    flat = torch.minimum(flat, CORRELATED_MAX_RATIO * white)
     return torch.where(flags, torch.maximum(white, flat), white)
 
 
