@@ -21,6 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
+
+def dcmtk(tool: str) -> str:
+    """dcmtk's own ``tool`` (storescu, echoscu): pynetdicom installs Python apps of the same names into the venv,
+    which comes first on PATH once it is activated, and they answer and word their errors differently."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    entries = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin]
+    return shutil.which(tool, path=os.pathsep.join(entries)) or tool
+
+
+STORESCU, ECHOSCU = dcmtk("storescu"), dcmtk("echoscu")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -84,7 +96,7 @@ def main() -> int:
             propose = ["-xv"] if compressed else []
             for attempt in (1, 2):
                 server.clear()
-                t_dcmtk, done = timed(["storescu", "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
+                t_dcmtk, done = timed([STORESCU, "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
                                        str(server.dicom_port), str(series)])
                 assert done.returncode == 0, done.stderr
                 server.clear()
@@ -130,10 +142,10 @@ def node_study(conftest, server, work: Path, slices: int, env: dict) -> None:
                                env={**env, "MEDSCAN_DB_KEY": "k", "MEDSCAN_USER_KEY": "np"},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while subprocess.run(["echoscu", "-aec", "NODE", "127.0.0.1", str(port)], capture_output=True).returncode:
+        while subprocess.run([ECHOSCU, "-aec", "NODE", "127.0.0.1", str(port)], capture_output=True).returncode:
             time.sleep(0.3)
         started = time.perf_counter()
-        subprocess.run(["storescu", "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series)], check=True,
+        subprocess.run([STORESCU, "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series)], check=True,
                        capture_output=True)
         sent = time.perf_counter() - started
         while len(server.rest("/instances")) < slices:

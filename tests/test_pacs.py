@@ -30,6 +30,18 @@ from medscan.net.scp import Listener, is_allowed, parse_allow
 from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
+
+def dcmtk(tool: str) -> str:
+    """dcmtk's own ``tool`` (storescu, echoscu): pynetdicom installs Python apps of the same names into the venv,
+    which comes first on PATH once it is activated, and they answer and word their errors differently."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    entries = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin]
+    return shutil.which(tool, path=os.pathsep.join(entries)) or tool
+
+
+STORESCU, ECHOSCU = dcmtk("storescu"), dcmtk("echoscu")
+
+
 DATA = shared_data_dir()
 CT01 = DATA / "train" / "ct01_upper_abdomen_siemens_dicom"
 MR03 = DATA / "train" / "mr03_brain_t1_2d_sag_siemens_dicom"
@@ -362,7 +374,7 @@ def test_refused_calling_ae_is_one_line(tmp_path, series):
         code, out, err, seconds = _run_cli("pacs", "send", str(series["mr_jls"]), "--pacs",
                                            f"NODE@127.0.0.1:{listener.port}", "--ae", "INTRUDER")
         # dcmtk's storescu is refused the same way, and the refusal is logged.
-        done = subprocess.run(["storescu", "-aet", "OTHER", "-aec", "NODE", "127.0.0.1", str(listener.port),
+        done = subprocess.run([STORESCU, "-aet", "OTHER", "-aec", "NODE", "127.0.0.1", str(listener.port),
                                str(next(series["mr_jls"].iterdir()))], capture_output=True, text=True, timeout=30)
     finally:
         listener.stop()
@@ -386,10 +398,10 @@ def test_listener_files_by_study_from_storescu_and_from_us(series, tmp_path):
     listener.start()
     try:
         port = listener.port
-        assert subprocess.run(["echoscu", "-aec", "NODE", "127.0.0.1", str(port)], timeout=30).returncode == 0
+        assert subprocess.run([ECHOSCU, "-aec", "NODE", "127.0.0.1", str(port)], timeout=30).returncode == 0
         # dcmtk's storescu sends the JPEG 2000 CT and the JPEG-LS MR as they are (-xv, -xt: propose that syntax).
         for name, propose in (("ct_j2k", "-xv"), ("mr_jls", "-xt")):
-            subprocess.run(["storescu", "-aet", "SCANNER", "-aec", "NODE", propose, "+sd", "127.0.0.1", str(port),
+            subprocess.run([STORESCU, "-aet", "SCANNER", "-aec", "NODE", propose, "+sd", "127.0.0.1", str(port),
                             str(series[name])], check=True, timeout=60, capture_output=True)
         scu.send(parse_node(f"NODE@127.0.0.1:{port}"), [series["ts"]], calling_ae="MEDSCAN")
         # Nothing is published while instances still arrive: the studies are in the hidden folder.
@@ -529,11 +541,11 @@ def test_listener_run_denoises_and_forwards_to_orthanc(orthanc, series, tmp_path
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run(["echoscu", "-aec", "NODE", "127.0.0.1", str(port)], capture_output=True).returncode:
+        while subprocess.run([ECHOSCU, "-aec", "NODE", "127.0.0.1", str(port)], capture_output=True).returncode:
             assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.3)
         started = time.perf_counter()
-        subprocess.run(["storescu", "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series["ct_j2k"])],
+        subprocess.run([STORESCU, "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series["ct_j2k"])],
                        check=True, timeout=60, capture_output=True)
         deadline = time.monotonic() + 240
         while not any("forwarded" in line for line in lines) and time.monotonic() < deadline:
@@ -584,7 +596,7 @@ def test_send_speed_beside_storescu(orthanc, load_script, tmp_path):
         best = {}
         for _ in range(2):
             orthanc.clear()
-            theirs, done = bench.timed(["storescu", "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
+            theirs, done = bench.timed([STORESCU, "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
                                         str(orthanc.dicom_port), str(series)])
             assert done.returncode == 0, done.stderr
             orthanc.clear()
