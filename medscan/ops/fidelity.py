@@ -125,8 +125,12 @@ def input_noise_levels(image: np.ndarray, correlated: bool = False) -> np.ndarra
 
     from medscan.degrade import estimate_noise_sd
 
-    planes = np.ascontiguousarray(image, np.float32).reshape(-1, 1, *np.shape(image)[-2:])
-    return estimate_noise_sd(torch.from_numpy(planes), correlated).numpy().astype(np.float64)
+    planes = np.asarray(image).reshape(-1, 1, *np.shape(image)[-2:])
+    # A few planes at a time: the flat-region estimate works in float64 on detrended copies, which for a whole
+    # 120-slice series held several GB at once.
+    return np.concatenate([
+        estimate_noise_sd(torch.from_numpy(np.ascontiguousarray(planes[i:i + 8], np.float32)), correlated).numpy()
+        for i in range(0, len(planes), 8)]).astype(np.float64)
 
 
 def reported_noise(before: np.ndarray, after: np.ndarray, units: str, correlated: bool,
