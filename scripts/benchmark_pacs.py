@@ -23,11 +23,16 @@ from pathlib import Path
 
 
 def dcmtk(tool: str) -> str:
-    """dcmtk's own ``tool`` (storescu, echoscu): pynetdicom installs Python apps of the same names into the venv,
-    which comes first on PATH once it is activated, and they answer and word their errors differently."""
-    venv_bin = (Path(sys.prefix) / "bin").resolve()
-    entries = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin]
-    return shutil.which(tool, path=os.pathsep.join(entries)) or tool
+    """dcmtk's own ``tool`` (storescu, echoscu): the first compiled program of that name on PATH. pynetdicom installs
+    Python apps of the same names into every venv, which come first once one is activated and word errors
+    differently."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder or ".") / tool
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            with open(candidate, "rb") as stream:
+                if stream.read(4) == b"\x7fELF":
+                    return str(candidate)
+    return shutil.which(tool) or tool
 
 
 STORESCU, ECHOSCU = dcmtk("storescu"), dcmtk("echoscu")
