@@ -54,7 +54,8 @@ window.scanShown.connect(shown)
 window.errorReported.connect(lambda message: (seen.update(error=message), app.quit()))
 window.open_path(sys.argv[1])
 app.exec()
-print(json.dumps({**seen, "sqlalchemy_before": before, "converted_in_worker": converted_in}))
+# flush: os._exit skips it, and a pipe is block-buffered unless PYTHONUNBUFFERED is set (CI's environment has none)
+print(json.dumps({**seen, "sqlalchemy_before": before, "converted_in_worker": converted_in}), flush=True)
 os._exit(0)
 """
 
