@@ -31,20 +31,12 @@ from medscan.resources import shared_data_dir
 from medscan.scan import MedscanError
 
 
-def dcmtk(tool: str) -> str:
-    """dcmtk's own ``tool`` (storescu, echoscu): the first compiled program of that name on PATH. pynetdicom installs
-    Python apps of the same names into every venv, which come first once one is activated and word errors
-    differently."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = Path(folder or ".") / tool
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            with open(candidate, "rb") as stream:
-                if stream.read(4) == b"\x7fELF":
-                    return str(candidate)
-    return shutil.which(tool) or tool
-
-
-STORESCU, ECHOSCU = dcmtk("storescu"), dcmtk("echoscu")
+@pytest.fixture(scope="session")
+def dcmtk(load_script) -> dict[str, str]:
+    """dcmtk's own storescu and echoscu, found as ``scripts/benchmark_pacs.py`` finds them (not pynetdicom's Python
+    apps of the same names, which an activated venv puts first on PATH)."""
+    bench = load_script("benchmark_pacs")
+    return {tool: bench.dcmtk(tool) for tool in ("storescu", "echoscu")}
 
 
 DATA = shared_data_dir()
@@ -370,7 +362,7 @@ def test_peer_killed_midway(series, capsys):
     assert err.startswith(f"medscan: KILLED@127.0.0.1:{port}: aborted the association during C-STORE; sent 5 of 35")
 
 
-def test_refused_calling_ae_is_one_line(tmp_path, series):
+def test_refused_calling_ae_is_one_line(tmp_path, series, dcmtk):
     lines: list[str] = []
     listener = Listener(tmp_path / "in", ae_title="NODE", port=0, allow=parse_allow(["CT1@127.0.0.1"]),
                         log=lines.append)
@@ -379,7 +371,7 @@ def test_refused_calling_ae_is_one_line(tmp_path, series):
         code, out, err, seconds = _run_cli("pacs", "send", str(series["mr_jls"]), "--pacs",
                                            f"NODE@127.0.0.1:{listener.port}", "--ae", "INTRUDER")
         # dcmtk's storescu is refused the same way, and the refusal is logged.
-        done = subprocess.run([STORESCU, "-aet", "OTHER", "-aec", "NODE", "127.0.0.1", str(listener.port),
+        done = subprocess.run([dcmtk["storescu"], "-aet", "OTHER", "-aec", "NODE", "127.0.0.1", str(listener.port),
                                str(next(series["mr_jls"].iterdir()))], capture_output=True, text=True, timeout=30)
     finally:
         listener.stop()
@@ -395,7 +387,7 @@ def test_refused_calling_ae_is_one_line(tmp_path, series):
 # ---------------------------------------------------------------------------------------------
 # The listener
 # ---------------------------------------------------------------------------------------------
-def test_listener_files_by_study_from_storescu_and_from_us(series, tmp_path):
+def test_listener_files_by_study_from_storescu_and_from_us(series, tmp_path, dcmtk):
     lines: list[str] = []
     done = threading.Event()
     listener = Listener(tmp_path / "in", ae_title="NODE", port=0, quiet_s=1.0, log=lines.append,
@@ -403,11 +395,11 @@ def test_listener_files_by_study_from_storescu_and_from_us(series, tmp_path):
     listener.start()
     try:
         port = listener.port
-        assert subprocess.run([ECHOSCU, "-aec", "NODE", "127.0.0.1", str(port)], timeout=30).returncode == 0
+        assert subprocess.run([dcmtk["echoscu"], "-aec", "NODE", "127.0.0.1", str(port)], timeout=30).returncode == 0
         # dcmtk's storescu sends the JPEG 2000 CT and the JPEG-LS MR as they are (-xv, -xt: propose that syntax).
         for name, propose in (("ct_j2k", "-xv"), ("mr_jls", "-xt")):
-            subprocess.run([STORESCU, "-aet", "SCANNER", "-aec", "NODE", propose, "+sd", "127.0.0.1", str(port),
-                            str(series[name])], check=True, timeout=60, capture_output=True)
+            subprocess.run([dcmtk["storescu"], "-aet", "SCANNER", "-aec", "NODE", propose, "+sd", "127.0.0.1",
+                            str(port), str(series[name])], check=True, timeout=60, capture_output=True)
         scu.send(parse_node(f"NODE@127.0.0.1:{port}"), [series["ts"]], calling_ae="MEDSCAN")
         # Nothing is published while instances still arrive: the studies are in the hidden folder.
         assert {p.name for p in (tmp_path / "in").iterdir()} == {".incoming"}
@@ -526,7 +518,7 @@ def test_no_torch_on_the_pacs_path():
     assert done.returncode == 0 and done.stdout.strip() == "1 [] True", done.stdout + done.stderr
 
 
-def test_listener_run_denoises_and_forwards_to_orthanc(orthanc, series, tmp_path, monkeypatch):
+def test_listener_run_denoises_and_forwards_to_orthanc(orthanc, series, tmp_path, monkeypatch, dcmtk):
     """The AI node: a CT study from storescu is denoised by the batch spec and the derived series forwarded."""
     from medscan.db.store import Database
 
@@ -546,11 +538,12 @@ def test_listener_run_denoises_and_forwards_to_orthanc(orthanc, series, tmp_path
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run([ECHOSCU, "-aec", "NODE", "127.0.0.1", str(port)], capture_output=True).returncode:
+        echo = [dcmtk["echoscu"], "-aec", "NODE", "127.0.0.1", str(port)]
+        while subprocess.run(echo, capture_output=True).returncode:
             assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.3)
         started = time.perf_counter()
-        subprocess.run([STORESCU, "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series["ct_j2k"])],
+        subprocess.run([dcmtk["storescu"], "-aec", "NODE", "-xv", "+sd", "127.0.0.1", str(port), str(series["ct_j2k"])],
                        check=True, timeout=60, capture_output=True)
         deadline = time.monotonic() + 240
         while not any("forwarded" in line for line in lines) and time.monotonic() < deadline:
@@ -592,7 +585,7 @@ def test_orthanc_fixture_is_no_silent_skip_in_ci(monkeypatch):
 
 
 @pytest.mark.slow
-def test_send_speed_beside_storescu(orthanc, load_script, tmp_path):
+def test_send_speed_beside_storescu(orthanc, load_script, tmp_path, dcmtk):
     """Issue 24: sending a 275-slice CT takes at most 1.5x dcmtk's storescu, both as whole commands, same run."""
     bench = load_script("benchmark_pacs")
     ratios = []
@@ -601,7 +594,7 @@ def test_send_speed_beside_storescu(orthanc, load_script, tmp_path):
         best = {}
         for _ in range(2):
             orthanc.clear()
-            theirs, done = bench.timed([STORESCU, "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
+            theirs, done = bench.timed([dcmtk["storescu"], "-aec", "ORTHANC", *propose, "+sd", "127.0.0.1",
                                         str(orthanc.dicom_port), str(series)])
             assert done.returncode == 0, done.stderr
             orthanc.clear()
