@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     items = LOW_DOSE_CT_HELDOUT_ITEMS if args.heldout else LOW_DOSE_CT_TRAIN_ITEMS
-    shard, shards = (int(part) for part in args.shard.split("/"))
+    try:
+        shard, shards = (int(part) for part in args.shard.split("/"))
+        if not 0 <= shard < shards:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
     began = time.time()
     for item in items[shard::shards]:
         made = simulate_item(item, args.out, args.per_item, args.seed)

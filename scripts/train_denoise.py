@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write models/<name> from the latest checkpoint of an unfinished run")
     args = parser.parse_args(argv)
+    if args.low_dose_ct and not any(Path(args.low_dose_ct).glob("*.npz")):
+        parser.error(f"--low-dose-ct {args.low_dose_ct}: no simulated slices there "
+                     "(run scripts/simulate_low_dose_ct.py first)")
     config = TrainConfig(name=args.name, task="denoise", network=NETWORK, train_items=list(DENOISE_TRAIN_ITEMS),
                          heldout_items=list(DENOISE_HELDOUT_ITEMS), steps=args.steps, batch=args.batch,
                          patch=args.patch, lr=args.lr, threads=args.threads,
