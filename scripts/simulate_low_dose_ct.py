@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shard", default="0/1", help="I/N: this process takes every N-th item from the I-th")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     items = LOW_DOSE_CT_HELDOUT_ITEMS if args.heldout else LOW_DOSE_CT_TRAIN_ITEMS
     try:
         shard, shards = (int(part) for part in args.shard.split("/"))
@@ -79,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
+    args.out.mkdir(parents=True, exist_ok=True)
     began = time.time()
     for item in items[shard::shards]:
         made = simulate_item(item, args.out, args.per_item, args.seed)
