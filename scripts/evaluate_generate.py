@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_restore import heldout_parser, run_tasks
 
 from medscan.degrade.masks import REGION_KINDS, row_mask
+from medscan.ops.fill import interpolate_slices
 from medscan.train.data import HELDOUT_ITEMS, intensity_window
 from medscan.train.metrics import (
     Timed,
@@ -148,23 +149,6 @@ def evaluate_inpaint(items: tuple[str, ...], per_item: int, model) -> list[dict[
 # --------------------------------------------------------------------------------------------------
 # Missing slices
 # --------------------------------------------------------------------------------------------------
-
-def interpolate_slices(volume: np.ndarray, missing: np.ndarray, method: str) -> np.ndarray:
-    """Linear or cubic-spline interpolation of the missing slices from the measured ones, along axis 0."""
-    from scipy.interpolate import CubicSpline
-
-    measured = np.flatnonzero(~missing)
-    targets = np.flatnonzero(missing)
-    out = volume.copy()
-    if method == "linear":
-        after = np.searchsorted(measured, targets)
-        lo, hi = measured[after - 1], measured[after]
-        t = ((targets - lo) / (hi - lo)).reshape(-1, 1, 1)
-        out[targets] = (1 - t) * volume[lo] + t * volume[hi]
-    else:
-        out[targets] = CubicSpline(measured, volume[measured].astype(np.float64), axis=0)(targets)
-    return out.astype(np.float32)
-
 
 def evaluate_fill_slices(items: tuple[str, ...], per_item: int, model) -> list[dict[str, Any]]:
     records = []

@@ -283,3 +283,108 @@ def test_generate_operations_are_registered_and_their_models_verify() -> None:
         assert op.family == "generate" and op.synthetic
         _, card = load_model(model)  # refuses weights whose sha256 differs from the card
         assert card.data["sha256"] and card.data["training"]["steps_completed"] > 0
+
+
+# -- where the model fills and where a cubic spline does (the card's by-spacing table) ---------------------------
+
+def _thin_and_thick(name: str, slices: int, rows: slice, cols: slice) -> Scan:
+    scan = load(DATA_ROOT / name)
+    z0 = scan.voxels.shape[0] // 2 - slices // 2
+    return _crop(scan, slice(z0, z0 + slices), rows, cols)
+
+
+def _assert_synthetic(result, scan: Scan, missing: np.ndarray) -> None:
+    out, uncertainty = result.scan.voxels, result.maps["uncertainty"]
+    assert result.synthetic and result.scan.synthetic and result.scan.provenance[-1].parameters["synthetic"]
+    assert any("SYNTHETIC" in note for note in result.notes)
+    assert np.array_equal(result.maps["generated"].any(axis=(1, 2)), missing)
+    assert np.array_equal(out[~missing], scan.voxels[~missing])  # measured slices bit-identical
+    assert float(uncertainty[~missing].max()) == 0.0 and float(uncertainty[missing].mean()) > 0.0
+
+
+def test_fill_slices_on_a_thin_ct_is_the_cubic_spline_and_the_provenance_says_why() -> None:
+    """Single-slice gaps in the real 1.5 mm aorta CT: the card measured the model losing to cubic at 1.5 mm on CT,
+    so the missing slices are exactly the cubic spline through the measured ones, still SYNTHETIC."""
+    from medscan.ops.fill import interpolate_slices
+
+    scan = _thin_and_thick("labelled/ct_aorta_totalseg_example/ct.nii.gz", 9, slice(0, 126), slice(0, 120))
+    assert abs(np.linalg.norm(scan.affine[:3, 2]) - 1.5) < 0.01
+    missing = np.zeros(9, bool)
+    missing[[3, 6]] = True
+    result = run("fill_slices", scan, slices="3,6")
+    entry = result.scan.provenance[-1]
+    assert entry.parameters["filled_by"] == "cubic spline" and entry.model is None
+    assert entry.parameters["slices_by_cubic"] == 2 and entry.parameters["slices_by_model"] == 0
+    reason = entry.parameters["method_reason"]
+    assert reason.startswith("cubic spline: the model does not beat it for single-slice gaps at 1.5 mm"), reason
+    assert any(reason in note for note in result.notes)
+    cubic = interpolate_slices(np.where(missing[:, None, None], 0.0, scan.voxels), missing, "cubic")
+    assert np.array_equal(result.scan.voxels[missing], cubic[missing])
+    _assert_synthetic(result, scan, missing)
+
+
+def test_fill_slices_on_a_thick_ct_is_the_model() -> None:
+    """The same request on the held-out 5 mm chest CT: the card measured the model ahead there, so it fills."""
+    from medscan.ops.fill import interpolate_slices
+
+    scan = _thin_and_thick("train-extra/ct04_chest_philips_5mm_kernelB.nii.gz", 9, slice(150, 310),
+                           slice(170, 330))
+    missing = np.zeros(9, bool)
+    missing[[3, 6]] = True
+    result = run("fill_slices", scan, slices="3,6")
+    entry = result.scan.provenance[-1]
+    assert entry.parameters["filled_by"] == "model" and entry.model == "fillslices_flow2d"
+    assert entry.parameters["method_reason"].startswith("model: it beats cubic spline for single-slice gaps at 5.0")
+    cubic = interpolate_slices(scan.voxels, missing, "cubic")
+    assert np.abs(result.scan.voxels[missing] - cubic[missing]).mean() > 1.0  # HU: not the spline
+    _assert_synthetic(result, scan, missing)
+
+
+def test_the_shipped_card_falls_back_to_cubic_on_thin_ct_and_keeps_the_model_on_thick_slices() -> None:
+    """What the reviewer measured: chest CT single-slice gaps lose to cubic at 1 mm and win at 2 mm and more."""
+    from medscan.nets.weights import load_card
+    from medscan.ops.fill import choose_fill_method
+
+    card = load_card("fillslices_flow2d").data
+    assert choose_fill_method(card, "single-slice gaps", 1.0, "CT")[0] == "cubic"
+    assert choose_fill_method(card, "every other slice", 1.0, "CT")[0] == "cubic"
+    for spacing in (5.0, 7.0):
+        assert choose_fill_method(card, "single-slice gaps", spacing, "CT")[0] == "model"
+    assert choose_fill_method(card, "longer gaps", 5.0, "CT")[0] == "cubic"  # never measured
+    assert choose_fill_method(card, "single-slice gaps", 5.0, "US")[0] == "cubic"
+
+
+def test_choose_fill_method_is_conservative_between_and_beyond_measured_spacings() -> None:
+    from medscan.ops.fill import choose_fill_method
+
+    def row(spacing: float, gain: float, **extra: float) -> dict:
+        return {"pattern": "single-slice gaps", "spacing_mm": spacing, "slices": 8, "gain_db": gain,
+                "gain_body_db": gain, "gain_MR_db": gain, **extra}
+
+    card = {"evaluation": {"by_spacing": {"rows": [row(1.0, -0.6), row(2.0, 1.0), row(3.0, 2.0),
+                                                   row(5.0, 0.1), row(8.0, 2.5, training_gain_CT_db=1.0)]}}}
+
+    def method(spacing: float, modality: str = "MR") -> str:
+        return choose_fill_method(card, "single-slice gaps", spacing, modality)[0]
+
+    assert method(1.0) == "cubic" and method(1.04) == "cubic" and method(0.5) == "cubic"
+    assert method(1.5) == "cubic"  # between a loss and a win
+    assert method(2.0) == "model" and method(2.5) == "model" and method(3.0) == "model"
+    assert method(4.0) == "cubic" and method(5.0) == "cubic"  # +0.1 dB is inside the margin
+    assert method(8.0) == "model" and method(12.0) == "model"  # beyond the thickest: the thickest decides
+    assert method(3.0, "CT") == "cubic"  # CT measured only from 8 mm on: thinner than that falls back
+    why = choose_fill_method(card, "single-slice gaps", 1.0, "MR")[1]
+    assert why == "cubic spline: the model does not beat it for single-slice gaps at 1.0 mm (card: -0.6 dB)"
+    vetoed = {"evaluation": {"by_spacing": {"rows": [row(2.0, 3.0, training_gain_CT_db=-0.4)]}}}
+    assert choose_fill_method(vetoed, "single-slice gaps", 2.0, "MR")[0] == "cubic"  # a training-subject loss
+
+
+def test_gap_patterns_name_single_alternating_short_and_long_gaps() -> None:
+    from medscan.ops.fill import gap_patterns
+
+    missing = np.array([0, 1, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 1, 1, 0], bool)
+    patterns = gap_patterns(missing)
+    assert patterns[1] == "single-slice gaps" and patterns[0] is None
+    assert patterns[4] == patterns[6] == patterns[8] == "every other slice"
+    assert patterns[11] == patterns[12] == "2-3-slice gaps"
+    assert patterns[14] == patterns[17] == "longer gaps"

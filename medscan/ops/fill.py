@@ -84,12 +84,15 @@ def fill_with_uncertainty(stacks: np.ndarray, masks: np.ndarray, model, device,
 
 
 def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
-                        progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        progress: ProgressCallback | None = None, only: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """(K, H, W) ``volume`` in its units with ``missing`` (K,) interior slices -> the filled volume and the
     uncertainty (TTA spread; exactly 0 on measured slices, which are returned bit-identical).
 
     Each missing slice comes from the nearest measured slices either side, moved along their optical flow to
-    its depth in the gap (``medscan.nets.slice_flow``), in the intensity window of that pair.
+    its depth in the gap (``medscan.nets.slice_flow``), in the intensity window of that pair. With ``only``
+    (K,) bool, a subset of ``missing``, just those slices are generated; the other missing slices keep the
+    input's values and zero uncertainty (another method fills them).
     """
     import torch
 
@@ -102,7 +105,7 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
     measured = np.flatnonzero(~missing)
     out = np.array(volume, dtype=np.float32)
     spread = np.zeros_like(out)
-    targets = np.flatnonzero(missing)
+    targets = np.flatnonzero(missing if only is None else missing & only)
     for done, z in enumerate(targets, start=1):
         before, after = int(measured[measured < z].max()), int(measured[measured > z].min())
         depth = (z - before) / (after - before)
@@ -123,6 +126,145 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
         if progress is not None:
             progress(done, len(targets))
     return out, spread
+
+
+# -- classical interpolation and when the model is used instead ------------------------------------------------
+
+INTERPOLATION_ROWS = 32  # image rows per cubic-spline pass: its coefficients are 4 float64 copies of the stack
+SAME_SPACING = 0.05  # a slice step within this share of a measured spacing counts as that spacing
+WIN_MARGIN_DB = 0.2  # the model must beat cubic by this much on held-out data (a margin for unseen subjects)
+PATTERNS = ("single-slice gaps", "every other slice", "2-3-slice gaps")
+LONGEST_GAP = 3  # slices; longer runs of missing slices were never measured, so cubic fills them
+
+
+def interpolate_slices(volume: np.ndarray, missing: np.ndarray, method: str) -> np.ndarray:
+    """(K, H, W) ``volume`` with its ``missing`` (K,) slices replaced by ``"linear"`` or ``"cubic"`` interpolation
+    along axis 0 (``scipy.interpolate.CubicSpline``, not-a-knot ends, through every measured slice); float32,
+    measured slices unchanged. The first and last slices must be measured."""
+    from scipy.interpolate import CubicSpline
+
+    if missing[0] or missing[-1]:
+        raise ValueError("the first and last slices must be measured: a missing slice needs one on either side")
+    measured = np.flatnonzero(~missing)
+    targets = np.flatnonzero(missing)
+    out = np.array(volume, dtype=np.float32)
+    if not targets.size:
+        return out
+    if method == "linear":
+        after = np.searchsorted(measured, targets)
+        lo, hi = measured[after - 1], measured[after]
+        t = ((targets - lo) / (hi - lo)).reshape(-1, 1, 1)
+        out[targets] = (1 - t) * volume[lo].astype(np.float64) + t * volume[hi].astype(np.float64)
+    elif method == "cubic":
+        for row in range(0, volume.shape[1], INTERPOLATION_ROWS):
+            rows = slice(row, row + INTERPOLATION_ROWS)
+            spline = CubicSpline(measured, np.asarray(volume[measured, rows], np.float64), axis=0)
+            out[targets, rows] = spline(targets)
+    else:
+        raise ValueError(f"unknown interpolation {method!r} (have: linear, cubic)")
+    return out
+
+
+def gap_patterns(missing: np.ndarray) -> list[str | None]:
+    """The gap pattern of each slice of a (K,) missing-slice mask (None for measured slices): a lone missing
+    slice between measured runs is a ``single-slice gap``; a lone one whose measured neighbours have missing
+    neighbours themselves is part of ``every other slice``; runs of 2-3 are ``2-3-slice gaps``; longer runs
+    ``longer gaps``. These are the patterns the model card measures against cubic interpolation."""
+    k = len(missing)
+    patterns: list[str | None] = [None] * k
+    z = 0
+    while z < k:
+        if not missing[z]:
+            z += 1
+            continue
+        end = z
+        while end + 1 < k and missing[end + 1]:
+            end += 1
+        length = end - z + 1
+        if length == 1:
+            alternating = (z >= 2 and missing[z - 2]) or (z + 2 < k and missing[z + 2])
+            pattern = "every other slice" if alternating else "single-slice gaps"
+        else:
+            pattern = "2-3-slice gaps" if length <= LONGEST_GAP else "longer gaps"
+        patterns[z:end + 1] = [pattern] * length
+        z = end + 1
+    return patterns
+
+
+def _gains(row: dict, prefix: str) -> dict[str, float]:
+    """``{modality: dB}`` from a table row's ``<prefix><modality>_db`` entries (e.g. ``gain_CT_db``)."""
+    return {k[len(prefix):-3]: float(v) for k, v in row.items()
+            if k.startswith(prefix) and k.endswith("_db") and v is not None
+            and k[len(prefix):-3] not in ("", "body", "over_linear")}
+
+
+def measured_win(row: dict) -> tuple[bool, str]:
+    """Whether one row of the card's by-spacing table shows the model beating cubic, and the figure that says so.
+
+    The model wins when, on held-out subjects, it beats the cubic spline by ``WIN_MARGIN_DB`` in whole-slice PSNR
+    pooled, by more than 0 dB inside the body, and by more than 0 dB in every modality measured there; a loss on
+    training subjects (``training_gain_<modality>_db``) vetoes it: a model that loses on what it saw will lose
+    on new subjects too. Rows without held-out slices never let the model in.
+    """
+    gain = row.get("gain_db")
+    if gain is None or not row.get("slices"):
+        return False, "no held-out measurement"
+    figure = f"card: {gain:+.1f} dB"
+    if gain < WIN_MARGIN_DB:
+        return False, figure
+    if float(row.get("gain_body_db") or 0.0) <= 0.0:
+        return False, f"{figure}; inside the body {float(row.get('gain_body_db') or 0.0):+.1f} dB"
+    for modality, held in _gains(row, "gain_").items():
+        if held <= 0.0:
+            return False, f"{figure}; {modality} {held:+.1f} dB"
+    for modality, training in _gains(row, "training_gain_").items():
+        if training <= 0.0:
+            return False, f"{figure}; {modality} training subjects {training:+.1f} dB"
+    return True, figure
+
+
+def _measured_modalities(row: dict) -> set[str]:
+    return set(_gains(row, "gain_")) | set(_gains(row, "training_gain_"))
+
+
+def choose_fill_method(card: dict, pattern: str, spacing: float, modality: str) -> tuple[str, str]:
+    """``("model" | "cubic", why)`` for missing slices of ``pattern`` on a grid of ``spacing`` mm in a series of
+    ``modality``, from the card's measured table (``evaluation.by_spacing.rows``: pattern, spacing_mm, gains
+    over cubic pooled and per modality, on held-out and on training subjects).
+
+    Conservative between and beyond measured spacings: a spacing within ``SAME_SPACING`` of a measured one is
+    decided there (``measured_win``); between two measured spacings the model must win at both; thinner than the
+    thinnest spacing measured, or thinner than the thinnest spacing measured on this modality, cubic fills (cubic
+    gets stronger as slices get thinner, and one modality's thin-slice win says nothing about another's);
+    thicker than the thickest, the thickest decides. A pattern, modality or card without measurements gets cubic.
+    ``why`` is one line for the provenance.
+    """
+    rows = ((card.get("evaluation") or {}).get("by_spacing") or {}).get("rows") or []
+    rows = sorted((r for r in rows if r.get("pattern") == pattern), key=lambda r: r["spacing_mm"])
+    name = f"{pattern} at {spacing:.1f} mm spacing"
+    if not rows:
+        return "cubic", f"cubic spline: the model card has no measurement for {pattern}"
+    own = [r["spacing_mm"] for r in rows if modality in _measured_modalities(r)]
+    if not own:
+        return "cubic", f"cubic spline: the model card has no {modality} measurement for {pattern}"
+    spacings = np.array([r["spacing_mm"] for r in rows], float)
+    thinnest = max(float(spacings[0]), float(min(own)))
+    near = np.flatnonzero(np.abs(spacings - spacing) <= SAME_SPACING * spacings)
+    if spacing < thinnest * (1 - SAME_SPACING):
+        return "cubic", (f"cubic spline: {name} is thinner than any spacing the model was measured at on "
+                         f"{modality} (from {thinnest:.1f} mm)")
+    if near.size:
+        deciding = [rows[int(near[np.argmin(np.abs(spacings[near] - spacing))])]]
+    elif spacing > spacings[-1]:
+        deciding = [rows[-1]]
+    else:
+        upper = int(np.searchsorted(spacings, spacing))
+        deciding = [rows[upper - 1], rows[upper]]
+    verdicts = [(r, *measured_win(r)) for r in deciding]
+    where = " and ".join(f"{r['spacing_mm']:.1f} mm ({figure})" for r, _, figure in verdicts)
+    if all(win for _, win, _ in verdicts):
+        return "model", f"model: it beats cubic spline for {pattern} at {where}"
+    return "cubic", f"cubic spline: the model does not beat it for {pattern} at {where}"
 
 
 # -- inpaint: where the hole is ---------------------------------------------------------------------------------
@@ -399,7 +541,11 @@ def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: P
 
     Returns:
         A SYNTHETIC :class:`Result`: measured slices keep their values and positions, the generated slices are
-        marked in the generated-region mask, the slice step is the series' finest regular step.
+        marked in the generated-region mask, the slice step is the series' finest regular step. Each missing
+        slice is generated by the model only where its card measured the model beating a cubic spline through
+        the measured slices at this slice step and gap pattern (``choose_fill_method``); elsewhere the cubic
+        spline fills it, with ``|cubic - linear|`` as its uncertainty. The provenance (``filled_by``,
+        ``method_reason``) and the notes say which method filled how many slices and why.
 
     Raises:
         MedscanError: fewer than 3 slices, positions that fit no regular grid (shared positions, steps that are
@@ -428,27 +574,55 @@ def fill_slices(scan: Scan, *, slices: str, model: str, device: str, progress: P
     if not missing.any():
         raise MedscanError(where, f"no missing slices: {k} slices evenly spaced ({step:.2f} mm) and none blank; "
                                   "name corrupted slices with --slices")
-    torch_device = pick_device(device)
-    network, card = cached_model(model, torch_device)
+    from medscan.nets.weights import load_card
+
+    card = load_card(model).data
+    patterns = gap_patterns(missing)
+    decisions = {p: choose_fill_method(card, p, step, scan.modality) for p in dict.fromkeys(p for p in patterns if p)}
+    by_model = np.array([p is not None and decisions[p][0] == "model" for p in patterns])
+    network = torch_device = None
+    if by_model.any():
+        torch_device = pick_device(device)
+        network, card = cached_model(model, torch_device)
     _, h, w = scan.volume_shape
     output = np.zeros((len(volumes), new_k, h, w), np.float32)
     uncertainty = np.zeros_like(output)
+    by_cubic = missing & ~by_model
     for t, volume in enumerate(volumes):
         output[t, placed] = volume
+        if by_cubic.any():
+            # Cubic's uncertainty: how far it strays from the other classical answer, linear interpolation.
+            cubic = interpolate_slices(output[t], missing, "cubic")
+            linear = interpolate_slices(output[t], missing, "linear")
+            output[t, by_cubic] = cubic[by_cubic]
+            uncertainty[t, by_cubic] = np.abs(cubic[by_cubic] - linear[by_cubic])
+        if by_model.any():
 
-        def step_progress(done: int, total: int, t: int = t) -> None:
-            if progress is not None:
-                progress(t * total + done, len(volumes) * total)
+            def step_progress(done: int, total: int, t: int = t) -> None:
+                if progress is not None:
+                    progress(t * total + done, len(volumes) * total)
 
-        output[t], uncertainty[t] = fill_missing_slices(output[t], missing, network, torch_device, step_progress)
+            output[t], spread = fill_missing_slices(output[t], missing, network, torch_device, step_progress,
+                                                    only=by_model)
+            uncertainty[t, by_model] = spread[by_model]
+        elif progress is not None:
+            progress(t + 1, len(volumes))
     affine = np.array(scan.affine, np.float64)
     affine[:3, 2] = affine[:3, 2] / np.linalg.norm(affine[:3, 2]) * step  # origin = first measured slice, kept
     shape = (*scan.voxels.shape[:-3], new_k, h, w)
     generated = np.broadcast_to(missing[:, None, None], (len(volumes), new_k, h, w)).reshape(shape)
+    methods = [name for name, used in (("model", by_model.any()), ("cubic spline", by_cubic.any())) if used]
+    reasons = [why for _, why in decisions.values()]
     entry = ProvenanceEntry("fill_slices", {"measured_slices": k, "output_slices": new_k,
                                             "inserted": int(new_k - k), "replaced": sorted(corrupted | blank),
-                                            "slice_step_mm": round(step, 4)},
-                            model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
-    notes = [f"fill-slices: {int(new_k - k)} missing slice(s) inserted, {len(corrupted | blank)} replaced"]
+                                            "slice_step_mm": round(step, 4), "filled_by": " and ".join(methods),
+                                            "slices_by_model": int(by_model.sum()),
+                                            "slices_by_cubic": int(by_cubic.sum()),
+                                            "method_reason": "; ".join(reasons)},
+                            model=model if by_model.any() else None,
+                            model_version=str(card.get("version")) if by_model.any() else None,
+                            software=f"medscan {__version__}")
+    notes = [f"fill-slices: {int(new_k - k)} missing slice(s) inserted, {len(corrupted | blank)} replaced",
+             *(f"fill-slices: {why}" for why in reasons)]
     return synthetic_result(scan, output.reshape(shape), entry, uncertainty=uncertainty.reshape(shape),
                             generated=generated, affine=affine, notes=notes)
