@@ -151,6 +151,13 @@ def evaluate_item(item: str, role: str, model, per_item: int, patterns: tuple[st
     return records
 
 
+def subject(item: str) -> str:
+    """The subject of a data item: its case folder for paired/ and labelled/ (one subject, several contrasts),
+    else the file or DICOM folder itself (every held-out file here is its own subject)."""
+    parts = item.split("/")
+    return "/".join(parts[:2]) if parts[0] in ("paired", "labelled") else item
+
+
 def _mean(records: list[dict], method: str, metric: str) -> float:
     values = np.array([r["methods"][method][metric] for r in records], float)
     values = values[np.isfinite(values)]
@@ -159,47 +166,51 @@ def _mean(records: list[dict], method: str, metric: str) -> float:
 
 def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat row per (pattern, spacing): held-out means of each method, the gains over cubic (pooled, inside
-    the body, per modality) and the training subjects' gain where measured; the rows the operation reads."""
+    the body, per modality) and the training subjects' gain per modality where measured; the rows the operation
+    reads. Missing figures are None."""
     rows = []
     keys = sorted({(r["pattern"], r["spacing_mm"]) for r in records}, key=lambda k: (PATTERNS.index(k[0]), k[1]))
+    modalities = ("CT", "MR")
+
+    def gain(part: list[dict]) -> float | None:
+        return round(_mean(part, "ours", "psnr") - _mean(part, "cubic", "psnr"), 2) if part else None
+
     for pattern, spacing in keys:
         group = [r for r in records if (r["pattern"], r["spacing_mm"]) == (pattern, spacing)]
         held = [r for r in group if r["role"] == "held-out"]
         trained = [r for r in group if r["role"] == "training subject"]
         row: dict[str, Any] = {"pattern": pattern, "spacing_mm": spacing, "slices": len(held),
-                               "items": len({r["item"] for r in held})}
-        if held:
-            for method in METHODS:
-                row[f"{method}_psnr"] = round(_mean(held, method, "psnr"), 2)
-            row["gain_db"] = round(row["ours_psnr"] - row["cubic_psnr"], 2)
-            row["gain_over_linear_db"] = round(row["ours_psnr"] - row["linear_psnr"], 2)
-            row["gain_body_db"] = round(_mean(held, "ours", "psnr_body") - _mean(held, "cubic", "psnr_body"), 2)
-            row["ours_ssim"] = round(_mean(held, "ours", "ssim"), 4)
-            row["cubic_ssim"] = round(_mean(held, "cubic", "ssim"), 4)
-            for modality in sorted({r["modality"] for r in held}):
-                part = [r for r in held if r["modality"] == modality]
-                row[f"gain_{modality}_db"] = round(_mean(part, "ours", "psnr") - _mean(part, "cubic", "psnr"), 2)
-        else:
-            row["gain_db"] = None
-        if trained:
-            row["training_slices"] = len(trained)
-            for modality in sorted({r["modality"] for r in trained}):
-                part = [r for r in trained if r["modality"] == modality]
-                row[f"training_gain_{modality}_db"] = round(
-                    _mean(part, "ours", "psnr") - _mean(part, "cubic", "psnr"), 2)
-        row["model_beats_cubic"] = "yes" if measured_win(row)[0] else "no"
+                               "items": len({r["item"] for r in held}),
+                               "subjects": len({subject(r["item"]) for r in held})}
+        for method in METHODS:
+            row[f"{method}_psnr"] = round(_mean(held, method, "psnr"), 2) if held else None
+        row["gain_db"] = gain(held)
+        row["gain_over_linear_db"] = (round(row["ours_psnr"] - row["linear_psnr"], 2) if held else None)
+        row["gain_body_db"] = (round(_mean(held, "ours", "psnr_body") - _mean(held, "cubic", "psnr_body"), 2)
+                               if held else None)
+        row["ours_ssim"] = round(_mean(held, "ours", "ssim"), 4) if held else None
+        row["cubic_ssim"] = round(_mean(held, "cubic", "ssim"), 4) if held else None
+        for modality in modalities:
+            row[f"gain_{modality}_db"] = gain([r for r in held if r["modality"] == modality])
+        row["training_slices"] = len(trained)
+        for modality in modalities:
+            row[f"training_gain_{modality}_db"] = gain([r for r in trained if r["modality"] == modality])
+        for modality in modalities:
+            row[f"model_beats_cubic_{modality}"] = ("yes" if measured_win(row, modality)[0] else "no") if held \
+                else "veto only"
         rows.append(row)
     return rows
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     print("\n| pattern | spacing mm | held-out slices | ours dB | cubic dB | linear dB | gain dB | gain body dB | "
-          "per modality | training-subject gain dB | model beats cubic |")
+          "per modality | training-subject gain dB | model beats cubic CT / MR |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         per = ", ".join(f"{k[5:-3]} {v:+.2f}" for k, v in r.items()
-                        if k.startswith("gain_") and k[5:-3] in ("CT", "MR"))
-        trained = ", ".join(f"{k[14:-3]} {v:+.2f}" for k, v in r.items() if k.startswith("training_gain_"))
+                        if k.startswith("gain_") and k[5:-3] in ("CT", "MR") and v is not None)
+        trained = ", ".join(f"{k[14:-3]} {v:+.2f}" for k, v in r.items()
+                            if k.startswith("training_gain_") and v is not None)
 
         def f(key: str, sign: bool = False, r: dict[str, Any] = r) -> str:
             v = r.get(key)
@@ -207,10 +218,10 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 
         print(f"| {r['pattern']} | {r['spacing_mm']:.1f} | {r['slices']} | {f('ours_psnr')} | {f('cubic_psnr')} | "
               f"{f('linear_psnr')} | {f('gain_db', True)} | {f('gain_body_db', True)} | {per} | "
-              f"{trained} | {r['model_beats_cubic']} |")
+              f"{trained} | {r['model_beats_cubic_CT']} / {r['model_beats_cubic_MR']} |")
 
 
-DECISION_SPACINGS = (1.0, 1.5, 2.0, 3.0, 5.0)
+DECISION_SPACINGS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0)
 
 
 def decision_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -284,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print(record)
     meta = {"script": "python scripts/evaluate_fill_spacing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "split": "held out by subject: no slice of these subjects is in the model's train_items "
-                     "(glioma fg_6692, MS patient 19, VS-SEG-001, Colin27, Philips chest CT, mr03); the CT subjects "
-                     "marked 'training subject' were trained on and only veto",
+                     "(glioma fg_6692, MS patient 19, VS-SEG-001, Colin27, Philips chest CT, mr03); the training "
+                     "subjects (thin CT, the 1 mm UIH MR) were trained on and can only veto the model",
             "heldout_items": list(SPACING_HELDOUT_ITEMS), "training_subject_items": list(TRAINING_SUBJECT_ITEMS),
             "resampling": "every k-th slice (k = 1, 2, 3, 5) of each volume along its stored slice axis; steps "
                           "grouped to the nearest 0.5 mm",

@@ -302,13 +302,17 @@ def _assert_synthetic(result, scan: Scan, missing: np.ndarray) -> None:
     assert float(uncertainty[~missing].max()) == 0.0 and float(uncertainty[missing].mean()) > 0.0
 
 
-def test_fill_slices_on_a_thin_ct_is_the_cubic_spline_and_the_provenance_says_why() -> None:
-    """Single-slice gaps in the real 1.5 mm aorta CT: the card measured the model losing to cubic at 1.5 mm on CT,
+@pytest.mark.parametrize(("name", "rows", "cols", "step"), [
+    ("paired/brain_tcga_fg_6692/t1.nii.gz", slice(56, 184), slice(56, 184), 1.0),  # held-out 1 mm brain MR
+    ("train/ct01_upper_abdomen_siemens.nii.gz", slice(200, 328), slice(180, 308), 2.0),  # 3 mm slices 2 mm apart
+])
+def test_fill_slices_on_thin_slices_is_the_cubic_spline_and_the_provenance_says_why(name, rows, cols, step) -> None:
+    """Single-slice gaps in real thin-slice volumes: the card measured the model not beating cubic at this step,
     so the missing slices are exactly the cubic spline through the measured ones, still SYNTHETIC."""
     from medscan.ops.fill import interpolate_slices
 
-    scan = _thin_and_thick("labelled/ct_aorta_totalseg_example/ct.nii.gz", 9, slice(0, 126), slice(0, 120))
-    assert abs(np.linalg.norm(scan.affine[:3, 2]) - 1.5) < 0.01
+    scan = _thin_and_thick(name, 9, rows, cols)
+    assert abs(np.linalg.norm(scan.affine[:3, 2]) - step) < 0.01
     missing = np.zeros(9, bool)
     missing[[3, 6]] = True
     result = run("fill_slices", scan, slices="3,6")
@@ -316,7 +320,8 @@ def test_fill_slices_on_a_thin_ct_is_the_cubic_spline_and_the_provenance_says_wh
     assert entry.parameters["filled_by"] == "cubic spline" and entry.model is None
     assert entry.parameters["slices_by_cubic"] == 2 and entry.parameters["slices_by_model"] == 0
     reason = entry.parameters["method_reason"]
-    assert reason.startswith("cubic spline: the model does not beat it for single-slice gaps at 1.5 mm"), reason
+    assert reason.startswith(f"cubic spline: the model does not beat it for single-slice gaps at {step:.1f} mm"), \
+        reason
     assert any(reason in note for note in result.notes)
     cubic = interpolate_slices(np.where(missing[:, None, None], 0.0, scan.voxels), missing, "cubic")
     assert np.array_equal(result.scan.voxels[missing], cubic[missing])
@@ -358,7 +363,7 @@ def test_choose_fill_method_is_conservative_between_and_beyond_measured_spacings
     from medscan.ops.fill import choose_fill_method
 
     def row(spacing: float, gain: float, **extra: float) -> dict:
-        return {"pattern": "single-slice gaps", "spacing_mm": spacing, "slices": 8, "gain_db": gain,
+        return {"pattern": "single-slice gaps", "spacing_mm": spacing, "slices": 8, "subjects": 2, "gain_db": gain,
                 "gain_body_db": gain, "gain_MR_db": gain, **extra}
 
     card = {"evaluation": {"by_spacing": {"rows": [row(1.0, -0.6), row(2.0, 1.0), row(3.0, 2.0),
@@ -373,10 +378,19 @@ def test_choose_fill_method_is_conservative_between_and_beyond_measured_spacings
     assert method(4.0) == "cubic" and method(5.0) == "cubic"  # +0.1 dB is inside the margin
     assert method(8.0) == "model" and method(12.0) == "model"  # beyond the thickest: the thickest decides
     assert method(3.0, "CT") == "cubic"  # CT measured only from 8 mm on: thinner than that falls back
+    training_loss = {"pattern": "single-slice gaps", "spacing_mm": 2.5, "slices": 0, "gain_db": None,
+                     "training_gain_MR_db": -1.0}
+    card["evaluation"]["by_spacing"]["rows"].append(training_loss)
+    assert method(2.5) == "cubic" and method(2.2) == "cubic"  # a training-subject loss between two wins
+    assert method(2.5, "CT") == "cubic" and method(2.0) == "model"
+    card["evaluation"]["by_spacing"]["rows"].append({**row(9.0, -0.5), "subjects": 1})
+    assert method(8.5) == "model"  # one subject does not decide beyond 8 mm ...
+    assert method(12.0) == "cubic"  # ... but its loss at 9 mm vetoes from there on
     why = choose_fill_method(card, "single-slice gaps", 1.0, "MR")[1]
     assert why == "cubic spline: the model does not beat it for single-slice gaps at 1.0 mm (card: -0.6 dB)"
     vetoed = {"evaluation": {"by_spacing": {"rows": [row(2.0, 3.0, training_gain_CT_db=-0.4)]}}}
-    assert choose_fill_method(vetoed, "single-slice gaps", 2.0, "MR")[0] == "cubic"  # a training-subject loss
+    assert choose_fill_method(vetoed, "single-slice gaps", 2.0, "CT")[0] == "cubic"  # a training-subject loss
+    assert choose_fill_method(vetoed, "single-slice gaps", 2.0, "MR")[0] == "model"  # on CT says nothing on MR
 
 
 def test_gap_patterns_name_single_alternating_short_and_long_gaps() -> None:

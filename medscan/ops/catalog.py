@@ -100,7 +100,8 @@ register(Operation(
     family="generate",
     title="Fill slices",
     summary="Fill missing slices (gaps in the slice positions, blank slices) or named corrupted slices through-"
-            "plane on a regular grid; measured slices keep their values and positions, the output is SYNTHETIC.",
+            "plane on a regular grid; measured slices keep their values and positions, the output is SYNTHETIC. "
+            "Where the model's card shows it not beating a cubic spline (thin slices), the spline fills.",
     params=(
         Param("slices", "str", "", "also replace these corrupted slices (comma-separated 0-based indices)"),
         Param("model", "str", FILL_SLICES_MODEL, "shipped model to use"),

@@ -133,6 +133,7 @@ def fill_missing_slices(volume: np.ndarray, missing: np.ndarray, model, device,
 INTERPOLATION_ROWS = 32  # image rows per cubic-spline pass: its coefficients are 4 float64 copies of the stack
 SAME_SPACING = 0.05  # a slice step within this share of a measured spacing counts as that spacing
 WIN_MARGIN_DB = 0.2  # the model must beat cubic by this much on held-out data (a margin for unseen subjects)
+MIN_SUBJECTS = 2  # held-out subjects a spacing needs before it can decide: one subject is an anecdote
 PATTERNS = ("single-slice gaps", "every other slice", "2-3-slice gaps")
 LONGEST_GAP = 3  # slices; longer runs of missing slices were never measured, so cubic fills them
 
@@ -198,28 +199,33 @@ def _gains(row: dict, prefix: str) -> dict[str, float]:
             and k[len(prefix):-3] not in ("", "body", "over_linear")}
 
 
-def measured_win(row: dict) -> tuple[bool, str]:
-    """Whether one row of the card's by-spacing table shows the model beating cubic, and the figure that says so.
+def measured_win(row: dict, modality: str) -> tuple[bool, str]:
+    """Whether one row of the card's by-spacing table shows the model beating cubic on a series of ``modality``,
+    and the figures that say so.
 
     The model wins when, on held-out subjects, it beats the cubic spline by ``WIN_MARGIN_DB`` in whole-slice PSNR
-    pooled, by more than 0 dB inside the body, and by more than 0 dB in every modality measured there; a loss on
-    training subjects (``training_gain_<modality>_db``) vetoes it: a model that loses on what it saw will lose
-    on new subjects too. Rows without held-out slices never let the model in.
+    pooled over modalities and by more than 0 dB inside the body, and by more than 0 dB on this modality's
+    held-out subjects where they were measured; a loss on this modality's training subjects
+    (``training_gain_<modality>_db``) vetoes it: a model that loses on what it saw will lose on new subjects too.
+    Rows without held-out slices from at least ``MIN_SUBJECTS`` subjects never let the model in.
     """
     gain = row.get("gain_db")
     if gain is None or not row.get("slices"):
         return False, "no held-out measurement"
+    if int(row.get("subjects") or 0) < MIN_SUBJECTS:
+        return False, f"card: {gain:+.1f} dB on {int(row.get('subjects') or 0)} held-out subject(s) only"
     figure = f"card: {gain:+.1f} dB"
     if gain < WIN_MARGIN_DB:
         return False, figure
-    if float(row.get("gain_body_db") or 0.0) <= 0.0:
-        return False, f"{figure}; inside the body {float(row.get('gain_body_db') or 0.0):+.1f} dB"
-    for modality, held in _gains(row, "gain_").items():
-        if held <= 0.0:
-            return False, f"{figure}; {modality} {held:+.1f} dB"
-    for modality, training in _gains(row, "training_gain_").items():
-        if training <= 0.0:
-            return False, f"{figure}; {modality} training subjects {training:+.1f} dB"
+    body = float(row.get("gain_body_db") or 0.0)
+    if body <= 0.0:
+        return False, f"{figure}, inside the body {body:+.1f} dB"
+    held = _gains(row, "gain_").get(modality)
+    if held is not None and held <= 0.0:
+        return False, f"{figure}, {modality} {held:+.1f} dB"
+    training = _gains(row, "training_gain_").get(modality)
+    if training is not None and training <= 0.0:
+        return False, f"{figure}, {modality} training subjects {training:+.1f} dB"
     return True, figure
 
 
@@ -232,39 +238,52 @@ def choose_fill_method(card: dict, pattern: str, spacing: float, modality: str) 
     ``modality``, from the card's measured table (``evaluation.by_spacing.rows``: pattern, spacing_mm, gains
     over cubic pooled and per modality, on held-out and on training subjects).
 
-    Conservative between and beyond measured spacings: a spacing within ``SAME_SPACING`` of a measured one is
-    decided there (``measured_win``); between two measured spacings the model must win at both; thinner than the
-    thinnest spacing measured, or thinner than the thinnest spacing measured on this modality, cubic fills (cubic
-    gets stronger as slices get thinner, and one modality's thin-slice win says nothing about another's);
-    thicker than the thickest, the thickest decides. A pattern, modality or card without measurements gets cubic.
-    ``why`` is one line for the provenance.
+    Decided on the rows with held-out slices from ``MIN_SUBJECTS`` subjects or more (``measured_win``; the
+    other rows only veto, like training subjects), conservatively between and beyond them: a spacing within
+    ``SAME_SPACING`` of a measured one is decided there; between two measured spacings the model must win at
+    both; thicker than the thickest, the thickest decides; and no row passed on the way may show a loss
+    (held-out, or this modality's training subjects). Thinner than the thinnest spacing measured, or than the
+    thinnest measured on this modality (held-out or training subjects), cubic fills: cubic gets stronger as
+    slices get thinner, and one modality's thin-slice win says nothing about another's. A pattern, modality or
+    card without measurements gets cubic. ``why`` is one line for the provenance.
     """
     rows = ((card.get("evaluation") or {}).get("by_spacing") or {}).get("rows") or []
     rows = sorted((r for r in rows if r.get("pattern") == pattern), key=lambda r: r["spacing_mm"])
+    held = [r for r in rows if r.get("slices") and int(r.get("subjects") or 0) >= MIN_SUBJECTS]
     name = f"{pattern} at {spacing:.1f} mm spacing"
-    if not rows:
+    if not held:
         return "cubic", f"cubic spline: the model card has no measurement for {pattern}"
     own = [r["spacing_mm"] for r in rows if modality in _measured_modalities(r)]
     if not own:
         return "cubic", f"cubic spline: the model card has no {modality} measurement for {pattern}"
-    spacings = np.array([r["spacing_mm"] for r in rows], float)
+    spacings = np.array([r["spacing_mm"] for r in held], float)
     thinnest = max(float(spacings[0]), float(min(own)))
-    near = np.flatnonzero(np.abs(spacings - spacing) <= SAME_SPACING * spacings)
     if spacing < thinnest * (1 - SAME_SPACING):
         return "cubic", (f"cubic spline: {name} is thinner than any spacing the model was measured at on "
                          f"{modality} (from {thinnest:.1f} mm)")
+    near = np.flatnonzero(np.abs(spacings - spacing) <= SAME_SPACING * spacings)
+    between: list[dict] = []
     if near.size:
-        deciding = [rows[int(near[np.argmin(np.abs(spacings[near] - spacing))])]]
+        deciding = [held[int(near[np.argmin(np.abs(spacings[near] - spacing))])]]
     elif spacing > spacings[-1]:
-        deciding = [rows[-1]]
+        deciding = [held[-1]]
+        between = [r for r in rows if deciding[0]["spacing_mm"] < r["spacing_mm"] <= spacing]
     else:
         upper = int(np.searchsorted(spacings, spacing))
-        deciding = [rows[upper - 1], rows[upper]]
-    verdicts = [(r, *measured_win(r)) for r in deciding]
+        deciding = [held[upper - 1], held[upper]]
+        between = [r for r in rows if deciding[0]["spacing_mm"] < r["spacing_mm"] < deciding[1]["spacing_mm"]]
+    verdicts = [(r, *measured_win(r, modality)) for r in deciding]
     where = " and ".join(f"{r['spacing_mm']:.1f} mm ({figure})" for r, _, figure in verdicts)
-    if all(win for _, win, _ in verdicts):
-        return "model", f"model: it beats cubic spline for {pattern} at {where}"
-    return "cubic", f"cubic spline: the model does not beat it for {pattern} at {where}"
+    if not all(win for _, win, _ in verdicts):
+        return "cubic", f"cubic spline: the model does not beat it for {pattern} at {where}"
+    for row in between:  # rows that cannot decide can still show a loss
+        losses = [(f"{modality} training subjects", _gains(row, "training_gain_").get(modality)),
+                  ("held-out subjects", row.get("gain_db"))]
+        for who, loss in losses:
+            if loss is not None and loss <= 0.0:
+                return "cubic", (f"cubic spline: the model does not beat it for {pattern} at "
+                                 f"{row['spacing_mm']:.1f} mm on {who} (card: {loss:+.1f} dB)")
+    return "model", f"model: it beats cubic spline for {pattern} at {where}"
 
 
 # -- inpaint: where the hole is ---------------------------------------------------------------------------------
