@@ -341,12 +341,14 @@ def print_tables(task: str, tables: dict[str, Any]) -> None:
 
 def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any], folder: Path | None = None) -> Path:
     """Put the figures into the model card (in ``folder``, default models/; fold weights live in models/folds);
-    only the card changes, so the weights' sha256 still holds."""
+    only the card changes, so the weights' sha256 still holds. Evaluations another script nested in the card
+    (a dict with its own ``script``, e.g. ``by_spacing``) are kept."""
     from medscan.nets.weights import load_card
 
     card = load_card(model, folder)
     data = dict(card.data)
-    data["evaluation"] = {**meta, "tables": tables}
+    nested = {k: v for k, v in (data.get("evaluation") or {}).items() if isinstance(v, dict) and "script" in v}
+    data["evaluation"] = {**meta, "tables": tables, **nested}
     tmp = card.path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, card.path)
