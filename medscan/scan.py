@@ -185,9 +185,9 @@ class Scan:
         if header is not None and not np.allclose(new_affine[:3, 2], self.affine[:3, 2]) and "SliceThickness" in header:
             header = copy.deepcopy(header)  # resampled through-plane: the source's slice thickness no longer holds
             del header.SliceThickness
-        if affine is None and voxels.shape[-3:] != self.voxels.shape[-3:]:
+        if affine is None and voxels.shape[-3:] != self.shape[-3:]:  # shape: no float32 copy of int16 voxels
             raise ValueError(
-                f"derived voxels {voxels.shape} differ from {self.voxels.shape}: pass the new affine"
+                f"derived voxels {voxels.shape} differ from {self.shape}: pass the new affine"
             )
         return dataclasses.replace(
             self,
@@ -197,7 +197,7 @@ class Scan:
             warnings=list(self.warnings),
             header=header,
             synthetic=self.synthetic or synthetic,
-            source_refs=list(self.source_refs) if voxels.shape[:-2] == self.voxels.shape[:-2] else [],
+            source_refs=list(self.source_refs) if voxels.shape[:-2] == self.shape[:-2] else [],
         )
 
 

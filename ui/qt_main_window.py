@@ -4,6 +4,12 @@ It observes engine objects and sends every slow call to the job pool: opening a 
 series (headers only), choosing a series decodes it, exporting writes files - each in a worker,
 with progress and cancel in the Jobs panel, errors as one-line dialogs. Nothing here computes on
 images; the viewer draws what the engine returns.
+
+A chosen DICOM series is streamed (``medscan.io.stream``): its middle slice is on screen as soon as
+it is decoded (``firstSliceShown``), the rest fills in outward from it with a progress bar in the
+status bar, and only the finished volume becomes ``self.scan`` (``scanShown``). Until then ``scan`` is
+None, so exports, operations and everything else that acts on a series stay disabled: nothing ever
+runs on a half-loaded volume.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PyQt6 import uic
 from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QActionGroup, QKeySequence
-from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox
+from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar
 
 from ui import qt_dialogs
 from ui.qt_compare import CompareBar, CompareViewer
@@ -54,14 +60,34 @@ def open_job(ctx: JobContext, path: str) -> FolderSummary | tuple[SeriesSummary,
     return summarize_folder(ctx, path)
 
 
+STREAM_REPORT_S = 0.03  # progress at most this often (a slice scrolled to shows up within about a frame of it)
+
+
 def load_job(ctx: JobContext, record: Any) -> Scan:
-    from medscan.io.dicom import load_series
+    """Decode ``record`` middle slice first: publishes the SeriesStream once that slice is ready, reports planes
+    decoded as progress, returns the finished Scan (its int16 voxels kept: no float32 copy is made here)."""
+    from medscan.io.stream import SeriesStream
 
     ctx.report(0, 0, f"decoding {len(record.frames)} image(s)")
-    scan = load_series(record)
-    ctx.check()
-    scan.voxels  # noqa: B018  (int16 -> float32 here, in the worker: 1 s of the window's thread for 275 slices)
-    return scan
+    stream = SeriesStream(record).start()
+    try:
+        stream.wait_ready(0, stream.middle)
+        ctx.check()
+        if stream.error is None:
+            ctx.publish(stream)
+        reported = -1
+        while not stream.wait(STREAM_REPORT_S):
+            ctx.check()
+            done, total = stream.progress()
+            if done != reported:
+                ctx.report(done, total, "decoding")
+                reported = done
+        ctx.check()
+        scan = stream.result()
+        ctx.report(stream.total, stream.total, "decoded")
+        return scan
+    finally:
+        stream.cancel()  # after a cancel or an error: start no more files
 
 
 def export_job(ctx: JobContext, scan: Scan, target: str, maps: dict[str, Any] | None = None) -> str:
@@ -89,7 +115,8 @@ class MainWindow(QMainWindow):
     """The workstation window. Signals let tests and the screenshot mode wait for real events."""
 
     folderListed = pyqtSignal(object)  # FolderSummary
-    scanShown = pyqtSignal(object)  # Scan
+    firstSliceShown = pyqtSignal(object)  # the partial Scan of a series being streamed, its middle slice drawn
+    scanShown = pyqtSignal(object)  # Scan (a streamed series: once complete)
     exported = pyqtSignal(str)  # path written
     errorReported = pyqtSignal(str)  # the one-line message
 
@@ -114,6 +141,9 @@ class MainWindow(QMainWindow):
         self.device = guess_device()
         self.error_handler = self._error_dialog  # the screenshot mode swaps in stderr + exit
         self._loading: SeriesSummary | None = None
+        self._load_job: Job | None = None  # the load whose stream is (or will be) on screen
+        self.stream: Any = None  # the SeriesStream on screen while it is being decoded, else None
+        self._shown_generation = 0  # the stream's array generation the viewer draws from
         self.showing_result = False  # a kept operation result stands in for the current series
 
         self._setup_status_bar()
@@ -147,6 +177,12 @@ class MainWindow(QMainWindow):
         self.deviceLabel = QLabel()
         self.memoryLabel = QLabel()
         self.statusbar.addWidget(self.readoutLabel, 1)
+        self.loadProgress = QProgressBar()
+        self.loadProgress.setObjectName("loadProgress")
+        self.loadProgress.setMaximumWidth(220)
+        self.loadProgress.setFormat("Loading %v / %m slices")
+        self.loadProgress.hide()
+        self.statusbar.addPermanentWidget(self.loadProgress)
         self.statusbar.addPermanentWidget(self.deviceLabel)
         self.statusbar.addPermanentWidget(self.memoryLabel)
         self._show_device()
@@ -286,10 +322,76 @@ class MainWindow(QMainWindow):
         self.jobs.cancel("load")
         self._loading = summary
         job = self.jobs.run(f"Loading {summary.modality} {summary.title}", load_job, summary.record, kind="load")
-        job.succeeded.connect(lambda scan: self.show_scan(scan, summary))
-        job.failed.connect(lambda message: self.report_error("Cannot load series", message))
+        self._load_job = job
+        job.published.connect(lambda stream: self._show_streaming(job, stream, summary))
+        job.progressed.connect(lambda done, total, _text: self._on_load_progress(job, done, total))
+        job.succeeded.connect(lambda scan: self._finish_streaming(job, scan, summary))
+        job.failed.connect(lambda message: (self._drop_stream(job), self.report_error("Cannot load series", message)))
+        job.cancelled.connect(lambda: self._drop_stream(job))
         job.finished.connect(lambda: setattr(self, "_loading", None) if self._loading is summary else None)
         return job
+
+    def _show_streaming(self, job: Job, stream: Any, summary: SeriesSummary) -> None:
+        """The middle slice of ``summary``'s series is decoded: show it; the series is not ``self.scan`` yet."""
+        if job is not self._load_job:
+            return
+        self.workflow.close()
+        self._forget_drawn_masks()
+        self.scan, self.current, self.showing_result, self.stream = None, summary, False, stream
+        partial = stream.partial_scan()
+        self._shown_generation = stream.generation
+        preset = self.settings.value(f"preset/{partial.modality}", "", type=str) or None
+        self._fill_presets(partial.modality)
+        self.viewer.set_scan(partial, preset, loading=stream)
+        self._set_volume_range(partial.n_volumes)
+        self.update_title()
+        self.opsPanel.set_modality(None)
+        done, total = stream.progress()
+        self.loadProgress.setRange(0, total)
+        self.loadProgress.setValue(done)
+        self.loadProgress.show()
+        self._update_enabled()
+        self.viewer.setFocus()
+        self.firstSliceShown.emit(partial)
+
+    def _on_load_progress(self, job: Job, done: int, total: int) -> None:
+        stream = self.stream
+        if job is not self._load_job or stream is None or total <= 0:
+            return
+        if stream.generation != self._shown_generation:  # decoding restarted as float32: a new array to draw from
+            self._shown_generation = stream.generation
+            self.viewer.rebind_loading(stream.partial_scan(), stream)
+        self.loadProgress.setValue(done)
+        self.viewer.refresh_loaded()
+
+    def _finish_streaming(self, job: Job, scan: Scan, summary: SeriesSummary) -> None:
+        """The whole series is decoded: it becomes ``self.scan``, the view stays as the user left it."""
+        if job is not self._load_job:
+            return
+        self._load_job = None
+        if self.stream is None:  # finished before its middle slice was published (an error, or one file)
+            self.show_scan(scan, summary)
+            return
+        self.loadProgress.setValue(self.loadProgress.maximum())
+        self.loadProgress.hide()
+        self.stream = None
+        self.scan, self.current = scan, summary
+        self.viewer.finish_loading(scan)
+        self.update_title()
+        self._scan_ready(scan, summary, result=False)
+
+    def _drop_stream(self, job: Job) -> None:
+        """A load failed or was cancelled: a half-decoded series does not stay on screen."""
+        if job is not self._load_job:
+            return
+        self._load_job = None
+        self.loadProgress.hide()
+        if self.stream is not None:
+            self.stream = None
+            self.current = None
+            self.viewer.set_scan(None)
+            self.update_title()
+            self._update_enabled()
 
     def show_scan(self, scan: Scan, summary: SeriesSummary | None = None, result: bool = False) -> None:
         """Put ``scan`` in the viewer with the preset last chosen for its modality.
@@ -304,13 +406,22 @@ class MainWindow(QMainWindow):
         self.showing_result = result
         preset = self.settings.value(f"preset/{scan.modality}", "", type=str) or None
         self._fill_presets(scan.modality)
+        self.stream = None
+        self.loadProgress.hide()
         self.viewer.set_scan(scan, preset)
+        self._set_volume_range(scan.n_volumes)
+        self.update_title()
+        self._scan_ready(scan, summary, result)
+
+    def _set_volume_range(self, count: int) -> None:
         self.volumeSpin.blockSignals(True)
-        self.volumeSpin.setRange(1, scan.n_volumes)
+        self.volumeSpin.setRange(1, count)
         self.volumeSpin.setValue(1)
         self.volumeSpin.blockSignals(False)
-        self._on_volume_changed(0, scan.n_volumes)
-        self.update_title()
+        self._on_volume_changed(0, count)
+
+    def _scan_ready(self, scan: Scan, summary: SeriesSummary | None, result: bool) -> None:
+        """``scan`` is complete and shown: enable what acts on it, start its triage, say so (``scanShown``)."""
         self.opsPanel.set_modality(scan.modality)
         if scan.warnings:
             self.statusbar.showMessage(f"{len(scan.warnings)} warning(s) from the loader: {scan.warnings[0]}", 8000)
@@ -346,6 +457,8 @@ class MainWindow(QMainWindow):
     def update_title(self) -> None:
         """Series and patient; SYNTHETIC for a generated scan; the result being compared, if any."""
         scan, summary = self.scan, self.current
+        if scan is None and self.stream is not None:
+            scan = self.viewer.scan
         if scan is None:
             self.setWindowTitle("medscan")
             return
@@ -426,7 +539,8 @@ class MainWindow(QMainWindow):
         self.volumeSpin.blockSignals(True)
         self.volumeSpin.setValue(index + 1)
         self.volumeSpin.blockSignals(False)
-        labels = self.scan.volume_labels if self.scan is not None else []
+        shown = self.scan if self.scan is not None else self.viewer.scan
+        labels = shown.volume_labels if shown is not None else []
         label = labels[index] if index < len(labels) else ""
         self.volumeInfo.setText(f"of {count}  {label}".strip() if count > 1 else "")
         four_d = count > 1
@@ -434,16 +548,20 @@ class MainWindow(QMainWindow):
             widget.setVisible(four_d)
 
     def _update_enabled(self) -> None:
+        """Viewing (scroll, window, fit) works on a series still loading; everything that acts on the series
+        (exports, operations, other planes, its header) waits for ``self.scan``, the complete volume."""
         has_scan = self.scan is not None
-        for action in (self.actionExportNifti, self.actionExportDicom, self.actionExportPng, self.actionFit,
+        viewing = has_scan or self.viewer.scan is not None
+        for action in (self.actionExportNifti, self.actionExportDicom, self.actionExportPng,
                        *self.planeGroup.actions()):
             action.setEnabled(has_scan)
-        volume = has_scan and self.scan.voxels.ndim >= 3 and min(self.scan.volume_shape) > 1  # type: ignore[union-attr]
+        self.actionFit.setEnabled(viewing)
+        volume = has_scan and min(self.scan.volume_shape) > 1  # type: ignore[union-attr]
         for action in self.planeGroup.actions():
             action.setEnabled(bool(volume))
         self.actionSeriesHeader.setEnabled(has_scan and self.scan.header is not None)  # type: ignore[union-attr]
-        self.presetCombo.setEnabled(has_scan)
-        self.sliceSlider.setEnabled(has_scan)
+        self.presetCombo.setEnabled(viewing)
+        self.sliceSlider.setEnabled(viewing)
         for action in (self.actionPreview, self.actionRunSeries):
             action.setEnabled(has_scan)
 

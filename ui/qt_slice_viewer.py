@@ -11,13 +11,20 @@ Geometry comes from :mod:`medscan.view` (reformat, edge labels, spacing), window
 :mod:`medscan.io.png` (presets, ``apply_window``, the percentile default for MR); this widget only
 draws. The displayed image keeps the true aspect ratio of its pixels (e.g. 0.98 x 2 mm in a
 coronal reformat of 2 mm slices).
+
+Memory: the viewer shows a scan's int16 voxels as they are while it holds them (``Scan.exact_integers``)
+and windows one slice at a time, so showing a series never makes a float32 copy of it.
+
+A series still being decoded (``set_scan(..., loading=stream)``) is shown in its acquisition plane only;
+a slice not decoded yet is drawn as a "loading" note and asked for first (``loading.prioritize``), and
+``refresh_loaded()`` draws it once it has arrived.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
@@ -35,6 +42,23 @@ CUSTOM = "custom"
 _PLANE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}  # patient axis each plane's slices step along
 _AXIS_NAME = "xyz"
 ZOOM_LIMITS = (0.1, 40.0)
+
+
+class SliceLoader(Protocol):
+    """What the viewer needs of a series being decoded (``medscan.io.stream.SeriesStream`` is one)."""
+
+    def is_ready(self, t: int, k: int) -> bool: ...
+
+    def prioritize(self, t: int, k: int) -> None: ...
+
+    def ready_mask(self) -> np.ndarray: ...
+
+
+def display_voxels(scan: Scan) -> np.ndarray:
+    """The voxels to draw from: the int16 array while the scan holds one (same values, half the memory, and
+    reading ``voxels`` would copy it to float32), else the float32 voxels."""
+    integers = scan.exact_integers()
+    return integers if integers is not None else scan.voxels
 
 
 def window_presets(modality: str) -> list[str]:
@@ -130,13 +154,20 @@ class SliceViewer(QWidget):
         self.tool: Any = None  # e.g. a mask brush: takes the left button while installed
         self.layers: list[Any] = []  # e.g. the review panel's labels: each .paint(painter, transform)
         self._tool_drag = False
+        self.loading: SliceLoader | None = None  # the series shown is still being decoded
+        self._waiting = False  # the slice on screen was not decoded when last drawn
 
     # ------------------------------------------------------------------------------------------
     # State
     # ------------------------------------------------------------------------------------------
-    def set_scan(self, scan: Scan | None, preset: str | None = None) -> None:
-        """Show ``scan`` in its acquisition plane, middle slice, fitted; ``preset`` if it applies."""
+    def set_scan(self, scan: Scan | None, preset: str | None = None, loading: SliceLoader | None = None) -> None:
+        """Show ``scan`` in its acquisition plane, middle slice, fitted; ``preset`` if it applies.
+
+        ``loading``: ``scan`` is still being decoded; its planes are drawn once ``loading.is_ready`` says so, the
+        plane cannot change and ``finish_loading`` swaps in the finished scan.
+        """
         self.scan = scan
+        self.loading = loading if scan is not None else None
         self._readout = None
         if scan is None:
             self.stack = None
@@ -144,7 +175,7 @@ class SliceViewer(QWidget):
             return
         self.volume = 0
         self.plane = acquisition_plane(scan.affine)
-        self.stack = reformat_volume(scan.voxels, scan.affine, self.plane)
+        self.stack = reformat_volume(display_voxels(scan), scan.affine, self.plane)
         self.slice_index = self.stack.shape[0] // 2
         self.zoom, self.pan = 1.0, QPointF(0.0, 0.0)
         presets = window_presets(scan.modality)
@@ -155,15 +186,47 @@ class SliceViewer(QWidget):
         self.zoomChanged.emit(self.zoom)
         self.viewMoved.emit()
 
+    def finish_loading(self, scan: Scan) -> None:
+        """The series shown while loading is complete: show ``scan`` (the same voxels, finished) keeping the slice,
+        volume, window, zoom and pan the user chose meanwhile; an 'auto' window is read again on the whole volume."""
+        self.loading = None
+        self._waiting = False
+        self.scan = scan
+        self.stack = reformat_volume(display_voxels(scan), scan.affine, self.plane)
+        self.slice_index = min(self.slice_index, self.slice_count - 1)
+        if self.preset == AUTO:
+            self.apply_preset(AUTO)
+        self._invalidate()
+
+    def rebind_loading(self, scan: Scan, loading: SliceLoader) -> None:
+        """The loader replaced its array (decoding restarted as float32): draw from ``scan``'s, keep the view."""
+        self.scan, self.loading = scan, loading
+        self.stack = reformat_volume(display_voxels(scan), scan.affine, self.plane)
+        self._invalidate()
+
+    def slice_ready(self, index: int | None = None) -> bool:
+        """Whether slice ``index`` (default: the one on screen) of the current volume is decoded."""
+        if self.loading is None or self.stack is None:
+            return True
+        index = self.slice_index if index is None else index
+        return self.loading.is_ready(self.volume, self.stack.source_index(0, 0, index)[2])
+
+    def refresh_loaded(self) -> None:
+        """Draw the slice on screen if it arrived since it was drawn as 'loading' (call on progress)."""
+        if self._waiting and self.slice_ready():
+            self._invalidate()
+
     @property
     def slice_count(self) -> int:
         return self.stack.shape[0] if self.stack is not None else 0
 
     def set_plane(self, plane: str) -> None:
-        """Reformat to 'axial', 'coronal' or 'sagittal' (a view, no copy); middle slice, fitted."""
-        if self.scan is None or (plane == self.plane and self.stack is not None):
+        """Reformat to 'axial', 'coronal' or 'sagittal' (a view, no copy); middle slice, fitted.
+
+        Ignored while the series is loading: a reformat needs every slice."""
+        if self.scan is None or (plane == self.plane and self.stack is not None) or self.loading is not None:
             return
-        self.stack = reformat_volume(self.scan.voxels, self.scan.affine, plane)
+        self.stack = reformat_volume(display_voxels(self.scan), self.scan.affine, plane)
         self.plane = plane
         self.slice_index = self.stack.shape[0] // 2
         self.zoom, self.pan = 1.0, QPointF(0.0, 0.0)
@@ -179,8 +242,15 @@ class SliceViewer(QWidget):
         index = int(np.clip(index, 0, self.slice_count - 1))
         if index != self.slice_index:
             self.slice_index = index
+            self._ask_for_current()
             self._invalidate()
             self.sliceChanged.emit(index, self.slice_count)
+
+    def _ask_for_current(self) -> None:
+        """Scrolled ahead of the decoder: the slice on screen is decoded next."""
+        if not self.slice_ready():
+            assert self.loading is not None and self.stack is not None
+            self.loading.prioritize(self.volume, self.stack.source_index(0, 0, self.slice_index)[2])
 
     def step_slice(self, delta: int) -> None:
         self.set_slice(self.slice_index + delta)
@@ -191,6 +261,7 @@ class SliceViewer(QWidget):
         index = int(np.clip(index, 0, self.scan.n_volumes - 1))
         if index != self.volume:
             self.volume = index
+            self._ask_for_current()
             if self.preset == AUTO:
                 self.apply_preset(AUTO)
             self._invalidate()
@@ -205,13 +276,18 @@ class SliceViewer(QWidget):
         self.windowChanged.emit(self.window_center, self.window_width, preset)
 
     def apply_preset(self, name: str) -> None:
-        """A named CT window (HU) or 'auto' (1st-99th percentile of the current volume)."""
+        """A named CT window (HU) or 'auto' (1st-99th percentile of the current volume, of its decoded slices
+        while loading)."""
         if self.scan is None:
             return
-        from medscan.io.png import WINDOW_PRESETS, default_window
+        from medscan.io.png import WINDOW_PRESETS, percentile_window
 
         if name == AUTO:
-            center, width = default_window(self.scan, self.volume)
+            voxels = display_voxels(self.scan)
+            volume = voxels[self.volume] if voxels.ndim == 4 else voxels
+            if self.loading is not None:
+                volume = volume[self.loading.ready_mask()[self.volume]]
+            center, width = percentile_window(volume)
         elif name in WINDOW_PRESETS:
             center, width = WINDOW_PRESETS[name]
         else:
@@ -246,7 +322,8 @@ class SliceViewer(QWidget):
     # What is shown
     # ------------------------------------------------------------------------------------------
     def current_plane(self) -> np.ndarray:
-        """The float32 slice shown now, ``[row, col]`` (a view into the scan)."""
+        """The slice shown now in physical units, ``[row, col]`` (a view into the scan: int16 while the scan
+        holds int16 voxels, else float32). Zero where the slice is not decoded yet (see ``slice_ready``)."""
         if self.stack is None:
             raise RuntimeError("no scan shown")
         voxels = self.stack.voxels
@@ -303,7 +380,7 @@ class SliceViewer(QWidget):
         point = inverse.map(QPointF(pos))
         col, row = math.floor(point.x()), math.floor(point.y())
         _, rows, cols = self.stack.shape
-        if not (0 <= col < cols and 0 <= row < rows):
+        if not (0 <= col < cols and 0 <= row < rows) or not self.slice_ready():
             return None
         value = float(self.current_plane()[row, col])
         lps = index_to_patient(self.stack.affine, col, row, self.slice_index)
@@ -335,6 +412,7 @@ class SliceViewer(QWidget):
     def _ensure_image(self) -> None:
         if self._image is not None or self.stack is None:
             return
+        self._waiting = not self.slice_ready()
         from medscan.io.png import apply_window
 
         pixels = np.ascontiguousarray(apply_window(self.current_plane(), self.window_center, self.window_width))
@@ -362,8 +440,11 @@ class SliceViewer(QWidget):
         # Bilinear when shrinking or mildly enlarging; crisp voxels once they are big on screen.
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, transform.m11() < 4)
         assert self._image is not None
-        painter.drawImage(QPointF(0, 0), self._image)
+        if not self._waiting:
+            painter.drawImage(QPointF(0, 0), self._image)
         painter.restore()
+        if self._waiting:
+            self._paint_placeholder(painter, f"Loading slice {self.slice_index + 1} …")
         self.paint_layers(painter, transform)
         for layer in self.layers:
             layer.paint(painter, transform)
@@ -382,12 +463,12 @@ class SliceViewer(QWidget):
             self._refresh_readout()
             self.update()
 
-    def _paint_placeholder(self, painter: QPainter) -> None:
+    def _paint_placeholder(self, painter: QPainter, text: str | None = None) -> None:
         painter.setPen(QColor("#8b9099"))
         font = QFont(self.font())
         font.setPointSizeF(max(10.0, font.pointSizeF() + 1))
         painter.setFont(font)
-        painter.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter, self.placeholder)
+        painter.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter, self.placeholder if text is None else text)
 
     def overlay_text(self) -> dict[str, list[tuple[str, str]]]:
         """Corner texts as (text, colour role) lines: top_left, top_right, bottom_left, bottom_right."""

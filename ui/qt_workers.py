@@ -58,12 +58,18 @@ class JobContext:
         """Progress: ``done`` of ``total`` steps (total 0 means 'busy, amount unknown')."""
         self._job._progress_from_worker.emit(int(done), int(total), text)
 
+    def publish(self, value: object) -> None:
+        """Hand a partial result to the GUI thread (``Job.published``) before the job returns, e.g. a series
+        being decoded whose first slice is ready. Dropped once the job has ended."""
+        self._job._published_from_worker.emit(value)
+
 
 class Job(QObject):
     """One unit of background work with progress, cancel and exactly one ending.
 
-    Public signals are emitted in the GUI thread: ``progressed(done, total, text)`` and then one
-    of ``succeeded(result)``, ``failed(message)`` or ``cancelled()``, followed by ``finished()``.
+    Public signals are emitted in the GUI thread: ``progressed(done, total, text)`` and ``published(value)``
+    while it runs, then one of ``succeeded(result)``, ``failed(message)`` or ``cancelled()``, followed by
+    ``finished()``.
     """
 
     progressed = pyqtSignal(int, int, str)
@@ -72,10 +78,12 @@ class Job(QObject):
     cancelled = pyqtSignal()
     finished = pyqtSignal()
     workerReturned = pyqtSignal()  # the worker thread is free again (may come after a cancel)
+    published = pyqtSignal(object)  # a partial result from ctx.publish (never after the job ended)
 
     # Worker -> GUI thread bridges (queued, since the Job lives in the GUI thread).
     _progress_from_worker = pyqtSignal(int, int, str)
     _done_from_worker = pyqtSignal(str, object)
+    _published_from_worker = pyqtSignal(object)
 
     def __init__(self, title: str, fn: Callable[..., Any], *args: Any, kind: str = "", **kwargs: Any) -> None:
         super().__init__()
@@ -89,6 +97,7 @@ class Job(QObject):
         self.progress: tuple[int, int, str] = (0, 0, "")
         self._progress_from_worker.connect(self._on_progress)
         self._done_from_worker.connect(self._on_done)
+        self._published_from_worker.connect(self._on_published)
 
     @property
     def ended(self) -> bool:
@@ -122,6 +131,11 @@ class Job(QObject):
         if not self._ended:
             self.progress = (done, total, text)
             self.progressed.emit(done, total, text)
+
+    @pyqtSlot(object)
+    def _on_published(self, value: object) -> None:
+        if not self._ended:
+            self.published.emit(value)
 
     @pyqtSlot(str, object)
     def _on_done(self, outcome: str, payload: object) -> None:

@@ -962,42 +962,54 @@ def _to_luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3].astype(np.float64) @ weights
 
 
-def _decode_into(voxels: np.ndarray, layout: Layout, workers: int) -> set[str]:
-    """Fill ``voxels[t, k]`` from every frame of ``layout``, one file per task on ``workers`` threads.
-
-    int16 ``voxels`` take exact rescaled integers only (_NotInt16 otherwise); float32 ones get
-    ``float64(plane) * slope + intercept`` rounded once, as always.
-    """
+def _cells_by_file(layout: Layout) -> dict[str, list[tuple[int, int, Frame]]]:
+    """The ``(t, k, frame)`` cells of ``layout`` that each file holds (a multi-frame or MOSAIC file holds several)."""
     by_file: dict[str, list[tuple[int, int, Frame]]] = defaultdict(list)
     for t, row in enumerate(layout.grid):
         for k, frame in enumerate(row):
             by_file[frame.path].append((t, k, frame))
+    return by_file
+
+
+def _decode_cells(voxels: np.ndarray, cells: list[tuple[int, int, Frame]], notes: set[str],
+                  lock: threading.Lock) -> None:
+    """Decode one file and fill ``voxels[t, k]`` for each of its ``cells`` (all from that file).
+
+    int16 ``voxels`` take exact rescaled integers only (_NotInt16 otherwise); float32 ones get
+    ``float64(plane) * slope + intercept`` rounded once, as always. Notes on the conversion go into ``notes``
+    under ``lock``. Every loader (whole series or streamed) decodes through here, so their voxels are identical.
+    """
+    as_int16 = voxels.dtype == np.int16
+    first = cells[0][2]
+    native = first.native if first.integer_grey else None  # colour, palette, MONOCHROME1: pydicom's path
+    if (as_int16 and len(cells) == 1 and native is not None and native.frames == 1 and first.tile is None
+            and native.dtype[-1] == "2" and (native.rows, native.columns) == voxels.shape[-2:]):
+        _read_into_int16(voxels[cells[0][0], cells[0][1]], first)
+        return
+    if native is not None:
+        pixels = _read_native(first)
+    else:
+        file_notes: set[str] = set()
+        pixels = _decode_file(first.path, file_notes)
+        if file_notes:
+            with lock:
+                notes.update(file_notes)
+    for t, k, frame in cells:
+        plane = _plane_of(pixels, frame)
+        if as_int16:
+            _store_int16(voxels[t, k], plane, frame)
+        else:
+            voxels[t, k] = plane.astype(np.float64) * frame.slope + frame.intercept
+
+
+def _decode_into(voxels: np.ndarray, layout: Layout, workers: int) -> set[str]:
+    """Fill ``voxels[t, k]`` from every frame of ``layout``, one file per task on ``workers`` threads."""
+    by_file = _cells_by_file(layout)
     notes: set[str] = set()
     lock = threading.Lock()
-    as_int16 = voxels.dtype == np.int16
 
     def decode(path: str) -> None:
-        cells = by_file[path]
-        first = cells[0][2]
-        native = first.native if first.integer_grey else None  # colour, palette, MONOCHROME1: pydicom's path
-        if (as_int16 and len(cells) == 1 and native is not None and native.frames == 1 and first.tile is None
-                and native.dtype[-1] == "2" and (native.rows, native.columns) == voxels.shape[-2:]):
-            _read_into_int16(voxels[cells[0][0], cells[0][1]], first)
-            return
-        if native is not None:
-            pixels = _read_native(first)
-        else:
-            file_notes: set[str] = set()
-            pixels = _decode_file(path, file_notes)
-            if file_notes:
-                with lock:
-                    notes.update(file_notes)
-        for t, k, frame in cells:
-            plane = _plane_of(pixels, frame)
-            if as_int16:
-                _store_int16(voxels[t, k], plane, frame)
-            else:
-                voxels[t, k] = plane.astype(np.float64) * frame.slope + frame.intercept
+        _decode_cells(voxels, by_file[path], notes, lock)
 
     paths = sorted(by_file)
     if workers <= 1 or len(paths) <= 1:
@@ -1013,6 +1025,15 @@ def _decode_into(voxels: np.ndarray, layout: Layout, workers: int) -> set[str]:
     return notes
 
 
+def voxel_dtype(record: SeriesRecord) -> np.dtype:
+    """int16 when every frame's rescale could map its stored integers exactly into int16, else float32.
+
+    int16 is a first guess: a plane whose values fall outside int16 after rescaling raises _NotInt16 while decoding,
+    and the series is then decoded again as float32.
+    """
+    return np.dtype(np.int16 if all(_int16_rescale(f) is not None for f in record.frames) else np.float32)
+
+
 def load_series(record: SeriesRecord, *, workers: int | None = None) -> Scan:
     """Decode a series into a Scan in physical units.
 
@@ -1022,21 +1043,34 @@ def load_series(record: SeriesRecord, *, workers: int | None = None) -> Scan:
     Peak memory is the output array plus a plane per thread (a whole file for multi-frame and compressed files).
     """
     layout = plan_layout(record)
-    n_t, n_k = len(layout.grid), len(layout.grid[0])
-    first = record.frames[0]
-    shape = (n_t, n_k, first.rows, first.columns)
+    shape = voxel_shape(record, layout)
     workers = decode_workers(len(record.files)) if workers is None else workers
     try:
-        if not all(_int16_rescale(f) is not None for f in record.frames):
+        if voxel_dtype(record) != np.int16:
             raise _NotInt16
         voxels = np.empty(shape, dtype=np.int16)
         notes = _decode_into(voxels, layout, workers)
     except _NotInt16:
         voxels = np.empty(shape, dtype=np.float32)
         notes = _decode_into(voxels, layout, workers)
+    return scan_of(record, layout, voxels, notes)
+
+
+def voxel_shape(record: SeriesRecord, layout: Layout) -> tuple[int, int, int, int]:
+    """``(t, k, rows, columns)`` of the array a series decodes into (t is 1 for a 3-D series)."""
+    first = record.frames[0]
+    return len(layout.grid), len(layout.grid[0]), first.rows, first.columns
+
+
+def scan_of(record: SeriesRecord, layout: Layout, voxels: np.ndarray, notes: Iterable[str] = ()) -> Scan:
+    """The Scan of ``record`` around its decoded ``voxels`` (``(t, k, rows, columns)``; not copied).
+
+    ``notes`` are the decoder's remarks (colour converted, MONOCHROME1 inverted), added to the warnings.
+    """
+    n_t = voxels.shape[0]
     modality = record.modality
     warnings_ = [*record.warnings, *layout.warnings, *sorted(notes)]
-    scan = Scan(
+    return Scan(
         voxels=voxels[0] if n_t == 1 else voxels,
         affine=layout.affine,
         modality=modality,
@@ -1055,7 +1089,6 @@ def load_series(record: SeriesRecord, *, workers: int | None = None) -> Scan:
         source_path=os.path.commonpath(record.files) if record.files else "",
         synthetic=_is_synthetic(record.header),
     )
-    return scan
 
 
 def _is_synthetic(header: object) -> bool:

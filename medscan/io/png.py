@@ -53,7 +53,13 @@ def default_window(scan: Scan, volume: int = 0) -> tuple[float, float]:
     if scan.modality == "CT":
         return WINDOW_PRESETS["soft_tissue"]
     data = scan.voxels if scan.voxels.ndim == 3 else scan.voxels[volume]
-    finite = data[np.isfinite(data)]
+    return percentile_window(data)
+
+
+def percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """(center, width) spanning the 1st-99th percentile of the finite ``values`` (any dtype; integers are not
+    copied to float first); (0, 1) when none is finite, a tiny positive width for a flat image."""
+    finite = values if values.dtype.kind in "iu" else values[np.isfinite(values)]
     if finite.size == 0:
         return 0.0, 1.0
     low, high = np.percentile(finite, [1.0, 99.0])

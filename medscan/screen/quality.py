@@ -106,7 +106,13 @@ def worst(badges: list[Badge]) -> str:
 
 # -- sampling and masks ------------------------------------------------------------------------------------------
 def _volume(scan: Scan) -> np.ndarray:
-    return scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0]
+    """The first volume in physical units: the loader's int16 array while the scan still holds one (the values of
+    ``voxels`` at half the memory; screening a just-opened 1000-slice series must not make a float32 copy of it).
+    Callers convert what they sample to float32, so the badges are those of the float32 voxels."""
+    voxels = scan.exact_integers()
+    if voxels is None:
+        voxels = scan.voxels
+    return voxels if voxels.ndim == 3 else voxels[0]
 
 
 def _sample_indices(n: int, limit: int = MAX_SLICES) -> np.ndarray:
@@ -350,8 +356,9 @@ def blank_slices(scan: Scan) -> list[int]:
     volume = _volume(scan)
     stride = _stride(volume.shape[1:])
     small = volume[:, ::stride, ::stride]
-    spread = small.reshape(small.shape[0], -1).std(axis=1)
-    lo, hi = np.percentile(small[:: max(1, small.shape[0] // 16)], (1, 99))
+    # slice by slice: a float32 copy of every (strided) slice at once would be half the volume again
+    spread = np.array([np.asarray(plane, dtype=np.float32).std() for plane in small], dtype=np.float32)
+    lo, hi = np.percentile(np.asarray(small[:: max(1, small.shape[0] // 16)], dtype=np.float32), (1, 99))
     blank = spread <= BLANK_FRACTION * max(float(hi - lo), 1e-6)
     content = np.flatnonzero(~blank)
     if content.size == 0:
