@@ -185,7 +185,8 @@ def rss_kb():
 
 
 window.folderListed.connect(lambda folder: seen.update(listed=time.perf_counter()))
-window.firstSliceShown.connect(lambda partial: seen.update(first=time.perf_counter(), index=window.viewer.slice_index,
+window.firstSliceShown.connect(lambda partial: seen.update(painted=window.viewer.grab().width(),  # timed once painted
+                                                           first=time.perf_counter(), index=window.viewer.slice_index,
                                                            count=window.viewer.slice_count))
 window.scanShown.connect(lambda scan: seen.update(complete=time.perf_counter()))
 window.errorReported.connect(lambda message: (seen.update(error=message), app.exit(1)))

@@ -103,8 +103,6 @@ class LabelLayer:
 
     def _paint_heat(self, painter: QPainter, transform: QTransform) -> None:
         """The explanation map (inferno; transparent where 0), on whatever plane shows slice k's voxels."""
-        from matplotlib import colormaps
-
         panel = self.panel
         viewer = panel.window.viewer
         if panel.heat is None or viewer.scan is None or panel.heat.shape != tuple(viewer.scan.volume_shape):
@@ -112,6 +110,8 @@ class LabelLayer:
         plane = np.asarray(reformat(panel.heat, viewer.scan.affine, viewer.plane).voxels[viewer.slice_index])
         if not plane.any():
             return
+        from matplotlib import colormaps  # only with a map to show: importing it took 0.8 s of the first paint
+
         lut = (colormaps["inferno"](np.linspace(0, 1, 256)) * 255).astype(np.uint8)
         lut[:, 3] = (np.linspace(0, 1, 256) * 255 * min(1.0, self.opacity + 0.2)).astype(np.uint8)
         rgba = np.ascontiguousarray(lut[plane])

@@ -179,8 +179,12 @@ class MainWindow(QMainWindow):
         self.statusbar.addWidget(self.readoutLabel, 1)
         self.loadProgress = QProgressBar()
         self.loadProgress.setObjectName("loadProgress")
-        self.loadProgress.setMaximumWidth(220)
-        self.loadProgress.setFormat("Loading %v / %m slices")
+        self.loadProgress.setFixedWidth(180)  # room for "1000 / 1000 slices" beside the memory label
+        # no taller than the labels beside it: a status bar keeps room for its hidden widgets too, and a taller
+        # bar would shrink the viewer by a few pixels for good
+        self.loadProgress.setMaximumHeight(max(self.memoryLabel.sizeHint().height(), 14))
+        self.loadProgress.setFormat("%v / %m slices")
+        self.loadProgress.setToolTip("Loading the series: the slices on screen first, the rest outward from them")
         self.loadProgress.hide()
         self.statusbar.addPermanentWidget(self.loadProgress)
         self.statusbar.addPermanentWidget(self.deviceLabel)
@@ -518,8 +522,9 @@ class MainWindow(QMainWindow):
             if custom_index >= 0:
                 combo.removeItem(custom_index)
             combo.setCurrentIndex(max(0, combo.findData(preset)))
-            if self.scan is not None and self.persist:
-                self.settings.setValue(f"preset/{self.scan.modality}", preset)
+            shown = self.scan if self.scan is not None else self.viewer.scan  # a series still loading too
+            if shown is not None and self.persist:
+                self.settings.setValue(f"preset/{shown.modality}", preset)
         for action in self.presetGroup.actions():
             action.setChecked(action.data() == preset)
 
