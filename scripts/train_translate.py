@@ -1,8 +1,8 @@
-"""Train the conditional MR contrast translator (pix2pix-style) on ONE paired subject; the other is held out.
+"""Train the conditional MR contrast translator (pix2pix-style), leave one paired subject out.
 
-    python scripts/train_translate.py --train du_7294 --threads 1       # fold A -> models/folds/translate_du_7294
-    python scripts/train_translate.py --train du_7294 --ship translate_mr2d   # also ship it as models/translate_mr2d
-    python scripts/train_translate.py --train fg_6692 --export-checkpoint     # write the latest checkpoint
+    python scripts/train_translate.py --heldout ms19 --threads 1   # fold -> models/folds/translate_loso_ms19
+    python scripts/train_translate.py --heldout none --ship translate_mr2d   # all four subjects, shipped
+    python scripts/train_translate.py --heldout ms19 --export-checkpoint     # write the latest checkpoint
 
 One generator (``translator_unet``: source slice + source/target one-hot planes) covers every direction of
 ``DIRECTIONS``. Phase 1 (steps 1..pretrain-steps): L1 only. Phase 2: pix2pix loss, ``w_l1`` * L1 (100) plus the
@@ -31,7 +31,15 @@ from medscan.nets.builders import build_network, count_parameters
 from medscan.nets.esrgan import PatchDiscriminator
 from medscan.nets.translator import CONTRASTS
 from medscan.nets.weights import save_model
-from medscan.train.task_translate import DIRECTIONS, SUBJECTS, PairedBank, fit_priors, load_subject
+from medscan.train.task_translate import (
+    DIRECTIONS,
+    FOLDERS,
+    SUBJECTS,
+    PairedBank,
+    fit_priors,
+    load_subject,
+    training_subjects,
+)
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +49,8 @@ LOG_FIELDS = ["step", "phase", "l1", "adversarial", "discriminator", "lr", "seco
 @dataclass
 class TranslateConfig:
     name: str
-    train_subject: str
-    heldout_subject: str
+    train_subjects: list[str]
+    heldout_subject: str  # "" for the model trained on every subject
     features: int = 12
     levels: int = 4
     norm: str = "batch"
@@ -101,8 +109,8 @@ def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
     checkpoint = workdir / "checkpoint.pt"
     parts = {"model": net, "discriminator": critic, "optimizer": opt_g, "optimizer_d": opt_d}
     start = load_checkpoint(checkpoint, rng, stream, **parts)
-    bank = PairedBank.from_subjects([config.train_subject])
-    priors = fit_priors(bank.volumes[0], bank.brains[0], directions=tuple(tuple(d) for d in config.directions)) \
+    bank = PairedBank.from_subjects(config.train_subjects)
+    priors = fit_priors(bank.volumes, bank.brains, directions=tuple(tuple(d) for d in config.directions)) \
         if config.prior else None
     directions = tuple(tuple(d) for d in config.directions)
     log, writer = open_log(workdir / "log.csv", LOG_FIELDS, resume=start > 0)
@@ -158,9 +166,16 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
     rows = (workdir / "log.csv").read_text().strip().splitlines()
     last = dict(zip(LOG_FIELDS, rows[-1].split(","), strict=True)) if len(rows) > 1 else {}
     directions = ", ".join(f"{a}->{b}" for a, b in config.directions)
+    trained = ", ".join(config.train_subjects)
+    files = [f"paired/{FOLDERS[s]}/{{t1,t1c,t2,flair}}.nii.gz" for s in config.train_subjects]
+    split = (f"by subject: trained on every brain slice of {trained}; " + (
+        f"no slice of {config.heldout_subject} seen in training (leave-one-subject-out fold)"
+        if config.heldout_subject else "all four paired subjects; its figures are those of the leave-one-subject-out "
+                                       "folds in models/folds/translate_loso_*, which never saw their test subject")
+        + ". Two TCGA-LGG glioma subjects (BraTS-Toolkit, CC BY 3.0) and two Ljubljana MS subjects (CC BY).")
     return {
         "name": config.name,
-        "version": "1",
+        "version": "2",
         "task": "translate",
         "description": ("Conditional MR contrast translation (pix2pix-style): a U-Net "
                         + ("predicting a correction to an intensity look-up table fitted on the training subject "
@@ -181,12 +196,11 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
         "normalisation": "volume / median of its non-zero (brain) voxels, negatives clipped to 0",
         "priors": ({key: lut.to_json() for key, lut in priors.items()} if priors else None),
         "priors_note": ("the network's extra input and the base it corrects: per direction, the conditional mean of "
-                        f"the target per source-intensity bin on {config.train_subject} (256 quantile bins)"),
-        "data": {"train": [f"paired/brain_tcga_{config.train_subject}/{{t1,t1c,t2,flair}}.nii.gz"],
-                 "heldout": [f"paired/brain_tcga_{config.heldout_subject}/{{t1,t1c,t2,flair}}.nii.gz"],
-                 "split": (f"by subject: trained on every brain slice of {config.train_subject}; no slice of "
-                           f"{config.heldout_subject} seen in training. Two subjects only (TCGA-LGG via "
-                           "BraTS-Toolkit, CC BY 3.0).")},
+                        f"the target per source-intensity bin on {trained}, brain voxels pooled (256 quantile bins)"),
+        "data": {"train": files,
+                 "heldout": ([f"paired/{FOLDERS[config.heldout_subject]}/{{t1,t1c,t2,flair}}.nii.gz"]
+                             if config.heldout_subject else []),
+                 "split": split},
         "training": {**asdict(config), "command": command, "steps_completed": steps,
                      "seconds": round(float(last.get("seconds", 0))),
                      "minutes": round(float(last.get("seconds", 0)) / 60, 1), "final": last, "device": "cpu",
@@ -197,8 +211,9 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", choices=SUBJECTS, required=True, help="training subject; the other is held out")
-    defaults = TranslateConfig(name="", train_subject="", heldout_subject="")
+    parser.add_argument("--heldout", choices=(*SUBJECTS, "none"), required=True,
+                        help="the subject left out (the fold); none: train on all four (the shipped model)")
+    defaults = TranslateConfig(name="", train_subjects=[], heldout_subject="")
     for name in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch", "patch", "seed", "threads"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("lr_pretrain", "lr", "w_l1", "w_adversarial"):
@@ -210,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="write the cards from the latest checkpoint (of an unfinished run too)")
     args = parser.parse_args(argv)
-    name = f"translate_{args.train}"
+    heldout = "" if args.heldout == "none" else args.heldout
+    name = f"translate_loso_{heldout}" if heldout else "translate_all"
     workdir = args.workdir or ROOT / "runs" / name
     command = "python " + " ".join(sys.argv).replace(" --export-checkpoint", "")
     if args.export_checkpoint:
@@ -221,16 +237,18 @@ def main(argv: list[str] | None = None) -> int:
         steps = int(state["step"])
         model.eval()
         directions = tuple(tuple(d) for d in config.directions)
-        priors = fit_priors(*load_subject(config.train_subject), directions=directions) if config.prior else None
+        loaded = [load_subject(s) for s in config.train_subjects]
+        priors = fit_priors([v for v, _ in loaded], [b for _, b in loaded], directions=directions) \
+            if config.prior else None
     else:
-        heldout = next(s for s in SUBJECTS if s != args.train)
-        config = TranslateConfig(name=name, train_subject=args.train, heldout_subject=heldout, **{
+        trained = list(training_subjects(heldout)) if heldout else list(SUBJECTS)
+        config = TranslateConfig(name=name, train_subjects=trained, heldout_subject=heldout, **{
             k: getattr(args, k) for k in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch",
                                           "patch", "seed", "threads", "lr_pretrain", "lr", "w_l1",
                                           "w_adversarial", "norm", "prior")})
         result = train(config, workdir)
         model, steps, priors = result["model"], result["steps"], result["priors"]
-    targets = [(config.name, ROOT / "models" / "folds")]
+    targets = [(config.name, ROOT / "models" / "folds")] if heldout else []
     if args.ship:
         targets.append((args.ship, ROOT / "models"))
     for out_name, folder in targets:

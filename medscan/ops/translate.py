@@ -1,9 +1,11 @@
 """Translate (a Generate operation): a contrast that was not acquired, predicted from one that was.
 
-MR -> MR: the conditional pix2pix-style translator ``translate_mr2d`` (trained on one skull-stripped glioma
-subject, evaluated on the other; see its card) maps T1 -> T2, T1 -> FLAIR, T2 -> T1, T1c -> T1 and T1 -> T1c
-slice by slice on axial 1 mm planes. MR -> CT (``--to CT``) is the experimental unpaired pseudo-CT of
-``medscan.ops.pseudo_ct``.
+MR -> MR: the conditional pix2pix-style translator ``translate_mr2d`` (trained on four skull-stripped brains from
+two centres, two glioma and two MS subjects, and judged leave-one-subject-out; see its card) predicts T1 -> T2,
+T1 -> FLAIR, T2 -> FLAIR, T2 -> T1, T1c -> T1 and T1 -> T1c slice by slice on axial 1 mm planes, but only the
+directions whose held-out verdict is SUPPORTED run: a direction that did not beat an intensity look-up table on
+every held-out subject is refused with its figures (``unsupported_reason``). MR -> CT (``--to CT``) is the
+experimental unpaired pseudo-CT of ``medscan.ops.pseudo_ct``.
 
 Intensity scale: MR has arbitrary units, so the output is written on the INPUT's scale: the model predicts the
 target contrast with the brain's median at 1 (as in training) and that is multiplied by the input's own brain
@@ -72,11 +74,40 @@ def check_translatable(scan: Scan, source: str, target: str, card: dict) -> None
     if (source, target) not in trained:
         names = ", ".join(f"{a}->{b}" for a, b in trained)
         raise MedscanError(where, f"{TRANSLATE_MODEL} was not trained for {source}->{target} (trained: {names})")
+    refusal = unsupported_reason(card, source, target)
+    if refusal:
+        raise MedscanError(where, refusal)
     require_skull_stripped_brain(scan, "translate", max_thickness=3.0)
     zero = float(np.mean(scan.voxels == 0))
     if zero < MIN_ZERO_BACKGROUND:
         raise MedscanError(where, f"translate needs a skull-stripped brain (exactly 0 outside the brain); only "
                                   f"{100 * zero:.0f}% of this series is zero — skull-strip it first")
+
+
+def unsupported_reason(card: dict, source: str, target: str) -> str | None:
+    """Why a trained direction is refused, or None when its held-out evaluation supports it.
+
+    A direction ships only if, in every leave-one-subject-out fold, the model beat the best intensity look-up
+    table fitted on the fold's training subjects, in PSNR and in SSIM (``scripts/evaluate_translate.py --cards``
+    writes the verdicts into the card). A contrast a look-up table predicts as well is not worth a network's
+    inventions, and a direction nobody evaluated is not offered at all.
+    """
+    key = f"{source}->{target}"
+    verdict = ((card.get("evaluation") or {}).get("verdicts") or {}).get(key)
+    if verdict is None:
+        return f"{TRANSLATE_MODEL} has no held-out evaluation for {key}; refused rather than offered untested"
+    if verdict.get("supported"):
+        return None
+    psnr, ssim = verdict["worst_fold_psnr"], verdict["worst_fold_ssim"]
+    return (f"{TRANSLATE_MODEL} does not beat an intensity look-up table for {key} on subjects it never saw "
+            f"({psnr['PSNR_dB']:+.2f} dB PSNR on {psnr['test']}, {ssim['SSIM']:+.3f} SSIM on {ssim['test']}); "
+            "refused rather than shipped")
+
+
+def supported_directions(card: dict) -> list[tuple[str, str]]:
+    """The trained directions the held-out evaluation supports (what the operation will run)."""
+    return [(a, b) for a, b in (tuple(d) for d in card.get("directions", []))
+            if unsupported_reason(card, a, b) is None]
 
 
 # -- running the model ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""MR contrast translation (T1->T2, T1->FLAIR, T2->T1, T1c<->T1): data, normalisation and the look-up-table baseline.
+"""MR contrast translation (T1->T2, T1->FLAIR, T2->FLAIR, T2->T1, T1c<->T1): data, normalisation and the LUT baseline.
 
 One definition of what the translator sees, shared by training (``scripts/train_translate.py``), evaluation
 (``scripts/evaluate_translate.py``) and the Generate operation (``medscan.ops.translate``):
@@ -10,8 +10,13 @@ One definition of what the translator sees, shared by training (``scripts/train_
   in fg_6692), so a percentile scale put the same tissue 50% apart in two subjects;
 * slices are axial, turned to the LPS in-plane orientation (``medscan.annotate.learned.canonical_volume``), 1 mm.
 
+Four paired subjects from two centres (two TCGA-LGG glioma subjects in SRI-24 space, two Ljubljana MS subjects in
+MNI space); training and evaluation are leave-one-subject-out, so every fold is tested on a subject whose centre
+and scanner at most one training subject shares.
+
 The baseline is the best intensity mapping without anatomy: a piecewise-linear look-up table fitted on the
-TRAINING subject from source to target intensity inside the brain. Two forms are fitted: the conditional mean of
+TRAINING subjects (their brain voxels pooled) from source to target intensity inside the brain. Two forms are
+fitted: the conditional mean of
 the target in each source-intensity bin (the L2-optimal map of intensity alone, non-monotone allowed) and its
 best monotone version (isotonic regression, increasing or decreasing, whichever fits the training subject
 better: T1->T2 inverts the tissue order), each also applied after histogram-matching the new subject's source to
@@ -31,16 +36,26 @@ from medscan.nets.translator import CONTRASTS
 from medscan.nets.volumes import CLIP, QUANTILES, IntensityLUT, brain_scale, canonical_volume
 from medscan.train.data import DATA_ROOT
 
-SUBJECTS = ("du_7294", "fg_6692")  # paired/brain_tcga_<subject>
+FOLDERS = {"du_7294": "brain_tcga_du_7294", "fg_6692": "brain_tcga_fg_6692",  # glioma, TCGA-LGG, SRI-24 space
+           "ms07": "brain_ms_patient07", "ms19": "brain_ms_patient19"}  # MS, Ljubljana, MNI space
+SUBJECTS = tuple(FOLDERS)
 FILES = {"T1": "t1", "T1c": "t1c", "T2": "t2", "FLAIR": "flair"}
-DIRECTIONS: tuple[tuple[str, str], ...] = (("T1", "T2"), ("T1", "FLAIR"), ("T2", "T1"), ("T1c", "T1"), ("T1", "T1c"))
+DIRECTIONS: tuple[tuple[str, str], ...] = (("T1", "T2"), ("T1", "FLAIR"), ("T2", "FLAIR"), ("T2", "T1"),
+                                           ("T1c", "T1"), ("T1", "T1c"))
 MIN_BRAIN_PIXELS = 500  # slices with less brain (the vertex, the foramen magnum) are skipped in training and scoring
 LUT_BINS = 256
 
 
 def item(subject: str, contrast: str) -> Path:
     """Path of one contrast of a paired subject, e.g. ``item("du_7294", "T2")``, under the data folder."""
-    return DATA_ROOT / "paired" / f"brain_tcga_{subject}" / f"{FILES[contrast]}.nii.gz"
+    return DATA_ROOT / "paired" / FOLDERS[subject] / f"{FILES[contrast]}.nii.gz"
+
+
+def training_subjects(heldout: str) -> tuple[str, ...]:
+    """The subjects a leave-one-subject-out fold trains on: every paired subject but ``heldout``."""
+    if heldout not in FOLDERS:
+        raise ValueError(f"unknown paired subject {heldout!r} (known: {', '.join(SUBJECTS)})")
+    return tuple(s for s in SUBJECTS if s != heldout)
 
 
 def load_subject(subject: str, contrasts: tuple[str, ...] = CONTRASTS) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -146,17 +161,26 @@ def _isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.repeat(values, counts)
 
 
-def fit_priors(volumes: dict[str, np.ndarray], brain: np.ndarray, directions=DIRECTIONS) -> dict[str, IntensityLUT]:
-    """The translator's prior per direction: the training subject's conditional-mean LUT (applied directly)."""
-    return {f"{a}->{b}": fit_luts(volumes[a], volumes[b], brain)[0] for a, b in directions}
+def brain_values(volumes: list[dict[str, np.ndarray]], brains: list[np.ndarray], contrast: str) -> np.ndarray:
+    """Brain voxels of ``contrast`` of several subjects, pooled (the same voxel order for every contrast)."""
+    return np.concatenate([v[contrast][b] for v, b in zip(volumes, brains, strict=True)])
 
 
-def fit_luts(source: np.ndarray, target: np.ndarray, brain: np.ndarray, bins: int = LUT_BINS) -> list[IntensityLUT]:
-    """The conditional-mean LUT and the best monotone LUT of target given source inside ``brain``.
+def fit_priors(volumes: list[dict[str, np.ndarray]], brains: list[np.ndarray],
+               directions=DIRECTIONS) -> dict[str, IntensityLUT]:
+    """The translator's prior per direction: the training subjects' pooled conditional-mean LUT (applied directly)."""
+    return {f"{a}->{b}": fit_luts(brain_values(volumes, brains, a), brain_values(volumes, brains, b))[0]
+            for a, b in directions}
 
-    Bins are source-intensity quantiles (equal voxel counts), so the sparse bright end is not one noisy bin.
+
+def fit_luts(source: np.ndarray, target: np.ndarray, bins: int = LUT_BINS) -> list[IntensityLUT]:
+    """The conditional-mean LUT and the best monotone LUT of target given source.
+
+    Args:
+        source, target: the same brain voxels in the two contrasts (1-D, see ``brain_values``), normalised.
+        bins: source-intensity quantile bins (equal voxel counts, so the sparse bright end is not one noisy bin).
     """
-    s, t = source[brain].astype(np.float64), target[brain].astype(np.float64)
+    s, t = np.asarray(source, np.float64), np.asarray(target, np.float64)
     edges = np.unique(np.quantile(s, np.linspace(0, 1, bins + 1)))
     which = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, len(edges) - 2)
     counts = np.bincount(which, minlength=len(edges) - 1).astype(np.float64)
