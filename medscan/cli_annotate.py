@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     annotate.add_argument("--task", choices=names, help="segmentation task (default: the first made for the modality)")
     annotate.add_argument("--sr", help="also write the findings' measurements as DICOM SR (TID 1500)")
     annotate.add_argument("--series", help=SERIES_HELP)
-    annotate.add_argument("--min-volume", type=float, default=0.5, help="smallest finding in ml (default 0.5)")
+    annotate.add_argument("--min-volume", type=float,
+                          help="smallest finding in ml (default: the task's, 0.5; brain-lesions 0.02)")
     annotate.add_argument("--max-per-label", type=int, default=10, help="largest N findings per label (default 10)")
     annotate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     annotate.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--series", help=SERIES_HELP)
     explain.add_argument("--slice", type=int, help="slice k (default: where the finding is widest)")
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity 0..1 (default 0.5)")
-    explain.add_argument("--min-volume", type=float, default=0.5)
+    explain.add_argument("--min-volume", type=float, help="smallest finding in ml (default: as medscan annotate)")
     explain.add_argument("--max-per-label", type=int, default=10)
     explain.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     _db_args(explain)
@@ -213,10 +214,11 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.db:
         database = open_for_drafts(args, "annotate")
     try:
-        segmentation, findings = segment_and_measure(scan, task, device=args.device, min_volume_ml=args.min_volume,
+        min_volume = task.min_finding_ml if args.min_volume is None else args.min_volume
+        segmentation, findings = segment_and_measure(scan, task, device=args.device, min_volume_ml=min_volume,
                                                      max_per_label=args.max_per_label)
         if not findings:
-            raise MedscanError(args.path, f"{task.title}: no finding of {args.min_volume} ml or more; nothing written")
+            raise MedscanError(args.path, f"{task.title}: no finding of {min_volume} ml or more; nothing written")
         _print_findings(findings, segmentation, task, args.json)
         if nifti_out:
             written = [_write_label_nifti(scan, segmentation, task, out)]
@@ -416,7 +418,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         else:
             task = choose_task(scan, args.task)
             _segmentation, findings = segment_and_measure(scan, task, device=args.device,
-                                                          min_volume_ml=args.min_volume,
+                                                          min_volume_ml=task.min_finding_ml if args.min_volume is None
+                                                          else args.min_volume,
                                                           max_per_label=args.max_per_label)
             if not 1 <= args.finding <= len(findings):
                 raise MedscanError(args.path, f"no finding {args.finding}: {task.title} found {len(findings)} "

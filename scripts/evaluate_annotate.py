@@ -370,8 +370,10 @@ def write_cards(results: dict, text: str) -> None:
                 f"{shipped['threshold']:.2f}, largest 3-D component inside the brain. The threshold is "
                 f"{THRESHOLD_RULE} ({card.get('train_subject')}); the held-out subject never set it. (v1 used "
                 "0.9, chosen after seeing both folds' held-out Dice.)")
+        kept = {k: v for k, v in card.get("evaluation", {}).items() if k == "ms_lesions"}  # evaluate_lesions.py's
         card["evaluation"] = {**section, "script": "scripts/evaluate_annotate.py", "tables": text,
-                              "note": "agreement with pseudo-labels (BraTS-Toolkit / TotalSegmentator), not accuracy"}
+                              "note": "agreement with pseudo-labels (BraTS-Toolkit / TotalSegmentator), not accuracy",
+                              **kept}
         path.write_text(json.dumps(card, indent=2))
         print(f"wrote evaluation into {path.name}")
 

@@ -138,3 +138,61 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
     assert {v.status for v in list_annotations(database, panel.series_id)} == {"draft", "accepted", "rejected"}
     window.close()
 
+
+
+MS_FLAIR = ROOT.parent / "shared" / "data" / "paired" / "brain_ms_patient19" / "flair.nii.gz"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not MS_FLAIR.exists(), reason="../shared/data/paired/brain_ms_patient19 not present")
+def test_review_panel_explains_an_ms_lesion_finding_over_the_flair(qtbot, tmp_path):
+    """An MS patient's FLAIR: the brain-lesions task drafts lesion findings (AI, with probabilities), and Explain draws
+    the chosen finding's occlusion map over its slice; docs/screenshots/annotations_ms_lesion.png comes from here."""
+    import torch
+
+    from medscan.db.annotations import load_explanations
+    from ui.qt_database import open_session
+    from ui.qt_main_window import MainWindow
+
+    torch.set_num_threads(1)
+    db_path = tmp_path / "studies.db"
+    with Database.create(db_path, KEY, scrypt_n=2**12) as database:
+        database.add_user(USER, "radiologist", USER_KEY)
+    window = MainWindow(settings=QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat), persist=False)
+    qtbot.addWidget(window)
+    window.resize(1500, 900)
+    window.show()
+    window.database.set_session(open_session(str(db_path), "", USER, KEY, USER_KEY))
+    with qtbot.waitSignal(window.scanShown, timeout=60_000):
+        window.open_path(MS_FLAIR)
+    panel = window.annotations
+    panel.action.trigger()
+    index = panel.task.findData("brain-lesions")
+    assert index >= 0, "the lesion task is offered for an MR series"
+    panel.task.setCurrentIndex(index)
+    with qtbot.waitSignal(panel.changed, timeout=300_000):
+        panel.run_task()
+    views = panel.views
+    assert views and {v.label for v in views} == {"white-matter lesion (FLAIR)"}
+    assert {(v.status, v.source) for v in views} == {("draft", "ai")}
+    largest = max(views, key=lambda v: v.measurements["volume_ml"])
+    assert largest.measurements["volume_ml"] > 5  # the confluent periventricular lesion (expert: 46.9 mL)
+    small = min(views, key=lambda v: v.measurements["volume_ml"])
+    assert small.measurements["volume_ml"] < 0.5  # the task lists lesions far under the 0.5 mL organ floor
+    panel.select(largest.id)
+    with qtbot.waitSignal(panel.explained, timeout=300_000) as explained:
+        panel.explain.click()
+    assert "occlusion sensitivity over brain-lesions" in explained.args[0]
+    k = largest.measurements["diameter_slice"]
+    assert panel.heat is not None and panel.heat[k].max() == 255
+    assert not panel.heat[np.arange(panel.heat.shape[0]) != k].any()  # one slice: the finding's widest
+    kept = load_explanations(window.database.session.database, largest.id)
+    assert [e.k for e in kept] == [k]
+    mask = panel.labels == 1 + next(i for i, v in enumerate(panel.views) if v.id == largest.id)
+    heat = panel.heat[k].astype(np.float32)
+    assert heat[mask[k]].mean() > heat[~mask[k] & (heat > 0)].mean()  # the map is hottest on the finding itself
+    panel.dock.raise_()
+    qtbot.wait(50)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(SCREENSHOT.with_name("annotations_ms_lesion.png")))
+    window.close()

@@ -326,9 +326,11 @@ class AnnotationPanel(QWidget):
         summary = self.window.current
         record = summary.record if summary is not None else None
         path = summary.path if summary is not None else scan.source_path
+        from medscan.annotate import get_task
+
         name = self.task.currentData()
         job = self.window.jobs.run(f"Annotating ({name})", annotate_job, self.database, record, path, scan, name,
-                                   0.5, 6, kind="annotate")
+                                   get_task(name).min_finding_ml, 6, kind="annotate")
         job.succeeded.connect(self._on_annotated)
         job.failed.connect(lambda message: self.status.setText(f"Not annotated: {message}"))
         self.status.setText(f"Running {self.task.currentText()} …")

@@ -41,6 +41,9 @@ CT_MM = 2.0  # working pixel size of the organ model
 CT_WINDOW = (-250.0, 350.0)  # HU window fed to the organ model (soft tissue and contrast-filled vessels)
 ORGAN_NAMES = {1: "liver", 2: "spleen", 3: "kidneys", 4: "aorta"}
 TUMOUR_NAMES = {1: "tumour (FLAIR abnormality)"}
+LESION_MODEL = "lesion_seg2d"
+LESION_NAMES = {1: "white-matter lesion (FLAIR)"}
+LESION_MIN_ML = 0.02  # a lesion finding: 20 voxels at 1 mm (about 3 mm across); most MS lesions are under 0.5 mL
 BRAIN_LANDMARKS_PCT = (2, 10, 25, 50, 75, 90)  # brain-histogram landmarks (percentiles) ...
 BRAIN_LANDMARKS_STD = (0.2, 0.6, 0.9, 1.0, 1.1, 1.25)  # ... and the standard values they are mapped to
 
@@ -87,18 +90,24 @@ def ct_normalise(volume: np.ndarray) -> np.ndarray:
 
 # -- checks: what each model was made for ------------------------------------------------------------------------
 
-def check_brain(scan: Scan) -> None:
+def check_brain(scan: Scan, task: str = "brain-tumour") -> None:
     """Axial, skull-stripped brain FLAIR with a brain-sized non-zero region (BraTS-style preprocessing).
 
     A series described as another contrast (T1, T2, DWI...) is refused; an undescribed one cannot be told apart.
+    ``task`` names the task in the refusal.
     """
-    require_axial_stack(scan, "brain-tumour", max_thickness=3.0)
+    require_axial_stack(scan, task, max_thickness=3.0)
     where = scan.where
     described = f"{scan.description} {getattr(scan.header, 'SeriesDescription', '') or ''}".lower()
     if "flair" not in described and re.search(r"(^|[^a-z0-9])(t1|t2|dwi|adc|swi|mprage|tof|dti)", described):
-        raise MedscanError(where, f"brain-tumour was trained on FLAIR; this series is described as "
+        raise MedscanError(where, f"{task} was trained on FLAIR; this series is described as "
                                   f"{scan.description!r} — load the FLAIR series")
-    require_brain_foreground(scan, "brain-tumour")
+    require_brain_foreground(scan, task)
+
+
+def check_brain_lesions(scan: Scan) -> None:
+    """As :func:`check_brain`, refusals naming the brain-lesions task."""
+    check_brain(scan, "brain-lesions")
 
 
 def _looks_like_head(volume: np.ndarray, spacing: tuple[float, float, float]) -> bool:
@@ -235,6 +244,26 @@ def run_tumour(scan: Scan, *, device: str = "auto") -> Segmentation:
                         notes=[card.get("agreement_note", "Agreement with BraTS-Toolkit pseudo-labels, not accuracy.")])
 
 
+def run_lesions(scan: Scan, *, device: str = "auto") -> Segmentation:
+    """Segment white-matter lesions (MS-like FLAIR hyperintensities) on a skull-stripped axial FLAIR with
+    ``lesion_seg2d``, at the card's threshold, inside the brain; every piece is kept (lesions are many and small).
+
+    Args:
+        scan: skull-stripped FLAIR series (intensities in arbitrary MR units).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        A :class:`Segmentation` on the scan's grid with per-voxel probabilities (the uncertainty the review panel
+        and SEG export carry); its notes give the card's figures' basis (two expert-annotated MS subjects).
+    """
+    normalised, brain = brain_normalise(scan.voxels)
+    labels, probs, card = _segment(scan, LESION_MODEL, normalised, BRAIN_MM, device, LESION_NAMES)
+    labels[~brain] = 0
+    return Segmentation(labels=labels, names=dict(LESION_NAMES), source="ai", method=LESION_MODEL,
+                        version=str(card.get("version", "1")), probabilities=probs,
+                        notes=[card.get("agreement_note", "Trained on expert-annotated MS subjects (see its card).")])
+
+
 def run_organs(scan: Scan, *, device: str = "auto") -> Segmentation:
     """Segment liver, spleen, kidneys and aorta on an axial CT with ``organ_seg2d``.
 
@@ -255,6 +284,9 @@ def run_organs(scan: Scan, *, device: str = "auto") -> Segmentation:
 register_task(SegmentationTask(
     name="brain-tumour", title="Brain tumour (FLAIR, learned 2-D)", modalities=("MR",), labels=dict(TUMOUR_NAMES),
     run=run_tumour, check=check_brain))
+register_task(SegmentationTask(
+    name="brain-lesions", title="Brain white-matter lesions (FLAIR, learned 2-D)", modalities=("MR",),
+    labels=dict(LESION_NAMES), run=run_lesions, check=check_brain_lesions, min_finding_ml=LESION_MIN_ML))
 register_task(SegmentationTask(
     name="organs", title="Abdominal organs (CT, learned 2-D)", modalities=("CT",), labels=dict(ORGAN_NAMES),
     run=run_organs, check=check_abdomen))

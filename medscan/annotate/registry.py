@@ -39,6 +39,8 @@ class SegmentationTask:
         labels: label value -> label name.
         run: ``run(scan, *, device="auto") -> Segmentation``.
         check: optional; raises :class:`~medscan.scan.MedscanError` for a series the task was not made for.
+        min_finding_ml: the smallest connected piece listed as a finding when the user does not say (MS lesions
+            are mostly far under the 0.5 mL that suits organs and tumours).
     """
 
     name: str  # CLI name, e.g. "organs", "brain-tumour", "hu"
@@ -47,6 +49,7 @@ class SegmentationTask:
     labels: dict[int, str]
     run: Callable[..., Segmentation]  # run(scan, *, device="auto") -> Segmentation
     check: Callable[[Scan], None] | None = None  # raises MedscanError for a series the task was not made for
+    min_finding_ml: float = 0.5
 
     def segment(self, scan: Scan, *, device: str = "auto") -> Segmentation:
         """Check the series, run the task and check its result.

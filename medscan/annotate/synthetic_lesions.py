@@ -55,16 +55,19 @@ def _transform(texture: np.ndarray, mask: np.ndarray, rng: np.random.Generator) 
 
 
 def insert_lesion(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
-                  tumour: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  tumour: tuple[np.ndarray, np.ndarray] | None = None, size_px: tuple[int, int] = (12, 56)
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (brain-normalised FLAIR slice) with one lesion blended into ``brain``; returns (image, mask).
 
-    ``tumour`` is a (texture, mask) cut from a training subject's slice; without it the lesion is procedural.
+    ``tumour`` is a (texture, mask) cut from a training subject's slice; without it the lesion is procedural, its
+    box ``size_px`` (low inclusive, high exclusive) pixels wide: tumour-sized by default, a few pixels for the
+    small white-matter lesions of MS.
     """
     if tumour is not None:
         texture, lesion = _transform(*tumour, rng)
         factor = None
     else:
-        size = int(rng.integers(12, 56))
+        size = int(rng.integers(*size_px))
         lesion, factor = procedural_lesion(size, rng)
         texture = None
     h, w = lesion.shape
