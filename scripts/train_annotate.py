@@ -556,6 +556,9 @@ def train_lesions(args, rng, out):
                        init=init_weights(args.init))
     return model, {"task": "segment", "segmentation_task": "brain-lesions", "network": network,
                    "train_subjects": [MS_SUBJECTS[s] for s in subjects],
+                   "split": ("both MS subjects: no held-out MS subject remains (figures: the two folds)"
+                             if len(subjects) > 1 else f"trained on {MS_SUBJECTS[subjects[0]]} only; "
+                             f"{MS_SUBJECTS[{'ms07': 'ms19', 'ms19': 'ms07'}[subjects[0]]]} never read (held out)"),
                    "description": "2-D white-matter lesion segmentation of skull-stripped axial FLAIR at 1 mm "
                                   "(brain-histogram normalised, as the tumour model); trained on the Ljubljana MS "
                                   "expert consensus masks of the training subject(s) only, with flips, rotation/scale, "

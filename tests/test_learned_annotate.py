@@ -104,6 +104,7 @@ def test_organs_task_on_the_abdomen_ct_resubstitution() -> None:
     ("brain-tumour", "labelled/ct_abdomen_totalseg_example/ct.nii.gz", "made for MR, not CT"),
     ("brain-tumour", "train/mr03_brain_t1_2d_sag_siemens_dicom", "sagittal"),
     ("brain-tumour", "paired/brain_tcga_du_7294/t2.nii.gz", "trained on FLAIR"),
+    ("brain-lesions", "paired/brain_ms_patient07/t2.nii.gz", "brain-lesions was trained on FLAIR"),
     ("organs", "train-extra/ct03_head_ge_4mm_detilted.nii.gz", "head"),
 ])
 def test_tasks_refuse_series_they_were_not_made_for(task, item, expected) -> None:

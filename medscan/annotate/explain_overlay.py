@@ -6,10 +6,12 @@ Which explanation:
   gradients and activations) of the segmenter for that finding's pixels; it passes both sanity checks on the
   held-out subject, where IntegratedGradients and occlusion of the segmenter fail the randomisation check
   (tests/test_explain.py, the tumour_seg2d card);
-- any other task (HU rules, organs): occlusion sensitivity over the task's own ``run``: a grid of patches
-  around the finding is replaced, one at a time, by a neutral value (0 HU = water for CT; the slab mean for
+- any other task (HU rules, organs, brain-lesions): occlusion sensitivity over the task's own ``run``: a grid of
+  patches around the finding is replaced, one at a time, by a neutral value (0 HU = water for CT; the slab mean for
   MR) through the slices k-2..k+2, the task is run again on that slab, and a patch's value is how much of the
   finding's pixels on slice k lose their label. Model-agnostic, so rules and networks are explained alike.
+  The lesion segmenter keeps occlusion: its Seg-Grad-CAM's maximum missed the expert lesions on the held-out
+  MS subjects (pointing game in ``scripts/evaluate_lesions.py``, the lesion_seg2d card).
 """
 
 from __future__ import annotations
