@@ -17,6 +17,7 @@ from PyQt6.QtCore import QSettings
 
 from medscan.db.store import Database
 from medscan.io.seg_sr import read_seg, read_sr
+from medscan.train.data import DATA_ROOT
 from medscan.view import reformat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +141,7 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
 
 
 
-MS_FLAIR = ROOT.parent / "shared" / "data" / "paired" / "brain_ms_patient19" / "flair.nii.gz"
+MS_FLAIR = DATA_ROOT / "paired" / "brain_ms_patient19" / "flair.nii.gz"
 
 
 @pytest.mark.model
