@@ -1,6 +1,7 @@
 """Lesion maps against the experts: the two Ljubljana MS subjects, leave-one-subject-out; ``--cards`` writes them in.
 
     python scripts/evaluate_lesions.py [--cards] [--json runs/eval_lesions.json] [--threads 1]
+    python scripts/evaluate_lesions.py --extra DIR [DIR ...]   # also subjects no model or threshold has seen
 
 For each MS subject held out, inside the brain (``medscan.annotate.lesion_eval``): voxel AUROC and average
 precision, Dice at the threshold chosen on the OTHER subject, and lesion-wise detection (expert lesions hit,
@@ -12,6 +13,10 @@ false-positive predicted components) of
   ``scripts/train_annotate.py lesions``); its threshold is chosen on its own training subject. Its findings'
   Seg-Grad-CAM is checked on the held-out subject too (pointing game, weight randomisation:
   ``lesion_eval.explanation_checks``).
+
+``--extra DIR`` (a folder with ``flair.nii.gz`` and ``lesions_consensus.nii.gz``, e.g. another Ljubljana subject)
+adds rows for a subject nothing was chosen on: the shipped ``lesion_seg2d`` at its card threshold, the anomaly map
+and the baseline at the thresholds with the best mean Dice over the two MS subjects here.
 
 The figures go into ``models/anomaly_dae2d.json`` and ``models/lesion_seg2d.json`` (key ``ms_lesions`` of the
 evaluation; scripts/evaluate_annotate.py keeps it when it rewrites the rest).
@@ -93,6 +98,33 @@ def shipped_threshold(cases: dict[str, E.LesionCase]) -> dict | None:
     return {"threshold": best, "training_dice": scores[best], "rule": SHIPPED_RULE}
 
 
+def evaluate_extra(folder: Path, cases: dict[str, E.LesionCase]) -> list[dict]:
+    """A subject outside both folds: every threshold from the two MS subjects here (the shipped segmenter's from
+    its card), figures on ``folder``'s expert mask."""
+    test = E.load_case(folder, folder.name)
+    segmenter = None
+    if (models_dir() / "lesion_seg2d.json").exists():
+        model, card = load_model("lesion_seg2d")
+        segmenter = (model, int(card.data.get("patch", 96)))
+    test_maps = E.score_maps(test, segmenter)
+    known = {key: E.score_maps(case) for key, case in cases.items()}
+    rows = []
+    for method in E.METHODS:
+        if method not in test_maps:
+            continue
+        if method == "segmentation":
+            threshold, chosen_dice = float(card.data.get("threshold", 0.5)), float("nan")
+            source = "lesion_seg2d card (both MS subjects)"
+        else:
+            threshold, chosen_dice = E.choose_threshold_mean([(known[k][method], cases[k]) for k in cases])
+            source = "mean Dice over " + ", ".join(cases)
+        rows.append({"method": method, "subject": test.name, "threshold_from": source, "other_dice": chosen_dice,
+                     "model": {"segmentation": "lesion_seg2d", "anomaly": "anomaly_dae2d"}.get(method, ""),
+                     "reference_ml": float(test.lesions.sum() * abs(np.linalg.det(test.scan.affine[:3, :3])) / 1000),
+                     **E.evaluate_map(test_maps[method], test, threshold)})
+    return rows
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
@@ -108,7 +140,10 @@ def table(rows: list[dict]) -> str:
              "lesions detected | FP components | predicted mL / expert mL | Seg-Grad-CAM pointing 2 px / randomised "
              "corr (slices) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['subject']} | {LABELS[r['method']]} | {fmt(r['auroc'])} | {fmt(r['average_precision'])} "
+        label = LABELS[r["method"]]
+        if r.get("model") == "lesion_seg2d":
+            label = "lesion segmenter (lesion_seg2d: both MS subjects; threshold from its card)"
+        lines.append(f"| {r['subject']} | {label} | {fmt(r['auroc'])} | {fmt(r['average_precision'])} "
                      f"| {fmt(r['dice'])} | {fmt(r['threshold'], 3)} ({fmt(r['other_dice'])}) | "
                      f"{r['detected']}/{r['lesions']} ({fmt(r['detection_rate'], 2)}) | {r['fp_components']} | "
                      f"{r['predicted_ml']:.1f} / {r['reference_ml']:.1f} | " +
@@ -156,16 +191,19 @@ def main() -> None:
     parser.add_argument("--cards", action="store_true", help="write the figures into the model cards")
     parser.add_argument("--json", default=str(ROOT / "runs" / "eval_lesions.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--extra", nargs="*", default=[], type=Path,
+                        help="more expert-annotated subject folders (flair.nii.gz + lesions_consensus.nii.gz)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
     cases = load_cases()
     rows = evaluate_held_out("ms07", cases) + evaluate_held_out("ms19", cases)
-    text = table(rows)
+    extra = [row for folder in args.extra for row in evaluate_extra(folder, cases)]
+    text = table(rows + extra)
     print(text)
     print(f"\n(evaluated in {time.time() - t0:.0f} s)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(rows, indent=2))
+    Path(args.json).write_text(json.dumps(rows + extra, indent=2))
     if args.cards:
         shipped = shipped_threshold(cases)
         print(f"lesion_seg2d operating threshold: {shipped}")

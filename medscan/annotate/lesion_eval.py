@@ -141,13 +141,25 @@ def lesion_detection(prediction: np.ndarray, lesions: np.ndarray) -> dict[str, A
 
 def choose_threshold(scores: np.ndarray, case: LesionCase, probability: bool = False) -> tuple[float, float]:
     """``THRESHOLD_RULE`` on ``case`` (the subject that is NOT tested): (threshold, its Dice on ``case``)."""
-    inside = scores[case.brain]
-    candidates = set(np.percentile(inside, THRESHOLD_PERCENTILES).tolist())
+    return choose_threshold_mean([(scores, case)], probability)
+
+
+def choose_threshold_mean(pairs: list[tuple[np.ndarray, LesionCase]], probability: bool = False
+                          ) -> tuple[float, float]:
+    """``THRESHOLD_RULE`` over several (map, case) pairs none of which is tested: candidates from every case's
+    percentiles, the one with the highest MEAN Dice wins (each subject counts once, whatever its lesion load).
+
+    Returns:
+        (threshold, its mean Dice over the pairs).
+    """
+    candidates: set[float] = set()
+    for scores, case in pairs:
+        candidates |= set(np.percentile(scores[case.brain], THRESHOLD_PERCENTILES).tolist())
     if probability:
         candidates |= set(PROBABILITY_GRID)
     best, best_dice = 0.0, -1.0
     for value in sorted(candidates):
-        d = dice((scores >= value) & case.brain, case.lesions)
+        d = float(np.mean([dice((scores >= value) & case.brain, case.lesions) for scores, case in pairs]))
         if d > best_dice:
             best, best_dice = float(value), d
     return best, best_dice
