@@ -14,6 +14,8 @@
   pointing game and the model-randomisation correlation on both subjects.
 
 All figures are agreement with pseudo-labels (BraTS-Toolkit fusion, TotalSegmentator), not clinical accuracy.
+Lesions against the MS experts' consensus masks (anomaly map, FLAIR baseline, lesion segmenter) are
+scripts/evaluate_lesions.py; ``--cards`` here keeps the ``ms_lesions`` figures it wrote.
 Fold weights live in models/folds/ (written by scripts/train_annotate.py).
 """
 

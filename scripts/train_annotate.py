@@ -509,6 +509,10 @@ def load_ms(subject: str) -> dict:
 # confluent-sized (10-30 mm), so that a subject with only small lesions still shows the network large ones (v1, small
 # only: the fold trained on patient07 missed most of patient19's 47 mL confluent lesion)
 MS_SYNTHETIC_PX = ((4, 14), (14, 40))
+MS_ATTRIBUTION = ("Ljubljana MS database, CC BY (via muschellij2/open_ms_data): Lesjak Z, Galimzianova A, Koren A, "
+                  "et al. A novel public MR image dataset of multiple sclerosis patients with lesion segmentations "
+                  "based on multi-rater consensus. Neuroinformatics 2018;16:51-63. "
+                  "https://doi.org/10.1007/s12021-017-9348-7")
 MS_LARGE_SHARE = 0.35
 
 
@@ -565,6 +569,7 @@ def train_lesions(args, rng, out):
                                   "gamma, intensity scale, noise and procedural lesions (2-10 mm, a third 10-30 mm) "
                                   "pasted into brain slices.",
                    "input": "FLAIR only (a single series is what a user has)",
+                   "data_attribution": MS_ATTRIBUTION,
                    "agreement_note": "Dice against the Ljubljana expert multi-rater consensus (real manual "
                                      "annotation) of 1-2 subjects: a small-sample figure, not a clinical validation"}
 
