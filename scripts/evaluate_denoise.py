@@ -182,7 +182,7 @@ def export_checkpoint(checkpoint: Path, folder: Path, name: str = MODEL_NAME) ->
     """Write a training checkpoint as a shipped model (weights + card with hash) into ``folder``.
 
     The network config comes from the run's ``config.json`` beside the checkpoint (what was actually
-    trained), falling back to ``scripts/train_denoise.NETWORK``. Never writes into the real models folder.
+    trained); without it the script stops with a one-line error. Never writes into the real models folder.
     """
     import torch
 
@@ -193,11 +193,9 @@ def export_checkpoint(checkpoint: Path, folder: Path, name: str = MODEL_NAME) ->
         raise SystemExit("refusing to export a checkpoint into the shipped models folder")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config_path = checkpoint.parent / "config.json"
-    if config_path.exists():
-        network = json.loads(config_path.read_text())["network"]
-    else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from train_denoise import NETWORK as network
+    if not config_path.exists():
+        raise SystemExit(f"medscan: {config_path}: missing (the run's config names the network it trained)")
+    network = json.loads(config_path.read_text())["network"]
     model = build_network(network)
     model.load_state_dict(state["model"])
     model.eval()

@@ -33,20 +33,24 @@ import time
 from typing import Any
 
 import numpy as np
-from evaluate_restore import _ours, _score, area_downsample, heldout_parser, resize, write_card_figures
 
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
+from medscan.train.evaluation import heldout_parser, write_card_figures
 from medscan.train.metrics import (
     Timed,
+    area_downsample,
     body_mask,
     choose_slices,
     gradient_energy,
     load_volume,
     normalise,
     pm,
+    resize,
+    score_methods,
     spectrum_match,
     summarize,
     timed,
+    warm_timed,
 )
 
 SCALE = 4
@@ -69,6 +73,15 @@ def _sharpness(record: dict[str, Any], clean: np.ndarray, outputs: dict[str, Tim
         lsd, mean_db = spectrum_match(clean, result.output, UPPER_BAND)
         record["methods"][method].update({"ge_ratio": gradient_energy(result.output, body) / reference,
                                           "lsd_upper_db": lsd, "upper_power_db": mean_db})
+
+
+def _ours(model, planes_phys: np.ndarray) -> Timed:
+    """A model as the operation runs it (``run_planes``, one pass)."""
+    import torch
+
+    from medscan.ops.restore import run_planes
+
+    return warm_timed(lambda: run_planes(planes_phys, model, torch.device("cpu"), batch=1), planes_phys.shape)
 
 
 def _consistent(raw: Timed, low_phys: np.ndarray) -> Timed:
@@ -95,7 +108,7 @@ def evaluate(items: tuple[str, ...], per_item: int, fidelity, gan) -> list[dict[
                        **{m: Timed(normalise(r.output[0], window), r.wall_s, r.cpu_s) for m, r in runs.items()}}
             record = {"item": item, "modality": modality, "slice": k, "condition": f"in-plane x{SCALE}",
                       "methods": {}}
-            _score(record, clean, outputs)
+            score_methods(record, clean, outputs)
             _sharpness(record, clean, outputs)
             records.append(record)
             print(f"  {item.split('/')[-2 if item.endswith('.gz') else -1][:28]:28s} slice {k:3d} " + " ".join(

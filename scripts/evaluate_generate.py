@@ -24,18 +24,14 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evaluate_restore import heldout_parser, run_tasks
-
 from medscan.degrade.masks import REGION_KINDS, row_mask
 from medscan.ops.fill import interpolate_slices
 from medscan.train.data import HELDOUT_ITEMS, intensity_window
+from medscan.train.evaluation import heldout_parser, run_tasks
 from medscan.train.metrics import (
     Timed,
     body_mask,

@@ -26,26 +26,22 @@ Protocol (shared with ``evaluate_restore.py`` through ``medscan.train.metrics``)
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_restore import heldout_parser, run_tasks
-
 from medscan.degrade.motion import SEVERITIES, add_motion
 from medscan.train.data import intensity_window
+from medscan.train.evaluation import heldout_parser, run_tasks
 from medscan.train.metrics import (
     Timed,
-    body_mask,
     choose_slices,
     load_volume,
     normalise,
     pm,
     psnr,
+    score_methods,
     slice_seed,
-    ssim,
     summarize,
     timed,
 )
@@ -169,17 +165,6 @@ def _baseline(corrupted: np.ndarray, axis: str) -> np.ndarray:
     return np.ascontiguousarray(autofocus(np.ascontiguousarray(corrupted.T)).T)
 
 
-def _score(record: dict[str, Any], clean: np.ndarray, outputs: dict[str, Timed]) -> None:
-    body = body_mask(clean)
-    record["body_fraction"] = float(body.mean())
-    for method, result in outputs.items():
-        record["methods"][method] = {
-            "psnr": psnr(clean, result.output), "psnr_body": psnr(clean, result.output, body),
-            "ssim": ssim(clean, result.output), "ssim_body": ssim(clean, result.output, body),
-            "wall_s": result.wall_s, "cpu_s": result.cpu_s,
-        }
-
-
 def evaluate(items: tuple[str, ...], per_item: int, model, tv_weights: dict[str, float]) -> list[dict[str, Any]]:
     import torch
 
@@ -210,7 +195,7 @@ def evaluate(items: tuple[str, ...], per_item: int, model, tv_weights: dict[str,
                 }
                 record = {"item": item, "modality": modality, "slice": k, "phase_encoding": axis,
                           "condition": severity, "methods": {}}
-                _score(record, clean, outputs)
+                score_methods(record, clean, outputs)
                 records.append(record)
                 text = " ".join(f"{m} {v['psnr']:.2f}" for m, v in record["methods"].items())
                 name = item.split("/")[-2 if item.endswith(".gz") else -1][:28]

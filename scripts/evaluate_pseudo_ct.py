@@ -36,8 +36,6 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from medscan.io import load
 from medscan.nets.cyclegan import CT_WINDOW_HU, GRID_MM, ct_to_unit, mr_to_unit, mr_window, unit_to_ct
 from medscan.ops.pseudo_ct import PSEUDO_CT_MODEL, grid_shape, mr_volume_to_ct, resample_planes, translate_unit_planes
@@ -319,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "tables": tables}, indent=2))
     if args.cards:
-        from evaluate_restore import write_card_figures
+        from medscan.train.evaluation import write_card_figures
 
         for name in (PSEUDO_CT_MODEL, CT2MR_MODEL):
             print(f"wrote {write_card_figures(name, tables, meta)}")

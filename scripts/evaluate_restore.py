@@ -23,31 +23,29 @@ Protocol (shared with ``evaluate_denoise.py`` through ``medscan.train.metrics``)
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
+from medscan.train.data import HELDOUT_ITEMS, intensity_window
+from medscan.train.evaluation import heldout_parser, run_tasks
 from medscan.train.metrics import (
     Timed,
-    body_mask,
+    area_downsample,
     choose_slices,
     load_volume,
     normalise,
     pm,
     psnr,
+    resize,
+    score_methods,
     slice_seed,
-    ssim,
     summarize,
     timed,
+    warm_timed,
 )
 
 MODELS = {"sharpen": "sharpen_edsr2d", "sr_x2": "superres_x2", "sr_x4": "superres_x4", "sr_z2": "superres_z2"}
@@ -87,20 +85,6 @@ def blur(clean: np.ndarray, sigma: float, noise: float, seed: int) -> np.ndarray
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))[None, None]
     return add_gaussian(gaussian_blur(x, sigma), noise, generator)[0, 0].numpy()
-
-
-def area_downsample(image: np.ndarray, scale: int) -> np.ndarray:
-    """Average s x s blocks; the image is cropped to a multiple of s first."""
-    h, w = (image.shape[0] // scale) * scale, (image.shape[1] // scale) * scale
-    return image[:h, :w].reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3)).astype(np.float32)
-
-
-def resize(image: np.ndarray, shape: tuple[int, int], method: str) -> np.ndarray:
-    """OpenCV resampling (pixel-centre aligned, like the scanner grid): 'bicubic', 'lanczos' or 'linear'."""
-    import cv2
-
-    flag = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "linear": cv2.INTER_LINEAR}[method]
-    return cv2.resize(np.ascontiguousarray(image, np.float32), (shape[1], shape[0]), interpolation=flag)
 
 
 def richardson_lucy(blurred: np.ndarray, sigma: float, iterations: int) -> np.ndarray:
@@ -172,20 +156,6 @@ def _cached_tuning(path: Path, per_item: int) -> dict[str, Any]:
 # Evaluation per task: one record per (slice, condition)
 # --------------------------------------------------------------------------------------------------
 
-def _score(record: dict[str, Any], clean: np.ndarray, outputs: dict[str, Timed], per_slice: int = 1) -> None:
-    body = body_mask(clean)
-    record["body_fraction"] = float(body.mean())
-    for method, result in outputs.items():
-        record["methods"][method] = {
-            "psnr": psnr(clean, result.output), "psnr_body": psnr(clean, result.output, body),
-            "ssim": ssim(clean, result.output), "ssim_body": ssim(clean, result.output, body),
-            "wall_s": result.wall_s / per_slice, "cpu_s": result.cpu_s / per_slice,
-        }
-
-
-_WARMED: set[tuple[int, ...]] = set()
-
-
 def _ours(model, planes_phys: np.ndarray, psf_sigma: float | None = None) -> Timed:
     """Our model as the operation runs it: ``sharpen_planes`` for deblurring (PSF sigma or 0 = blind)."""
     import torch
@@ -193,12 +163,14 @@ def _ours(model, planes_phys: np.ndarray, psf_sigma: float | None = None) -> Tim
     from medscan.ops.restore import run_planes, sharpen_planes
 
     cpu = torch.device("cpu")
-    if planes_phys.shape not in _WARMED:  # oneDNN picks kernels per shape: keep that out of the timing
-        run_planes(planes_phys, model, cpu, batch=1)
-        _WARMED.add(planes_phys.shape)
+
+    def plain() -> np.ndarray:
+        return run_planes(planes_phys, model, cpu, batch=1)
+
     if psf_sigma is None:
-        return timed(lambda: run_planes(planes_phys, model, cpu, batch=1))
-    return timed(lambda: sharpen_planes(planes_phys, model, cpu, psf_sigma=psf_sigma))
+        return warm_timed(plain, planes_phys.shape)
+    return warm_timed(lambda: sharpen_planes(planes_phys, model, cpu, psf_sigma=psf_sigma), planes_phys.shape,
+                      warm=plain)
 
 
 def evaluate_sharpen(items: tuple[str, ...], per_item: int, model, tuned: dict[str, Any]) -> list[dict[str, Any]]:
@@ -223,7 +195,7 @@ def evaluate_sharpen(items: tuple[str, ...], per_item: int, model, tuned: dict[s
                 }
                 record = {"item": item, "modality": modality, "slice": k, "condition": f"blur sigma {sigma} px",
                           "methods": {}}
-                _score(record, clean, outputs)
+                score_methods(record, clean, outputs)
                 records.append(record)
                 _print_record(record)
     return records
@@ -247,7 +219,7 @@ def evaluate_in_plane(items: tuple[str, ...], per_item: int, model, scale: int) 
             }
             record = {"item": item, "modality": modality, "slice": k, "condition": f"in-plane x{scale}",
                       "methods": {}}
-            _score(record, clean, outputs)
+            score_methods(record, clean, outputs)
             records.append(record)
             _print_record(record)
     return records
@@ -279,7 +251,7 @@ def evaluate_through_plane(items: tuple[str, ...], per_item: int, model) -> list
             outputs = {m: Timed(normalise(t.output[k], window), t.wall_s, t.cpu_s) for m, t in whole.items()}
             record = {"item": item, "modality": modality, "slice": k, "condition": "through-plane x2",
                       "methods": {}}
-            _score(record, normalise(volume[k], window), outputs, per_slice=n_out)
+            score_methods(record, normalise(volume[k], window), outputs, per_slice=n_out)
             records.append(record)
             _print_record(record)
     return records
@@ -337,71 +309,6 @@ def print_tables(task: str, tables: dict[str, Any]) -> None:
         print(f"\nours − {LABELS[table['baseline']]}: {table['ours_minus_baseline_db']:+.2f} dB whole, "
               f"{table['ours_minus_baseline_db_body']:+.2f} dB body (target ≥ {table['target_db']:+.1f}: "
               f"{'met' if table['target_met'] else 'NOT met'})")
-
-
-def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any], folder: Path | None = None) -> Path:
-    """Put the figures into the model card (in ``folder``, default models/; fold weights live in models/folds);
-    only the card changes, so the weights' sha256 still holds. Evaluations another script nested in the card
-    (a dict with its own ``script``, e.g. ``by_spacing``) are kept."""
-    from medscan.nets.weights import load_card
-
-    card = load_card(model, folder)
-    data = dict(card.data)
-    nested = {k: v for k, v in (data.get("evaluation") or {}).items() if isinstance(v, dict) and "script" in v}
-    data["evaluation"] = {**meta, "tables": tables, **nested}
-    tmp = card.path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, card.path)
-    return card.path
-
-
-def heldout_parser(description: str | None, slices: int, quick: str) -> argparse.ArgumentParser:
-    """The options every held-out evaluation script takes: slices per item, a smoke run, JSON and card output."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=slices, help="slices per held-out item")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
-    parser.add_argument("--json", type=Path, help="write every figure (and per-slice values) here")
-    parser.add_argument("--cards", action="store_true", help="record the figures in the model card(s)")
-    return parser
-
-
-def run_tasks(script: str, argv: list[str] | None, args: argparse.Namespace, items: tuple[str, ...], per_item: int,
-              models: dict[str, str], evaluate: Callable[[str, Any], tuple[list[dict], dict[str, Any]]],
-              aggregate: Callable[[str, list[dict]], dict], print_tables: Callable[[str, dict], None]) -> int:
-    """The loop every held-out evaluation script shares: per task load the shipped model (its hash checked),
-    evaluate, print the tables, record how, where and how long it ran; ``--json`` and ``--cards`` write them."""
-    import torch
-
-    from medscan.nets.weights import load_model
-    from medscan.scan import MedscanError
-
-    torch.set_num_threads(1)
-    assert not set(items) & set(TRAIN_ITEMS), "held-out items overlap the training items"
-    payload: dict[str, Any] = {"items": list(items), "slices_per_item": per_item, "quick": args.quick, "tasks": {}}
-    for task in args.tasks:
-        try:
-            model, card = load_model(models[task])
-        except MedscanError as exc:
-            print(f"{exc} (train it: python scripts/train_restore.py {task})", file=sys.stderr)
-            return 2
-        started, load_start = time.perf_counter(), os.getloadavg()[0]
-        print(f"\n## {task}: model {card.name} v{card.version} sha256 {card.data['sha256'][:12]}", flush=True)
-        records, extra = evaluate(task, model)
-        tables = aggregate(task, records)
-        print_tables(task, tables)
-        meta = {"script": f"python scripts/{script} " + " ".join(argv or sys.argv[1:]), "items": list(items),
-                "slices_per_item": per_item, "threads": 1, **extra, "seconds": round(time.perf_counter() - started),
-                "load_average_start": load_start, "cpu": platform.processor() or platform.machine(),
-                "torch": torch.__version__}
-        payload["tasks"][task] = {**meta, "model": card.name, "sha256": card.data["sha256"], "tables": tables,
-                                  "per_slice": records}
-        if args.cards and not args.quick:
-            print(f"figures written to {write_card_figures(models[task], tables, meta)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=float))
-        print(f"wrote {args.json}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

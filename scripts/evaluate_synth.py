@@ -33,7 +33,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from medscan.synth.data import (  # noqa: E402
     CLASSES,
@@ -313,9 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2, default=float))
     if args.cards:
-        from evaluate_restore import write_card_figures
-
         from medscan.nets.weights import load_card
+        from medscan.train.evaluation import write_card_figures
 
         ref_path = models_dir() / REFERENCE
         reference.save(ref_path)

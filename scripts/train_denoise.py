@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from medscan.nets.weights import save_model
 from medscan.train.data import DENOISE_HELDOUT_ITEMS, DENOISE_TRAIN_ITEMS
+from medscan.train.runs import add_export_checkpoint, from_checkpoint, load_run_config, ship, training_command
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
 # Bias-free and without normalisation layers (Mohan et al., ICLR 2020): the network is then
@@ -27,24 +26,6 @@ NETWORK = {
                  "channels": [32, 64, 128, 256], "strides": [2, 2, 2], "num_res_units": 2,
                  "norm": None, "bias": False},
 }
-
-
-def _from_checkpoint(workdir: Path) -> dict:
-    """The model of an interrupted run, with what its log says about it."""
-    import csv
-
-    import torch
-
-    from medscan.nets.builders import build_network, count_parameters
-
-    state = torch.load(workdir / "checkpoint.pt", weights_only=False)
-    model = build_network(NETWORK)
-    model.load_state_dict(state["model"])
-    with open(workdir / "log.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    rows = [r for r in rows if int(r["step"]) <= state["step"]]
-    return {"model": model.eval(), "parameters": count_parameters(model), "steps": int(state["step"]),
-            "seconds": float(rows[-1]["seconds"]), "final_loss": float(rows[-1]["loss"])}
 
 
 def _share(text: str) -> float:
@@ -81,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low-dose-share", type=_share, default=0.35,
                         help="share of each batch drawn from --low-dose-ct")
     parser.add_argument("--version", default="3", help="version written into the model card")
-    parser.add_argument("--export-checkpoint", action="store_true",
-                        help="write models/<name> from the latest checkpoint of an unfinished run")
+    add_export_checkpoint(parser)
     args = parser.parse_args(argv)
     if args.low_dose_ct and not any(Path(args.low_dose_ct).glob("*.npz")):
         parser.error(f"--low-dose-ct {args.low_dose_ct}: no simulated slices there "
@@ -94,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                          init_from=args.init_from, flat_skip=args.flat_skip, balance_items=args.balance_items,
                          low_dose_ct=args.low_dose_ct, low_dose_share=args.low_dose_share if args.low_dose_ct else 0.0)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
-        config = TrainConfig(**json.loads((args.workdir / "config.json").read_text()))
+        config = load_run_config(args.workdir, TrainConfig)
     # The starting weights' card is read before training: a run beside this one may ship over that name first.
     base = fine_tune_record(config.init_from) if config.init_from else None
-    result = _from_checkpoint(args.workdir) if args.export_checkpoint else train(config, args.workdir)
-    training = {**asdict(config), "command": "python " + " ".join(sys.argv).replace("--export-checkpoint ", ""),
+    result = from_checkpoint(args.workdir, TrainConfig) if args.export_checkpoint else train(config, args.workdir)
+    training = {**asdict(config), "command": training_command(),
                 "steps_completed": result["steps"], "seconds": round(result["seconds"]),
                 "final_loss": result["final_loss"]}
     if base is not None:  # the card must still say where the starting weights came from once they are replaced
@@ -116,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": training,
         "evaluation": {},
     }
-    path = save_model(result["model"], card, args.name)
+    path = ship(result["model"], card, args.name, args.workdir)
     print(f"wrote {path}")
     return 0
 

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from medscan.nets.builders import build_network, count_parameters
 from medscan.nets.esrgan import DenoiserFeatures, PatchDiscriminator, feature_loss
-from medscan.nets.weights import load_model, save_model
+from medscan.nets.weights import load_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
+from medscan.train.runs import add_export_checkpoint, from_checkpoint, last_log_row, ship, training_command
 from medscan.train.tasks import SuperResolveTask
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
 
@@ -105,9 +106,7 @@ def train(config: GanConfig, workdir: Path) -> dict[str, Any]:
     start = load_checkpoint(checkpoint, rng, stream, **parts)
     bank = SliceBank.from_items(config.train_items)
     log, writer = open_log(workdir / "log.csv", LOG_FIELDS, resume=start > 0)
-    # Resumed runs count on from the logged time, so the card's seconds are the whole training.
-    rows = (workdir / "log.csv").read_text().strip().splitlines() if start > 0 else []
-    began = time.time() - (float(rows[-1].split(",")[-1]) if len(rows) > 1 else 0.0)
+    began = time.time() - log.seconds_logged  # a resumed run counts on: the card's seconds are the whole training
     history: dict[str, list[float]] = {k: [] for k in LOG_FIELDS[2:7]}
     generator_net.train()
     for step in range(start + 1, config.steps + 1):
@@ -157,8 +156,7 @@ def train(config: GanConfig, workdir: Path) -> dict[str, Any]:
 
 
 def _card(config: GanConfig, model: torch.nn.Module, steps: int, workdir: Path, command: str) -> dict[str, Any]:
-    rows = (workdir / "log.csv").read_text().strip().splitlines()
-    last = dict(zip(LOG_FIELDS, rows[-1].split(","), strict=True)) if len(rows) > 1 else {}
+    last = last_log_row(workdir)
     feature_card = json.loads((Path(__file__).resolve().parents[1] / "models" / f"{FEATURE_MODEL}.json").read_text())
     return {
         "name": config.name,
@@ -195,27 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lr_pretrain", "lr", "w_l1", "w_feature", "w_adversarial"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--export-checkpoint", action="store_true",
-                        help="write models/<name> from the latest checkpoint (of an unfinished run too)")
+    add_export_checkpoint(parser)
     args = parser.parse_args(argv)
     name = f"superres_gan_x{args.scale}"
     workdir = args.workdir or Path("runs") / name
-    command = "python " + " ".join(sys.argv).replace(" --export-checkpoint", "")
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
-        config = GanConfig(**json.loads((workdir / "config.json").read_text()))
-        model = build_network(config.network)
-        state = torch.load(workdir / "checkpoint.pt", weights_only=False)
-        model.load_state_dict(state["model"])
-        steps = int(state["step"])
-        model.eval()
+        run = from_checkpoint(workdir, GanConfig)
+        config, model, steps = run["config"], run["model"], run["steps"]
     else:
         config = GanConfig(name=name, scale=args.scale, **{k: getattr(args, k) for k in (
             "pretrain_steps", "steps", "batch", "patch", "blocks", "features", "seed", "threads", "lr_pretrain",
             "lr", "w_l1", "w_feature", "w_adversarial")})
         result = train(config, workdir)
         model, steps = result["model"], result["steps"]
-    path = save_model(model, _card(config, model, steps, workdir, command), name)
-    (path.parent / f"{name}.train_log.csv").write_text((workdir / "log.csv").read_text())
+    path = ship(model, _card(config, model, steps, workdir, training_command()), name, workdir)
     print(f"wrote {path}")
     return 0
 

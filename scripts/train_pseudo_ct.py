@@ -37,6 +37,7 @@ from medscan.nets.cyclegan import CT_WINDOW_HU, GRID_MM, MR_PERCENTILES, ct_to_u
 from medscan.nets.esrgan import PatchDiscriminator
 from medscan.nets.weights import save_model
 from medscan.train.data import DATA_ROOT, HELDOUT_ITEMS, TRAIN_ITEMS
+from medscan.train.runs import add_export_checkpoint, from_checkpoint, last_log_row, ship, training_command
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
 
 NAME = "pseudo_ct_cyclegan2d"
@@ -169,8 +170,7 @@ def train(config: CycleConfig, workdir: Path) -> dict[str, Any]:
     mr_bank = DomainBank.build(config.mr_items, "MR", config.patch)
     ct_bank = DomainBank.build(config.ct_items, "CT", config.patch)
     log, writer = open_log(workdir / "log.csv", LOG_FIELDS, resume=start > 0)
-    rows = (workdir / "log.csv").read_text().strip().splitlines() if start > 0 else []
-    began = time.time() - (float(rows[-1].split(",")[-1]) if len(rows) > 1 else 0.0)
+    began = time.time() - log.seconds_logged  # a resumed run counts on: the card's seconds are the whole training
     history: dict[str, list[float]] = {k: [] for k in LOG_FIELDS[1:6]}
     step = start
     for step in range(start + 1, config.steps + 1):
@@ -223,8 +223,7 @@ WARNING = ("EXPERIMENTAL, NOT VALIDATED: trained UNPAIRED (no CT and MR of the s
 
 def _card(config: CycleConfig, model: torch.nn.Module, steps: int, workdir: Path, command: str, *,
           direction: str) -> dict[str, Any]:
-    rows = (workdir / "log.csv").read_text().strip().splitlines()
-    last = dict(zip(LOG_FIELDS, rows[-1].split(","), strict=True)) if len(rows) > 1 else {}
+    last = last_log_row(workdir)
     mr_to_ct = direction == "MR->CT"
     return {
         "name": config.name if mr_to_ct else NAME_CT2MR,
@@ -270,31 +269,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--workdir", type=Path, default=Path("runs") / NAME)
     parser.add_argument("--models", type=Path, default=None, help="where to write the model (default: models/)")
-    parser.add_argument("--export-checkpoint", action="store_true",
-                        help="write the models from the latest checkpoint (of an unfinished run too)")
+    add_export_checkpoint(parser, "the models")
     args = parser.parse_args(argv)
     workdir = args.workdir
-    command = "python " + " ".join(sys.argv).replace(" --export-checkpoint", "")
+    command = training_command()
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
-        saved = json.loads((workdir / "config.json").read_text())
-        config = CycleConfig(**saved)
-        g_ct, g_mr = build_network(config.network), build_network(config.network)
-        state = torch.load(workdir / "checkpoint.pt", weights_only=False)
-        g_ct.load_state_dict(state["model"])
-        g_mr.load_state_dict(state["model_ct2mr"])
-        steps = int(state["step"])
-        g_ct.eval()
-        g_mr.eval()
+        run = from_checkpoint(workdir, CycleConfig, parts=("model", "model_ct2mr"))
+        config, g_ct, g_mr, steps = run["config"], run["model"], run["model_ct2mr"], run["steps"]
     else:
         config = CycleConfig(**{k: getattr(args, k) for k in (
             "steps", "batch", "patch", "features", "blocks", "d_features", "seed", "threads", "lr", "w_cycle",
             "w_identity", "minutes")})
         result = train(config, workdir)
         g_ct, g_mr, steps = result["model"], result["model_ct2mr"], result["steps"]
-    path = save_model(g_ct, _card(config, g_ct, steps, workdir, command, direction="MR->CT"), config.name,
-                      args.models)
+    path = ship(g_ct, _card(config, g_ct, steps, workdir, command, direction="MR->CT"), config.name, workdir,
+                args.models)
     save_model(g_mr, _card(config, g_mr, steps, workdir, command, direction="CT->MR"), NAME_CT2MR, args.models)
-    (path.parent / f"{config.name}.train_log.csv").write_text((workdir / "log.csv").read_text())
     print(f"wrote {path} and {NAME_CT2MR}")
     return 0
 

@@ -12,7 +12,6 @@ Presets: ``sharpen`` (blind Gaussian-PSF deblurring), ``sr_x2`` / ``sr_x4`` (in-
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from dataclasses import asdict
@@ -21,8 +20,8 @@ from typing import Any
 
 import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill_slices_flow tasks)
 from medscan.nets.slice_flow import IN_CHANNELS as FLOW_IN_CHANNELS
-from medscan.nets.weights import save_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
+from medscan.train.runs import add_export_checkpoint, from_checkpoint, load_run_config, ship, training_command
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
 
@@ -98,21 +97,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _from_checkpoint(workdir: Path, network: dict[str, Any]) -> dict[str, Any]:
-    """The model of an interrupted run, with what its log says about it."""
-    import torch
-
-    from medscan.nets.builders import build_network, count_parameters
-
-    state = torch.load(workdir / "checkpoint.pt", weights_only=False)
-    model = build_network(network)
-    model.load_state_dict(state["model"])
-    with open(workdir / "log.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= state["step"]]
-    return {"model": model.eval(), "parameters": count_parameters(model), "steps": int(state["step"]),
-            "seconds": float(rows[-1]["seconds"]), "final_loss": float(rows[-1]["loss"])}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", choices=sorted(PRESETS))
@@ -129,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flat-skip", type=float, default=0.9, help="share of empty-air patches redrawn")
     parser.add_argument("--task-args", type=json.loads, default={}, metavar="JSON",
                         help='added to the preset\'s task arguments, e.g. \'{"loss": "mse"}\'')
-    parser.add_argument("--export-checkpoint", action="store_true",
-                        help="write models/<name> from the latest checkpoint of an unfinished run")
+    add_export_checkpoint(parser)
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     task_args = {**preset["task_args"], **args.task_args}
@@ -143,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                          neighbours=preset.get("neighbours", 0), init_from=args.init_from,
                          flat_skip=args.flat_skip)
     if args.export_checkpoint:  # the run's own config, not this command line's defaults
-        config = TrainConfig(**json.loads((workdir / "config.json").read_text()))
+        config = load_run_config(workdir, TrainConfig)
     # The starting weights' card is read before training: a run beside this one may ship over that name first.
     base = fine_tune_record(config.init_from) if config.init_from else None
-    result = _from_checkpoint(workdir, config.network) if args.export_checkpoint else train(config, workdir)
-    training = {**asdict(config), "command": "python " + " ".join(sys.argv).replace(" --export-checkpoint", ""),
+    result = from_checkpoint(workdir, TrainConfig) if args.export_checkpoint else train(config, workdir)
+    training = {**asdict(config), "command": training_command(),
                 "steps_completed": result["steps"], "seconds": round(result["seconds"]),
                 "final_loss": result["final_loss"], "device": "cpu"}
     if base is not None:  # the card must still say where the starting weights came from once they are replaced
@@ -164,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": training,
         "evaluation": {},
     }
-    path = save_model(result["model"], card, preset["model"])
+    path = ship(result["model"], card, preset["model"], workdir)
     print(f"wrote {path}")
     return 0
 

@@ -10,10 +10,11 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from medscan.nets.volumes import body_mask  # noqa: F401  (scored inside the body; shared with the guard)
+from medscan.nets.volumes import body_mask
 from medscan.train.data import DATA_ROOT
 
 
@@ -81,6 +82,19 @@ def timed(function: Callable[[], np.ndarray]) -> Timed:
     wall, cpu = time.perf_counter(), time.process_time()
     output = function()
     return Timed(np.asarray(output, dtype=np.float32), time.perf_counter() - wall, time.process_time() - cpu)
+
+
+_WARMED: set[Any] = set()
+
+
+def warm_timed(function: Callable[[], Any], key: Any, warm: Callable[[], Any] | None = None) -> Timed:
+    """``timed(function)``, after one untimed call of ``warm`` (default: ``function``) the first time ``key`` (e.g.
+    the input shape) is seen: oneDNN picks its kernels per shape on the first call, which is not what a user waits
+    for on every slice."""
+    if key not in _WARMED:
+        (warm or function)()
+        _WARMED.add(key)
+    return timed(function)
 
 
 def load_volume(item: str) -> tuple[np.ndarray, str]:
@@ -164,3 +178,31 @@ def spectrum_match(reference: np.ndarray, estimate: np.ndarray, band: tuple[floa
     keep = (freq >= band[0]) & (freq <= band[1]) & (p_ref > 0)
     ratio_db = 10 * np.log10(np.maximum(p_est[keep], 1e-30) / p_ref[keep])
     return float(np.sqrt(np.mean(ratio_db ** 2))), float(np.mean(ratio_db))
+
+
+def area_downsample(image: np.ndarray, scale: int) -> np.ndarray:
+    """Average s x s blocks; the image is cropped to a multiple of s first."""
+    h, w = (image.shape[0] // scale) * scale, (image.shape[1] // scale) * scale
+    return image[:h, :w].reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3)).astype(np.float32)
+
+
+def resize(image: np.ndarray, shape: tuple[int, int], method: str) -> np.ndarray:
+    """OpenCV resampling (pixel-centre aligned, like the scanner grid): 'bicubic', 'lanczos' or 'linear'."""
+    import cv2
+
+    flag = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "linear": cv2.INTER_LINEAR}[method]
+    return cv2.resize(np.ascontiguousarray(image, np.float32), (shape[1], shape[0]), interpolation=flag)
+
+
+def score_methods(record: dict[str, Any], clean: np.ndarray, outputs: dict[str, Timed], per_slice: int = 1) -> None:
+    """Score each method's output against ``clean`` into ``record["methods"][method]``: PSNR and SSIM over the
+    whole slice and inside its body mask (``record["body_fraction"]`` is the mask's share), wall and CPU seconds
+    per slice (the timing divided by ``per_slice`` when one run made that many slices)."""
+    body = body_mask(clean)
+    record["body_fraction"] = float(body.mean())
+    for method, result in outputs.items():
+        record["methods"][method] = {
+            "psnr": psnr(clean, result.output), "psnr_body": psnr(clean, result.output, body),
+            "ssim": ssim(clean, result.output), "ssim_body": ssim(clean, result.output, body),
+            "wall_s": result.wall_s / per_slice, "cpu_s": result.cpu_s / per_slice,
+        }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,14 +120,81 @@ def load_checkpoint(path: Path, rng: np.random.Generator, generator: torch.Gener
     return int(state["step"])
 
 
-def open_log(path: Path, header: list[str], resume: bool):
-    """The CSV training log: appended to when resuming, else started with ``header``; (file, writer)."""
-    new_log = not path.exists() or not resume
-    log = open(path, "w" if new_log else "a", newline="")  # noqa: SIM115 - kept open for the whole run
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(header)
-    return log, writer
+_EVENTS_OFF_SAID = False
+
+
+class TrainLog:
+    """The log of one training run: ``log.csv`` (a row every few steps, a person can plot it) and, when the
+    ``tensorboard`` package is installed (the ``train`` extra), TensorBoard event files beside it in the run
+    folder, one scalar per numeric column (tagged with the column name) at the row's step.
+
+    Without tensorboard the run still trains and writes the CSV; it says once per process that event files are
+    off. Use it as ``log.writerow([...])`` in the header's column order (the first column is the step),
+    ``log.flush()`` and ``log.close()``.
+
+    Attributes:
+        seconds_logged: the ``seconds`` column of the last row already in the log when resuming (0.0 for a
+            new log or one without that column), so a resumed run can count its time on from there.
+    """
+
+    def __init__(self, path: Path, header: list[str], resume: bool) -> None:
+        new_log = not path.exists() or not resume
+        self.header = list(header)
+        self.seconds_logged = 0.0
+        if not new_log and "seconds" in header:
+            with open(path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if rows and rows[-1].get("seconds"):
+                self.seconds_logged = float(rows[-1]["seconds"])
+        self._file = open(path, "w" if new_log else "a", newline="")  # noqa: SIM115 - kept open for the run
+        self._csv = csv.writer(self._file)
+        if new_log:
+            self._csv.writerow(header)
+        self._events = _event_writer(path.parent)
+
+    def writerow(self, row: list[Any]) -> None:
+        """Append ``row`` to the CSV and its numeric columns (all but the step) to the event files."""
+        self._csv.writerow(row)
+        if self._events is None:
+            return
+        step = int(row[0])
+        for tag, value in zip(self.header[1:], row[1:], strict=False):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            self._events.add_scalar(tag, number, step)
+
+    def flush(self) -> None:
+        self._file.flush()
+        if self._events is not None:
+            self._events.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._events is not None:
+            self._events.close()
+
+
+def _event_writer(folder: Path) -> Any:
+    """A ``SummaryWriter`` on ``folder``, or None (said once) when tensorboard is not installed."""
+    global _EVENTS_OFF_SAID
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch raises ImportError naming tensorboard when the package is missing
+        if not _EVENTS_OFF_SAID:
+            print("medscan: tensorboard is not installed: no event files, log.csv only "
+                  "(pip install 'medscan[train]')", file=sys.stderr)
+            _EVENTS_OFF_SAID = True
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def open_log(path: Path, header: list[str], resume: bool) -> tuple[TrainLog, TrainLog]:
+    """The run's :class:`TrainLog` (appended to when resuming, else started with ``header``), returned twice as
+    (log, writer) for loops written as ``log, writer = open_log(...)``: ``writer.writerow``, ``log.flush``."""
+    log = TrainLog(path, header, resume)
+    return log, log
 
 
 def make_bank(config: TrainConfig) -> SliceBank | MixedBank:

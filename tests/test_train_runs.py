@@ -1,0 +1,106 @@
+"""The shared training library: a run logs as CSV and as TensorBoard event files, a run folder rebuilds its model
+(``--export-checkpoint``), and shipping puts the card and the training log beside the weights."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+import torch
+
+from medscan.nets.weights import load_model
+from medscan.train.data import SliceBank
+from medscan.train.runs import add_export_checkpoint, from_checkpoint, ship, training_command
+from medscan.train.trainer import TrainConfig, TrainLog, train
+
+TINY = {"kind": "residual_denoiser",
+        "backbone": {"arch": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
+                     "channels": [4, 8], "strides": [2], "num_res_units": 1, "norm": None, "bias": False}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """40 steps of a tiny denoiser on a real CT (seconds on one thread)."""
+    bank = SliceBank.from_items(["train/ct02_abdomen_pelvis_3mm.nii.gz"])
+    config = TrainConfig(name="tiny", task="denoise", network=TINY, train_items=[], heldout_items=[],
+                         steps=40, batch=4, patch=32, lr=3e-3, threads=1, checkpoint_every=20,
+                         task_args={"sigma_range": (0.1, 0.2)})
+    workdir = tmp_path_factory.mktemp("run")
+    return train(config, workdir, bank=bank, progress=False), workdir
+
+
+def _csv(workdir):
+    with open(workdir / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_the_trainer_writes_event_files_beside_the_csv(tiny_run) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, workdir = tiny_run
+    rows = _csv(workdir)
+    assert [int(r["step"]) for r in rows] == [20, 40]
+    events = sorted(workdir.glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file beside log.csv"
+    accumulator = EventAccumulator(str(workdir))
+    accumulator.Reload()
+    assert {"loss", "lr", "seconds"} <= set(accumulator.Tags()["scalars"])
+    logged = accumulator.Scalars("loss")
+    assert [e.step for e in logged] == [20, 40]
+    assert [e.value for e in logged] == pytest.approx([float(r["loss"]) for r in rows], rel=1e-5)
+
+
+def test_without_tensorboard_a_run_still_logs_its_csv_and_says_so_once(tmp_path, monkeypatch, capsys) -> None:
+    import medscan.train.trainer as trainer
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as when it is not installed
+    monkeypatch.setattr(trainer, "_EVENTS_OFF_SAID", False)
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        log = TrainLog(tmp_path / run / "log.csv", ["step", "loss"], resume=False)
+        log.writerow([20, "0.5"])
+        log.close()
+        assert (tmp_path / run / "log.csv").read_text().splitlines() == ["step,loss", "20,0.5"]
+        assert not list((tmp_path / run).glob("events.out.tfevents.*"))
+    assert capsys.readouterr().err.count("tensorboard is not installed") == 1
+
+
+def test_a_resumed_log_counts_its_time_on(tmp_path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss,seconds\n20,0.5,12.5\n40,0.4,30.0\n")
+    log = TrainLog(path, ["step", "loss", "seconds"], resume=True)
+    log.writerow([60, "0.3", "41.0"])
+    log.close()
+    assert log.seconds_logged == 30.0
+    assert path.read_text().splitlines()[-1] == "60,0.3,41.0"
+    assert TrainLog(path, ["step", "loss", "seconds"], resume=False).seconds_logged == 0.0
+
+
+def test_a_run_folder_rebuilds_its_model_and_ships_it_with_its_log(tiny_run, tmp_path) -> None:
+    result, workdir = tiny_run
+    run = from_checkpoint(workdir, TrainConfig)
+    assert run["config"].name == "tiny" and run["steps"] == 40
+    for key, value in result["model"].state_dict().items():
+        torch.testing.assert_close(run["model"].state_dict()[key], value)
+    last = _csv(workdir)[-1]
+    assert run["final_loss"] == float(last["loss"]) and run["seconds"] == float(last["seconds"])
+    path = ship(run["model"], {"name": "tiny", "version": "1", "network": TINY}, "tiny", workdir, tmp_path)
+    assert path == tmp_path / "tiny.json" and (tmp_path / "tiny.safetensors").exists()
+    assert (tmp_path / "tiny.train_log.csv").read_text() == (workdir / "log.csv").read_text()
+    model, card = load_model("tiny", tmp_path)
+    assert card.data["version"] == "1" and card.data["sha256"]
+    for key, value in run["model"].state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_the_export_flag_is_left_out_of_the_recorded_command() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_export_checkpoint(parser)
+    assert parser.parse_args(["--export-checkpoint"]).export_checkpoint
+    assert not parser.parse_args([]).export_checkpoint
+    argv = ["scripts/train_denoise.py", "--export-checkpoint", "--workdir", "runs/denoise"]
+    assert training_command(argv) == "python scripts/train_denoise.py --workdir runs/denoise"
