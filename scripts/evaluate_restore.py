@@ -31,7 +31,11 @@ from typing import Any
 import numpy as np
 
 from medscan.train.data import HELDOUT_ITEMS, intensity_window
-from medscan.train.evaluation import heldout_parser, run_tasks
+from medscan.train.evaluation import (
+    heldout_parser,
+    run_tasks,
+    write_card_figures,  # noqa: F401 - evaluate_translate.py, until it moves too
+)
 from medscan.train.metrics import (
     Timed,
     area_downsample,
