@@ -13,8 +13,8 @@ So a figure is written once (in the card, by the evaluation script) and a parame
 
 Usage::
 
-    python scripts/make_docs.py            # write the pages and the loss-curve figures
-    python scripts/make_docs.py --check    # exit 1 and name the pages that differ; writes nothing
+    python scripts/make_docs.py            # write the pages and the loss-curve figures that differ
+    python scripts/make_docs.py --check    # exit 1 and name the pages and figures that differ; writes nothing
     python scripts/make_docs.py --no-figures   # pages only (the figures need matplotlib)
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from collections.abc import Iterable
@@ -240,7 +241,39 @@ def loss_columns(log: Path) -> tuple[list[str], dict[str, list[float]]]:
     return columns, series
 
 
+def figure_source(log: Path) -> str:
+    """What a loss figure records (PNG text chunk ``Source``) about the log it was drawn from: its name and
+    sha256, so a figure older than its log is found without redrawing it (PNG bytes vary with matplotlib)."""
+    return f"{log.name} sha256 {hashlib.sha256(log.read_bytes()).hexdigest()}"
+
+
+def loss_figure(log: Path) -> Path:
+    return DOCS / "models" / f"{log.name.removesuffix('.train_log.csv')}_loss.png"
+
+
+def stale_figures() -> list[Path]:
+    """Loss figures missing or drawn from another version of their ``models/<name>.train_log.csv``, plus
+    figures whose log is gone."""
+    from PIL import Image
+
+    stale = []
+    logs = sorted(MODELS.glob("*.train_log.csv"))
+    for log in logs:
+        figure = loss_figure(log)
+        if not figure.exists():
+            stale.append(figure)
+            continue
+        with Image.open(figure) as image:
+            if image.text.get("Source") != figure_source(log):
+                stale.append(figure)
+    drawn = {loss_figure(log) for log in logs}
+    stale += [f for f in sorted((DOCS / "models").glob("*_loss.png")) if f not in drawn]
+    return stale
+
+
 def draw_loss(name: str, log: Path, out: Path) -> None:
+    """Draw ``log``'s loss columns against the step into ``out`` (matplotlib Agg, 600 x 320 px), recording the
+    log's :func:`figure_source` in the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +294,7 @@ def draw_loss(name: str, log: Path, out: Path) -> None:
     if ax.lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, metadata={"Software": None})
+    fig.savefig(out, metadata={"Software": None, "Source": figure_source(log)})
     plt.close(fig)
 
 
@@ -384,16 +417,20 @@ def stale_pages(pages: dict[Path, str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a page differs")
-    parser.add_argument("--no-figures", action="store_true", help="do not redraw the loss curves")
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a page or figure differs")
+    parser.add_argument("--no-figures", action="store_true", help="leave the loss curves alone")
     args = parser.parse_args(argv)
     pages = render_all()
     stale = stale_pages(pages)
+    figures = [] if args.no_figures else stale_figures()
     if args.check:
         for path in stale:
             print(f"make_docs: {path.relative_to(ROOT)}: differs from what the registry and cards give "
                   "(run python scripts/make_docs.py)", file=sys.stderr)
-        return 1 if stale else 0
+        for path in figures:
+            print(f"make_docs: {path.relative_to(ROOT)}: not drawn from the current training log "
+                  "(run python scripts/make_docs.py)", file=sys.stderr)
+        return 1 if stale or figures else 0
     for path in stale:
         if path in pages:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,10 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.unlink()
         print(f"wrote {path.relative_to(ROOT)}")
-    if not args.no_figures:
-        for log in sorted(MODELS.glob("*.train_log.csv")):
-            name = log.name.removesuffix(".train_log.csv")
-            draw_loss(name, log, DOCS / "models" / f"{name}_loss.png")
+    logs = {loss_figure(log): log for log in MODELS.glob("*.train_log.csv")}
+    for figure in figures:
+        if figure in logs:
+            draw_loss(logs[figure].name.removesuffix(".train_log.csv"), logs[figure], figure)
+        else:
+            figure.unlink()
+        print(f"wrote {figure.relative_to(ROOT)}")
     return 0
 
 

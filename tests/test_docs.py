@@ -25,6 +25,35 @@ def test_committed_pages_equal_what_the_script_renders(make_docs):
                        + ", ".join(str(p.relative_to(ROOT)) for p in stale))
 
 
+def test_every_loss_figure_is_drawn_from_the_current_training_log(make_docs):
+    """Each model with a training log has its loss-curve figure, drawn from that very log (the figure records the
+    log's sha256), and its page shows it."""
+    stale = make_docs.stale_figures()
+    assert not stale, ("run python scripts/make_docs.py: these loss figures are missing or older than their log: "
+                       + ", ".join(str(p.relative_to(ROOT)) for p in stale))
+    pages = make_docs.render_all()
+    for log in sorted((ROOT / "models").glob("*.train_log.csv")):
+        name = log.name.removesuffix(".train_log.csv")
+        assert f"]({name}_loss.png)" in pages[ROOT / "docs" / "models" / f"{name}.md"]
+
+
+def test_a_changed_training_log_makes_its_figure_stale(make_docs, tmp_path, monkeypatch):
+    log = ROOT / "models" / "denoise_unet2d.train_log.csv"
+    models, docs = tmp_path / "models", tmp_path / "docs"
+    (docs / "models").mkdir(parents=True)
+    models.mkdir()
+    copy = models / log.name
+    copy.write_text(log.read_text())
+    monkeypatch.setattr(make_docs, "MODELS", models)
+    monkeypatch.setattr(make_docs, "DOCS", docs)
+    figure = docs / "models" / "denoise_unet2d_loss.png"
+    assert make_docs.stale_figures() == [figure]  # not drawn yet
+    make_docs.draw_loss("denoise_unet2d", copy, figure)
+    assert make_docs.stale_figures() == []
+    copy.write_text(log.read_text() + "99999,0.1,1e-05,1.0\n")  # the model was retrained: its log changed
+    assert make_docs.stale_figures() == [figure]
+
+
 def test_every_operation_has_a_page_with_every_parameter(make_docs):
     pages = make_docs.render_all()
     for op in operations():
