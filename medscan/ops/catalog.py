@@ -146,8 +146,9 @@ register(Operation(
     name="translate",
     family="generate",
     title="Translate contrast",
-    summary="Predict a contrast that was not acquired (MR T1->T2/FLAIR/T1c, T2->T1, T1c->T1 on a skull-stripped "
-            "axial brain; MR->CT experimental); the output is SYNTHETIC.",
+    summary="Predict an MR contrast that was not acquired on a skull-stripped axial brain (only directions that "
+            "beat an intensity look-up table on every held-out subject run; MR->CT experimental); the output is "
+            "SYNTHETIC.",
     params=(
         Param("to", "choice", "T2", "contrast to produce (CT: EXPERIMENTAL pseudo-CT, not validated — unpaired "
                                     "training, HU not measured; not for dose planning or diagnosis)",
