@@ -10,12 +10,14 @@ Checkpoints go to runs/annotate/<model>_<train>/ (resumable); the final fold wei
 to models/folds/<model>_<train> (not listed as shipped models), and with ``--ship NAME`` also into models/.
 Evaluation of the held-out subject is done only after training, by scripts/evaluate_annotate.py — no model
 selection ever looks at the held-out subject.
+Its own loop, not the shared trainer's (restoration tasks on SliceBank patches): the batches are patches with label
+masks of one subject (segmentation, classification, a denoising autoencoder); the log (CSV + TensorBoard) is the
+trainer's ``TrainLog``, shipping ``medscan.train.runs.ship``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -34,6 +36,8 @@ from medscan.io import load  # noqa: E402
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
 from medscan.nets.weights import save_model  # noqa: E402
 from medscan.train.data import DATA_ROOT  # noqa: E402
+from medscan.train.runs import ship  # noqa: E402
+from medscan.train.trainer import TrainLog  # noqa: E402
 
 BRAIN_SUBJECTS = {"du_7294": "labelled/brain_tumour_tcga_du_7294", "fg_6692": "labelled/brain_tumour_tcga_fg_6692"}
 CT_SUBJECTS = {"abdomen": "labelled/ct_abdomen_totalseg_example", "aorta": "labelled/ct_aorta_totalseg_example"}
@@ -266,10 +270,7 @@ def train_loop(name: str, network_cfg: dict, batch_fn, loss_fn, steps: int, lr: 
         sched.load_state_dict(state["sched"])
         start = state["step"]
         print(f"resumed {name} at step {start}", flush=True)
-    log = open(out / "train_log.csv", "a", newline="")  # noqa: SIM115  (kept open for the whole run)
-    writer = csv.writer(log)
-    if start == 0:
-        writer.writerow(["step", "loss", "lr", "seconds"])
+    log = TrainLog(out / "train_log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
     t0, running = time.time(), []
     model.train()
     for step in range(start, steps):
@@ -281,8 +282,8 @@ def train_loop(name: str, network_cfg: dict, batch_fn, loss_fn, steps: int, lr: 
         sched.step()
         running.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            writer.writerow([step + 1, f"{np.mean(running):.5f}", f"{sched.get_last_lr()[0]:.2e}",
-                             f"{time.time() - t0:.1f}"])
+            log.writerow([step + 1, f"{np.mean(running):.5f}", f"{sched.get_last_lr()[0]:.2e}",
+                          f"{time.time() - t0:.1f}"])
             log.flush()
             print(f"{name} step {step + 1}/{steps} loss {np.mean(running):.4f} {time.time() - t0:.0f}s", flush=True)
             running = []
@@ -335,8 +336,7 @@ def main() -> None:
         card["thresholds"] = organ_thresholds(model, args.train, int(args.patch))
     save_model(model, card, fold, ROOT / "models" / "folds")  # every fold, for scripts/evaluate_annotate.py
     if args.ship:
-        save_model(model, {**card, "name": args.ship}, args.ship)
-        (ROOT / "models" / f"{args.ship}.train_log.csv").write_text((out / "train_log.csv").read_text())
+        ship(model, {**card, "name": args.ship}, args.ship, out, log_name="train_log.csv")
     print(f"done {out.name} in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 

@@ -8,6 +8,9 @@ Phase 2: L1 + relativistic-average adversarial loss from a spectral-norm patch d
 from the encoder of the shipped denoiser ``denoise_unet2d`` (trained here; no downloaded perceptual weights).
 The degradation is the one of the fidelity model: area averaging over scale x scale blocks plus faint noise
 (``SuperResolveTask``), on the same subject split (``TRAIN_ITEMS``; ``HELDOUT_ITEMS`` never seen).
+Its own loop, not the shared trainer's (one network, one loss): a generator and a discriminator with two optimisers
+and a two-phase schedule; checkpoints and the log (CSV + TensorBoard) go through ``medscan.train.trainer``, export
+through ``medscan.train.runs``.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@
 No CT+MR pair of one patient exists here, so this is CycleGAN-style unpaired training on 2-D slices: two small
 generators (MR->CT, CT->MR; ``medscan.nets.cyclegan.TranslatorGenerator``), two spectral-norm patch
 discriminators (``medscan.nets.esrgan.PatchDiscriminator``, the one the GAN super-resolution trains), LSGAN
-adversarial losses, cycle L1 (MR->CT->MR and CT->MR->CT) and identity L1. Checkpoints use
-``medscan.train.trainer`` (resumable, same random streams).
+adversarial losses, cycle L1 (MR->CT->MR and CT->MR->CT) and identity L1. Its own loop, not the shared trainer's
+(which trains one network on one task): four networks and two optimisers; checkpoints and the log (CSV + TensorBoard)
+go through ``medscan.train.trainer`` (resumable, same random streams), export through ``medscan.train.runs``.
 
 Data (split by subject, a subset of ``medscan.train.data.TRAIN_ITEMS``; nothing of ``HELDOUT_ITEMS`` is seen):
 MR = the T1-weighted training volumes (head T1 with skull, one skull-stripped glioma T1 and T1c, one chest T1);

@@ -5,6 +5,9 @@
 Seven types (``medscan.synth.quality.SLICE_TYPES``) on the synthesis training slices (128 x 128 class grids, model
 units); augmented with flips, small shifts, contrast (gamma) changes and noise so that it scores anatomy and
 contrast, not the exact training pixels. Accuracy on the held-out subjects goes into the card.
+Its own loop, not the shared trainer's (restoration tasks on SliceBank patches): a classifier with class-balanced
+draws from the cached synthesis slices; the log (CSV + TensorBoard) is the trainer's ``TrainLog`` in ``--workdir``,
+shipping ``medscan.train.runs.ship``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
-from medscan.nets.weights import save_model  # noqa: E402
 from medscan.synth.data import SYNTH_HELDOUT, SYNTH_TRAIN, SynthSlices, extract_slices  # noqa: E402
 from medscan.synth.quality import SLICE_TYPES, encode, slice_type  # noqa: E402
+from medscan.train.runs import ship  # noqa: E402
+from medscan.train.trainer import TrainLog  # noqa: E402
 
 NAME = "slice_type2d"
 NETWORK = {"kind": "slice_classifier", "args": {"channels": [16, 32, 64, 128], "outputs": len(SLICE_TYPES)}}
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / NAME, help="where the run's log goes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -69,7 +74,8 @@ def main() -> None:
     model = build_network(NETWORK)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps)
-    began, log = time.time(), ["step,loss,lr,seconds"]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    began, log = time.time(), TrainLog(args.workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=False)
     losses = []
     model.train()
     for step in range(1, args.steps + 1):
@@ -82,8 +88,12 @@ def main() -> None:
         schedule.step()
         losses.append(loss.item())
         if step % 20 == 0:
-            log.append(f"{step},{np.mean(losses[-20:]):.5f},{schedule.get_last_lr()[0]:.2e},{time.time() - began:.1f}")
-            print(log[-1], flush=True)
+            row = [step, f"{np.mean(losses[-20:]):.5f}", f"{schedule.get_last_lr()[0]:.2e}",
+                   f"{time.time() - began:.1f}"]
+            log.writerow(row)
+            log.flush()
+            print(",".join(map(str, row)), flush=True)
+    log.close()
     model.eval()
     held_types = np.array([slice_type(label, src) for label, src in zip(heldout.labels, heldout.sources, strict=True)])
     _, predicted = encode(model, heldout.images)
@@ -103,10 +113,8 @@ def main() -> None:
         "evaluation": {"heldout_accuracy": round(float(np.mean(predicted == held_types)), 3),
                        "heldout_accuracy_per_type": per_type, "heldout_slices": len(held_types)},
     }
-    args.models.mkdir(parents=True, exist_ok=True)
-    (args.models / f"{NAME}.train_log.csv").write_text("\n".join(log) + "\n")
     print("held-out accuracy", card["evaluation"])
-    print("wrote", save_model(model, card, NAME, args.models))
+    print("wrote", ship(model, card, NAME, args.workdir, args.models))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ Epsilon-prediction DDPM (1000 steps, scaled-linear betas) on 128 x 128 axial sli
 label is replaced by "none" 15 % of the time and the lesion mask (where the slice has one) is given 70 % of the time,
 so one network samples unconditionally, per class, and with a lesion mask. The learning rate follows a cosine over
 the time budget (not a step count: the machine's speed varies), and the shipped weights are the EMA of the weights.
+Its own loop, not the shared trainer's (a restoration task on patches, by step count): a diffusion model with a noise
+schedule, EMA weights and a time budget; checkpoints and the log (CSV + TensorBoard) go through
+``medscan.train.trainer``, export through ``medscan.train.runs``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
-from medscan.nets.weights import save_model  # noqa: E402
 from medscan.synth.data import (  # noqa: E402
     CLASSES,
     CT_WINDOW,
@@ -38,6 +40,7 @@ from medscan.synth.data import (  # noqa: E402
     extract_slices,
 )
 from medscan.synth.sampler import SCHEDULE  # noqa: E402
+from medscan.train.runs import add_export_checkpoint, ship  # noqa: E402
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint  # noqa: E402
 
 NAME = "synth_diffusion2d"
@@ -97,7 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / NAME)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
-    parser.add_argument("--export-only", action="store_true")
+    add_export_checkpoint(parser, "models/synth_diffusion2d (the EMA weights)")
+    parser.add_argument("--export-only", dest="export_checkpoint", action="store_true", help="the same")
     parser.add_argument("--reset-ema", action="store_true",
                         help="restart the weight average from the current weights (after changing the target)")
     args = parser.parse_args()
@@ -116,7 +120,7 @@ def main() -> None:
     start = load_checkpoint(checkpoint, rng, generator, model=model, ema=ema, optimizer=optimizer)
     commands_file = args.workdir / "commands.json"  # a resumed run's card lists every run that made its weights
     commands = json.loads(commands_file.read_text()) if start and commands_file.exists() else []
-    if not args.export_only:
+    if not args.export_checkpoint:
         commands.append("python scripts/train_synth.py " + " ".join(sys.argv[1:]))
         commands_file.write_text(json.dumps(commands, indent=1))
     elapsed = json.loads(elapsed_file.read_text())["seconds"] if start and elapsed_file.exists() else 0.0
@@ -135,12 +139,12 @@ def main() -> None:
     log, writer = open_log(args.workdir / "log.csv", ["step", "loss", "lr", "seconds"], resume=start > 0)
     step, losses, began = start, [], time.time() - elapsed
     ema_start_file = args.workdir / "ema_start.json"
-    if args.reset_ema and not args.export_only:
+    if args.reset_ema and not args.export_checkpoint:
         ema.load_state_dict(model.state_dict())
         ema_start_file.write_text(json.dumps({"step": start}))
     ema_start = json.loads(ema_start_file.read_text())["step"] if ema_start_file.exists() else 0
     model.train()
-    while not args.export_only and time.time() - began < budget:
+    while not args.export_checkpoint and time.time() - began < budget:
         step += 1
         fraction = (time.time() - began) / budget
         lr = args.lr * min(1.0, step / 100) * (0.5 * (1 + np.cos(np.pi * min(fraction, 1.0))) * 0.95 + 0.05)
@@ -171,7 +175,7 @@ def main() -> None:
         if step % 100 == 0:
             save_checkpoint(checkpoint, step, rng, generator, model=model, ema=ema, optimizer=optimizer)
             elapsed_file.write_text(json.dumps({"seconds": time.time() - began}))
-    if not args.export_only:
+    if not args.export_checkpoint:
         save_checkpoint(checkpoint, step, rng, generator, model=model, ema=ema, optimizer=optimizer)
         elapsed_file.write_text(json.dumps({"seconds": time.time() - began}))
     log.close()
@@ -199,11 +203,7 @@ def main() -> None:
                      "final_loss": float(np.mean(losses[-100:])) if losses else logged_loss(args.workdir / "log.csv"),
                      "command": " ; then ".join(commands)},
     }
-    args.models.mkdir(parents=True, exist_ok=True)
-    log_src = args.workdir / "log.csv"
-    if log_src.exists():
-        (args.models / f"{NAME}.train_log.csv").write_text(log_src.read_text())
-    print("wrote", save_model(ema, card, NAME, args.models))
+    print("wrote", ship(ema, card, NAME, args.workdir, args.models))
 
 
 if __name__ == "__main__":

@@ -89,14 +89,15 @@ def from_checkpoint(workdir: Path, config_class: type, parts: tuple[str, ...] = 
     return result
 
 
-def ship(model: Any, card: dict[str, Any], name: str, workdir: Path, folder: Path | None = None) -> Path:
+def ship(model: Any, card: dict[str, Any], name: str, workdir: Path, folder: Path | None = None,
+         log_name: str = "log.csv") -> Path:
     """Write ``model`` and its ``card`` as ``<folder>/<name>.safetensors`` / ``.json`` (default folder: the models
-    folder, ``MEDSCAN_MODELS`` or ``models/``) and copy the run's ``log.csv`` beside them as
-    ``<name>.train_log.csv`` (the docs draw the loss curves from it); the card's path."""
+    folder, ``MEDSCAN_MODELS`` or ``models/``) and copy the run's log (``workdir/log_name``, when there is one)
+    beside them as ``<name>.train_log.csv`` (the docs draw the loss curves from it); the card's path."""
     from medscan.nets.weights import save_model
 
     path = save_model(model, card, name, folder)
-    log = workdir / "log.csv"
+    log = workdir / log_name
     if log.exists():
         (path.parent / f"{name}.train_log.csv").write_text(log.read_text())
     return path
