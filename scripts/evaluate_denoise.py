@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from medscan.train.data import DATA_ROOT, DENOISE_HELDOUT_ITEMS, DENOISE_TRAIN_ITEMS, intensity_window
+from medscan.train.evaluation import print_method_table
 from medscan.train.metrics import (
     Timed,
     body_mask,
@@ -380,13 +381,7 @@ def print_tables(tables: dict[str, Any]) -> None:
               "tv": "TV (tuned on train)"}
     for name, table in tables.items():
         print(f"\n### {name} — {table['slices']} slices from {', '.join(table['items'])}\n")
-        print("| method | PSNR dB | PSNR body dB | SSIM | SSIM body | s/slice wall | s/slice CPU |")
-        print("|---|---|---|---|---|---|---|")
-        for method in METHODS:
-            m = table["methods"][method]
-            timing = ("—", "—") if method == "noisy" else (pm(m["wall_s"], 3), pm(m["cpu_s"], 3))
-            print(f"| {labels[method]} | {pm(m['psnr'], 2)} | {pm(m['psnr_body'], 2)} | {pm(m['ssim'], 4)} | "
-                  f"{pm(m['ssim_body'], 4)} | {timing[0]} | {timing[1]} |")
+        print_method_table(table, METHODS, labels, untimed=("noisy",))
         print(f"\nours − BM3D: {table['ours_minus_bm3d_db']:+.2f} dB whole, "
               f"{table['ours_minus_bm3d_db_body']:+.2f} dB body; ours is "
               f"{table['speedup_vs_bm3d_wall']:.0f}x faster than BM3D (wall), "

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, intensity_window
+from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.evaluation import heldout_parser, write_card_figures
 from medscan.train.metrics import (
     Timed,
@@ -42,6 +42,7 @@ from medscan.train.metrics import (
     body_mask,
     choose_slices,
     gradient_energy,
+    in_plane_case,
     load_volume,
     normalise,
     pm,
@@ -97,13 +98,10 @@ def evaluate(items: tuple[str, ...], per_item: int, fidelity, gan) -> list[dict[
     for item in items:
         volume, modality = load_volume(item)
         for k in choose_slices(volume, per_item):
-            low_phys = area_downsample(volume[k], SCALE)
-            shape = (low_phys.shape[0] * SCALE, low_phys.shape[1] * SCALE)
-            window = intensity_window(volume[k][:shape[0], :shape[1]])
-            clean = normalise(volume[k][:shape[0], :shape[1]], window)
+            low_phys, clean, low, window = in_plane_case(volume[k], SCALE)
+            shape = clean.shape
             runs = {"fidelity": _ours(fidelity, low_phys[None]),
                     "gan": _consistent(_ours(gan, low_phys[None]), low_phys)}
-            low = normalise(low_phys, window)
             outputs = {"bicubic": timed(lambda lo=low, s=shape: resize(lo, s, "bicubic")),
                        **{m: Timed(normalise(r.output[0], window), r.wall_s, r.cpu_s) for m, r in runs.items()}}
             record = {"item": item, "modality": modality, "slice": k, "condition": f"in-plane x{SCALE}",

@@ -32,13 +32,12 @@ import numpy as np
 
 from medscan.degrade.motion import SEVERITIES, add_motion
 from medscan.train.data import intensity_window
-from medscan.train.evaluation import heldout_parser, run_tasks
+from medscan.train.evaluation import heldout_parser, print_method_table, run_tasks
 from medscan.train.metrics import (
     Timed,
     choose_slices,
     load_volume,
     normalise,
-    pm,
     psnr,
     score_methods,
     slice_seed,
@@ -230,13 +229,7 @@ def print_tables(tables: dict[str, Any]) -> None:
     for condition, table in tables.items():
         print(f"\n### {MODEL}: {condition} motion — {table['slices']} held-out MR slices from "
               f"{len(table['items'])} items\n")
-        print("| method | PSNR dB | PSNR body dB | SSIM | SSIM body | s/slice wall | s/slice CPU |")
-        print("|---|---|---|---|---|---|---|")
-        for method in METHODS:
-            m = table["methods"][method]
-            timing = ("—", "—") if method == "input" else (pm(m["wall_s"], 3), pm(m["cpu_s"], 3))
-            print(f"| {LABELS[method]} | {pm(m['psnr'], 2)} | {pm(m['psnr_body'], 2)} | {pm(m['ssim'], 4)} | "
-                  f"{pm(m['ssim_body'], 4)} | {timing[0]} | {timing[1]} |")
+        print_method_table(table, METHODS, LABELS)
         print(f"\nours − corrupted input: {table['ours_minus_input_db']:+.2f} dB whole, "
               f"{table['ours_minus_input_db_body']:+.2f} dB body, SSIM {table['ours_minus_input_ssim']:+.4f}; "
               f"ours − autofocus {table['ours_minus_autofocus_db']:+.2f} dB (target ≥ {TARGET_DB:+.1f} dB and "

@@ -33,16 +33,16 @@ import numpy as np
 from medscan.train.data import HELDOUT_ITEMS, intensity_window
 from medscan.train.evaluation import (
     heldout_parser,
+    print_method_table,
     run_tasks,
     write_card_figures,  # noqa: F401 - evaluate_translate.py, until it moves too
 )
 from medscan.train.metrics import (
     Timed,
-    area_downsample,
     choose_slices,
+    in_plane_case,
     load_volume,
     normalise,
-    pm,
     psnr,
     resize,
     score_methods,
@@ -210,11 +210,8 @@ def evaluate_in_plane(items: tuple[str, ...], per_item: int, model, scale: int) 
     for item in items:
         volume, modality = load_volume(item)
         for k in choose_slices(volume, per_item):
-            low_phys = area_downsample(volume[k], scale)
-            shape = (low_phys.shape[0] * scale, low_phys.shape[1] * scale)
-            window = intensity_window(volume[k][:shape[0], :shape[1]])
-            clean = normalise(volume[k][:shape[0], :shape[1]], window)
-            low = normalise(low_phys, window)
+            low_phys, clean, low, window = in_plane_case(volume[k], scale)
+            shape = clean.shape
             ours = _ours(model, low_phys[None])
             outputs = {
                 "ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s),
@@ -303,13 +300,7 @@ def print_tables(task: str, tables: dict[str, Any]) -> None:
     for condition, table in tables.items():
         print(f"\n### {MODELS[task]}: {condition} — {table['slices']} held-out slices from "
               f"{len(table['items'])} items\n")
-        print("| method | PSNR dB | PSNR body dB | SSIM | SSIM body | s/slice wall | s/slice CPU |")
-        print("|---|---|---|---|---|---|---|")
-        for method in METHODS[task]:
-            m = table["methods"][method]
-            timing = ("—", "—") if method == "input" else (pm(m["wall_s"], 3), pm(m["cpu_s"], 3))
-            print(f"| {LABELS[method]} | {pm(m['psnr'], 2)} | {pm(m['psnr_body'], 2)} | {pm(m['ssim'], 4)} | "
-                  f"{pm(m['ssim_body'], 4)} | {timing[0]} | {timing[1]} |")
+        print_method_table(table, METHODS[task], LABELS)
         print(f"\nours − {LABELS[table['baseline']]}: {table['ours_minus_baseline_db']:+.2f} dB whole, "
               f"{table['ours_minus_baseline_db_body']:+.2f} dB body (target ≥ {table['target_db']:+.1f}: "
               f"{'met' if table['target_met'] else 'NOT met'})")

@@ -88,3 +88,18 @@ def run_tasks(script: str, argv: list[str] | None, args: argparse.Namespace, ite
         args.json.write_text(json.dumps(payload, indent=2, default=float))
         print(f"wrote {args.json}")
     return 0
+
+
+def print_method_table(table: dict[str, Any], methods: tuple[str, ...] | list[str], labels: dict[str, str],
+                       untimed: tuple[str, ...] = ("input",)) -> None:
+    """Print one condition's table as Markdown: per method (named by ``labels``) PSNR and SSIM over the whole slice
+    and the body, mean ± sd, and seconds per slice (wall, CPU; a dash for the methods in ``untimed``)."""
+    from medscan.train.metrics import pm
+
+    print("| method | PSNR dB | PSNR body dB | SSIM | SSIM body | s/slice wall | s/slice CPU |")
+    print("|---|---|---|---|---|---|---|")
+    for method in methods:
+        m = table["methods"][method]
+        timing = ("—", "—") if method in untimed else (pm(m["wall_s"], 3), pm(m["cpu_s"], 3))
+        print(f"| {labels[method]} | {pm(m['psnr'], 2)} | {pm(m['psnr_body'], 2)} | {pm(m['ssim'], 4)} | "
+              f"{pm(m['ssim_body'], 4)} | {timing[0]} | {timing[1]} |")

@@ -186,6 +186,18 @@ def area_downsample(image: np.ndarray, scale: int) -> np.ndarray:
     return image[:h, :w].reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3)).astype(np.float32)
 
 
+def in_plane_case(slice_phys: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """One in-plane super-resolution case: (the slice area-averaged over ``scale`` x ``scale`` blocks in physical
+    units, the clean slice cropped to a multiple of ``scale`` and normalised to its window, the low-resolution
+    slice normalised to that window, the window). The clean slice's shape is the output grid."""
+    from medscan.nets.normalize import intensity_window
+
+    low_phys = area_downsample(slice_phys, scale)
+    cropped = slice_phys[:low_phys.shape[0] * scale, :low_phys.shape[1] * scale]
+    window = intensity_window(cropped)
+    return low_phys, normalise(cropped, window), normalise(low_phys, window), window
+
+
 def resize(image: np.ndarray, shape: tuple[int, int], method: str) -> np.ndarray:
     """OpenCV resampling (pixel-centre aligned, like the scanner grid): 'bicubic', 'lanczos' or 'linear'."""
     import cv2
