@@ -38,6 +38,7 @@ from medscan.annotate import learned as L  # noqa: E402
 from medscan.io import load  # noqa: E402
 from medscan.nets.weights import load_model, models_dir  # noqa: E402
 from medscan.train.data import DATA_ROOT  # noqa: E402
+from medscan.train.evaluation import edit_card  # noqa: E402
 
 FOLDS = models_dir() / "folds"
 BRAIN = {"du_7294": "labelled/brain_tumour_tcga_du_7294", "fg_6692": "labelled/brain_tumour_tcga_fg_6692"}
@@ -358,12 +359,8 @@ def write_cards(results: dict, text: str) -> None:
     sections = {"tumour_seg2d": {"tumour_dice_loso": results["tumour"], "explanations": results["explanations"]},
                 "organ_seg2d": {"organ_dice": results["organs"]},
                 "anomaly_dae2d": {"anomaly": results["anomaly"]}}
-    for name, section in sections.items():
-        path = models_dir() / f"{name}.json"
-        if not path.exists():
-            print(f"(no card {path.name}; skipped)")
-            continue
-        card = json.loads(path.read_text())
+
+    def add_section(card: dict, name: str, section: dict) -> None:
         if name == "tumour_seg2d":  # the operating threshold: chosen on the shipped fold's training subject
             shipped = next(r for r in results["tumour"] if r["shipped"])
             card["threshold"] = shipped["threshold"]
@@ -376,8 +373,11 @@ def write_cards(results: dict, text: str) -> None:
         card["evaluation"] = {**section, "script": "scripts/evaluate_annotate.py", "tables": text,
                               "note": "agreement with pseudo-labels (BraTS-Toolkit / TotalSegmentator), not accuracy",
                               **kept}
-        path.write_text(json.dumps(card, indent=2))
-        print(f"wrote evaluation into {path.name}")
+
+    for name, section in sections.items():
+        path = edit_card(name, lambda card, name=name, section=section: add_section(card, name, section))
+        if path is not None:
+            print(f"wrote evaluation into {path.name}")
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from medscan.annotate import lesion_eval as E  # noqa: E402
 from medscan.nets.weights import load_model, models_dir  # noqa: E402
 from medscan.train.data import DATA_ROOT  # noqa: E402
+from medscan.train.evaluation import edit_card  # noqa: E402
 
 FOLDS = models_dir() / "folds"
 MS = {"ms07": "paired/brain_ms_patient07", "ms19": "paired/brain_ms_patient19"}
@@ -155,12 +156,7 @@ def table(rows: list[dict]) -> str:
 def write_cards(rows: list[dict], shipped: dict | None) -> None:
     """The rows into each card's evaluation (``ms_lesions``; the docs render them as a table), the rest of the card
     untouched; ``lesion_seg2d`` also gets its operating threshold (``shipped``)."""
-    for name in CARDS:
-        path = models_dir() / f"{name}.json"
-        if not path.exists():
-            print(f"(no card {path.name}; skipped)")
-            continue
-        card = json.loads(path.read_text())
+    def add_rows(card: dict, name: str) -> None:
         evaluation = card.setdefault("evaluation", {})
         evaluation["ms_lesions"] = {
             "script": "scripts/evaluate_lesions.py",
@@ -182,8 +178,11 @@ def write_cards(rows: list[dict], shipped: dict | None) -> None:
             evaluation["ms_lesions"]["shipped_model"] = (
                 "trained on BOTH MS subjects, so no held-out subject is left for it here: the segmentation rows are "
                 "its two leave-one-subject-out folds (models/folds/lesions_ms07, lesions_ms19), same recipe")
-        path.write_text(json.dumps(card, indent=2))
-        print(f"wrote ms_lesions into {path.name}")
+
+    for name in CARDS:
+        path = edit_card(name, lambda card, name=name: add_rows(card, name))
+        if path is not None:
+            print(f"wrote ms_lesions into {path.name}")
 
 
 def main() -> None:

@@ -30,10 +30,30 @@ def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any],
     data = dict(card.data)
     nested = {k: v for k, v in (data.get("evaluation") or {}).items() if isinstance(v, dict) and "script" in v}
     data["evaluation"] = {**meta, "tables": tables, **nested}
-    tmp = card.path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, card.path)
+    _write_card(card.path, data)
     return card.path
+
+
+def edit_card(name: str, edit: Callable[[dict[str, Any]], None], folder: Path | None = None) -> Path | None:
+    """Let ``edit`` change the card of model ``name`` in place (``folder``, default the models folder) and write it
+    back atomically: only the card changes, so the weights' sha256 still holds. Without a card: says so in one line
+    and returns None; else the card's path."""
+    from medscan.nets.weights import models_dir
+
+    path = (folder or models_dir()) / f"{name}.json"
+    if not path.exists():
+        print(f"(no card {path.name}; skipped)")
+        return None
+    card = json.loads(path.read_text())
+    edit(card)
+    _write_card(path, card)
+    return path
+
+
+def _write_card(path: Path, card: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, path)
 
 
 def heldout_parser(description: str | None, slices: int, quick: str) -> argparse.ArgumentParser:
