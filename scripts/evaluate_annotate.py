@@ -375,9 +375,7 @@ def write_cards(results: dict, text: str) -> None:
                               **kept}
 
     for name, section in sections.items():
-        path = edit_card(name, lambda card, name=name, section=section: add_section(card, name, section))
-        if path is not None:
-            print(f"wrote evaluation into {path.name}")
+        edit_card(name, lambda card, name=name, section=section: add_section(card, name, section))
 
 
 def main() -> None:

@@ -40,14 +40,15 @@ from medscan.train.metrics import (
     Timed,
     area_downsample,
     body_mask,
-    choose_slices,
     gradient_energy,
+    heldout_slices,
     in_plane_case,
     load_volume,
     normalise,
     pm,
     resize,
     score_methods,
+    slice_record,
     spectrum_match,
     summarize,
     timed,
@@ -95,23 +96,20 @@ def _consistent(raw: Timed, low_phys: np.ndarray) -> Timed:
 
 def evaluate(items: tuple[str, ...], per_item: int, fidelity, gan) -> list[dict[str, Any]]:
     records = []
-    for item in items:
-        volume, modality = load_volume(item)
-        for k in choose_slices(volume, per_item):
-            low_phys, clean, low, window = in_plane_case(volume[k], SCALE)
-            shape = clean.shape
-            runs = {"fidelity": _ours(fidelity, low_phys[None]),
-                    "gan": _consistent(_ours(gan, low_phys[None]), low_phys)}
-            outputs = {"bicubic": timed(lambda lo=low, s=shape: resize(lo, s, "bicubic")),
-                       **{m: Timed(normalise(r.output[0], window), r.wall_s, r.cpu_s) for m, r in runs.items()}}
-            record = {"item": item, "modality": modality, "slice": k, "condition": f"in-plane x{SCALE}",
-                      "methods": {}}
-            score_methods(record, clean, outputs)
-            _sharpness(record, clean, outputs)
-            records.append(record)
-            print(f"  {item.split('/')[-2 if item.endswith('.gz') else -1][:28]:28s} slice {k:3d} " + " ".join(
-                f"{m}: PSNR {v['psnr']:.2f} GE {v['ge_ratio']:.2f} LSD {v['lsd_upper_db']:.1f}"
-                for m, v in record["methods"].items()), flush=True)
+    for item, modality, volume, k in heldout_slices(items, per_item):
+        low_phys, clean, low, window = in_plane_case(volume[k], SCALE)
+        shape = clean.shape
+        runs = {"fidelity": _ours(fidelity, low_phys[None]),
+                "gan": _consistent(_ours(gan, low_phys[None]), low_phys)}
+        outputs = {"bicubic": timed(lambda lo=low, s=shape: resize(lo, s, "bicubic")),
+                   **{m: Timed(normalise(r.output[0], window), r.wall_s, r.cpu_s) for m, r in runs.items()}}
+        record = slice_record(item, modality, k, f"in-plane x{SCALE}")
+        score_methods(record, clean, outputs)
+        _sharpness(record, clean, outputs)
+        records.append(record)
+        print(f"  {item.split('/')[-2 if item.endswith('.gz') else -1][:28]:28s} slice {k:3d} " + " ".join(
+            f"{m}: PSNR {v['psnr']:.2f} GE {v['ge_ratio']:.2f} LSD {v['lsd_upper_db']:.1f}"
+            for m, v in record["methods"].items()), flush=True)
     return records
 
 

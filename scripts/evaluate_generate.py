@@ -40,6 +40,7 @@ from medscan.train.metrics import (
     normalise,
     pm,
     psnr,
+    slice_record,
     slice_seed,
     ssim,
     summarize,
@@ -131,8 +132,7 @@ def evaluate_inpaint(items: tuple[str, ...], per_item: int, model) -> list[dict[
                 masks = np.stack([hole if on else np.zeros_like(hole) for on in extent])[None]
                 ours = _ours_fill(model, stacks, masks)
                 outputs = {"ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s), **baselines}
-                record = {"item": item, "modality": modality, "slice": k, "condition": case, "mask_kind": kind,
-                          "mask_fraction": float(hole.mean()), "methods": {}}
+                record = slice_record(item, modality, k, case, mask_kind=kind, mask_fraction=float(hole.mean()))
                 for method, result in outputs.items():
                     record["methods"][method] = {"psnr": psnr(clean, result.output, hole),
                                                  "ssim": ssim(clean, result.output, hole),
@@ -165,8 +165,7 @@ def evaluate_fill_slices(items: tuple[str, ...], per_item: int, model) -> list[d
                 window = intensity_window(volume[z])
                 clean = normalise(volume[z], window)
                 body = body_mask(clean)
-                record = {"item": item, "modality": modality, "slice": z, "condition": condition,
-                          "generated_slices": int(missing.sum()), "methods": {}}
+                record = slice_record(item, modality, z, condition, generated_slices=int(missing.sum()))
                 for method, result in whole.items():
                     estimate = normalise(result.output[z], window)
                     record["methods"][method] = {"psnr": psnr(clean, estimate), "ssim": ssim(clean, estimate),

@@ -180,9 +180,7 @@ def write_cards(rows: list[dict], shipped: dict | None) -> None:
                 "its two leave-one-subject-out folds (models/folds/lesions_ms07, lesions_ms19), same recipe")
 
     for name in CARDS:
-        path = edit_card(name, lambda card, name=name: add_rows(card, name))
-        if path is not None:
-            print(f"wrote ms_lesions into {path.name}")
+        edit_card(name, lambda card, name=name: add_rows(card, name), "ms_lesions")
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from medscan.train.metrics import (
     slice_seed,
     summarize,
     timed,
+    warm_timed,
 )
 from medscan.train.task_motion import MR_HELDOUT_ITEMS
 
@@ -170,7 +171,6 @@ def evaluate(items: tuple[str, ...], per_item: int, model, tv_weights: dict[str,
     from medscan.ops.motion import motion_correct_planes
 
     cpu = torch.device("cpu")
-    warmed: set[tuple[int, ...]] = set()
     records = []
     for item in items:
         volume, modality = load_volume(item)
@@ -182,10 +182,8 @@ def evaluate(items: tuple[str, ...], per_item: int, model, tv_weights: dict[str,
             for severity in SEVERITIES:
                 corrupted = corrupt(clean, severity, axis, slice_seed(item, k, "motion", severity))
                 physical = (corrupted * (hi - lo) + lo)[None]
-                if physical.shape not in warmed:  # oneDNN picks kernels per shape: keep that out of the timing
-                    motion_correct_planes(physical, model, cpu, axis)
-                    warmed.add(physical.shape)
-                ours = timed(lambda p=physical, a=axis: motion_correct_planes(p, model, cpu, a)[0])
+                ours = warm_timed(lambda p=physical, a=axis: motion_correct_planes(p, model, cpu, a)[0],
+                                  ("motion", physical.shape))
                 outputs = {
                     "input": Timed(corrupted, 0.0, 0.0),
                     "autofocus": timed(lambda c=corrupted, a=axis: _baseline(c, a)),

@@ -40,12 +40,14 @@ from medscan.train.evaluation import (
 from medscan.train.metrics import (
     Timed,
     choose_slices,
+    heldout_slices,
     in_plane_case,
     load_volume,
     normalise,
     psnr,
     resize,
     score_methods,
+    slice_record,
     slice_seed,
     summarize,
     timed,
@@ -179,58 +181,60 @@ def _ours(model, planes_phys: np.ndarray, psf_sigma: float | None = None) -> Tim
 
 def evaluate_sharpen(items: tuple[str, ...], per_item: int, model, tuned: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
-    for item in items:
-        volume, modality = load_volume(item)
-        for k in choose_slices(volume, per_item):
-            window = intensity_window(volume[k])
-            lo, hi = window
-            clean = normalise(volume[k], window)
-            for sigma in BLUR_SIGMAS:
-                blurred = blur(clean, sigma, BLUR_NOISE, slice_seed(item, k, "blur", sigma))
-                ours = _ours(model, (blurred * (hi - lo) + lo)[None], psf_sigma=sigma)
-                blind = _ours(model, (blurred * (hi - lo) + lo)[None], psf_sigma=0.0)
-                radius, amount = tuned["unsharp"][str(sigma)]
-                outputs = {
-                    "input": Timed(blurred, 0.0, 0.0),
-                    "ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s),
-                    "ours_blind": Timed(normalise(blind.output[0], window), blind.wall_s, blind.cpu_s),
-                    "richardson_lucy": timed(lambda b=blurred, s=sigma: richardson_lucy(b, s, tuned["rl"][str(s)])),
-                    "unsharp": timed(lambda b=blurred, r=radius, a=amount: unsharp(b, r, a)),
-                }
-                record = {"item": item, "modality": modality, "slice": k, "condition": f"blur sigma {sigma} px",
-                          "methods": {}}
-                score_methods(record, clean, outputs)
-                records.append(record)
-                _print_record(record)
-    return records
-
-
-def evaluate_in_plane(items: tuple[str, ...], per_item: int, model, scale: int) -> list[dict[str, Any]]:
-    records = []
-    for item in items:
-        volume, modality = load_volume(item)
-        for k in choose_slices(volume, per_item):
-            low_phys, clean, low, window = in_plane_case(volume[k], scale)
-            shape = clean.shape
-            ours = _ours(model, low_phys[None])
+    for item, modality, volume, k in heldout_slices(items, per_item):
+        window = intensity_window(volume[k])
+        lo, hi = window
+        clean = normalise(volume[k], window)
+        for sigma in BLUR_SIGMAS:
+            blurred = blur(clean, sigma, BLUR_NOISE, slice_seed(item, k, "blur", sigma))
+            ours = _ours(model, (blurred * (hi - lo) + lo)[None], psf_sigma=sigma)
+            blind = _ours(model, (blurred * (hi - lo) + lo)[None], psf_sigma=0.0)
+            radius, amount = tuned["unsharp"][str(sigma)]
             outputs = {
+                "input": Timed(blurred, 0.0, 0.0),
                 "ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s),
-                "bicubic": timed(lambda lo=low, s=shape: resize(lo, s, "bicubic")),
-                "lanczos": timed(lambda lo=low, s=shape: resize(lo, s, "lanczos")),
+                "ours_blind": Timed(normalise(blind.output[0], window), blind.wall_s, blind.cpu_s),
+                "richardson_lucy": timed(lambda b=blurred, s=sigma: richardson_lucy(b, s, tuned["rl"][str(s)])),
+                "unsharp": timed(lambda b=blurred, r=radius, a=amount: unsharp(b, r, a)),
             }
-            record = {"item": item, "modality": modality, "slice": k, "condition": f"in-plane x{scale}",
-                      "methods": {}}
+            record = slice_record(item, modality, k, f"blur sigma {sigma} px")
             score_methods(record, clean, outputs)
             records.append(record)
             _print_record(record)
     return records
 
 
+def evaluate_in_plane(items: tuple[str, ...], per_item: int, model, scale: int) -> list[dict[str, Any]]:
+    records = []
+    for item, modality, volume, k in heldout_slices(items, per_item):
+        low_phys, clean, low, window = in_plane_case(volume[k], scale)
+        shape = clean.shape
+        ours = _ours(model, low_phys[None])
+        outputs = {
+            "ours": Timed(normalise(ours.output[0], window), ours.wall_s, ours.cpu_s),
+            "bicubic": timed(lambda lo=low, s=shape: resize(lo, s, "bicubic")),
+            "lanczos": timed(lambda lo=low, s=shape: resize(lo, s, "lanczos")),
+        }
+        record = slice_record(item, modality, k, f"in-plane x{scale}")
+        score_methods(record, clean, outputs)
+        records.append(record)
+        _print_record(record)
+    return records
+
+
 def evaluate_through_plane(items: tuple[str, ...], per_item: int, model) -> list[dict[str, Any]]:
-    """Thick slices from pairs of slices; every method restores the whole volume, scored on chosen slices."""
+    """Thick slices from pairs of slices; every method restores the whole volume, scored on chosen slices.
+
+    Ours runs as the operation's output member does (``super_resolve`` through-plane: ``run_planes`` on the
+    (H, K, W) reformats, rows along the slice axis); the operation's flipped copies for its uncertainty map are not
+    timed, as in the in-plane rows."""
     import torch
 
-    from medscan.ops.restore import _through_plane
+    from medscan.ops.restore import run_planes
+
+    def through_plane(thick: np.ndarray) -> np.ndarray:
+        reformats = np.ascontiguousarray(thick.transpose(1, 0, 2))  # (H, K, W)
+        return np.ascontiguousarray(run_planes(reformats, model, torch.device("cpu")).transpose(1, 0, 2))
 
     records = []
     for item in items:
@@ -244,14 +248,13 @@ def evaluate_through_plane(items: tuple[str, ...], per_item: int, model) -> list
             out = np.stack([resize(p, (n_out, p.shape[1]), method) for p in planes])
             return out.transpose(1, 0, 2)
 
-        ours = timed(lambda t=thick: _through_plane(t, model, torch.device("cpu"), None, 0, 1))
+        ours = timed(lambda t=thick: through_plane(t))
         whole = {"ours": ours, "linear": timed(lambda: classical("linear")),
                  "lanczos": timed(lambda: classical("lanczos"))}
         for k in choose_slices(volume, per_item):
             window = intensity_window(volume[k])
             outputs = {m: Timed(normalise(t.output[k], window), t.wall_s, t.cpu_s) for m, t in whole.items()}
-            record = {"item": item, "modality": modality, "slice": k, "condition": "through-plane x2",
-                      "methods": {}}
+            record = slice_record(item, modality, k, "through-plane x2")
             score_methods(record, normalise(volume[k], window), outputs, per_slice=n_out)
             records.append(record)
             _print_record(record)

@@ -199,23 +199,30 @@ def tumour_bank(data: dict[str, np.ndarray]) -> dict[str, list]:
     return {"positive": positive, "healthy": healthy, "cuts": cuts, "anywhere": anywhere}
 
 
+def draw_brain_slice(data: dict, bank: dict, rng: np.random.Generator, split: tuple[float, float], real_cut: float
+                     ) -> tuple[int, np.ndarray, np.ndarray]:
+    """One training slice and its tumour mask (slice index, FLAIR, mask): for a uniform draw r, a slice with tumour
+    when r < split[0], a healthy slice with a lesion inserted when r < split[1] (a real tumour cut with probability
+    ``real_cut``, else a procedural lesion), else any brain slice."""
+    r = rng.random()
+    if r < split[0]:
+        k = bank["positive"][rng.integers(len(bank["positive"]))]
+        return k, data["image"][k], data["tumour"][k]
+    if r < split[1]:
+        k = bank["healthy"][rng.integers(len(bank["healthy"]))]
+        use_real = real_cut > 0 and rng.random() < real_cut
+        cut = bank["cuts"][rng.integers(len(bank["cuts"]))] if use_real else None
+        return k, *insert_lesion(data["image"][k], data["brain"][k], rng, cut)
+    k = bank["anywhere"][rng.integers(len(bank["anywhere"]))]
+    return k, data["image"][k], data["tumour"][k]
+
+
 def sample_brain(data: dict, bank: dict, n: int, size: int, rng: np.random.Generator, *, synthetic_only_procedural=False
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A batch of FLAIR patches and tumour masks: real tumour slices, synthetic insertions, any brain slice."""
     xs, ys = [], []
     for _ in range(n):
-        r = rng.random()
-        if r < 0.4:
-            k = bank["positive"][rng.integers(len(bank["positive"]))]
-            image, mask = data["image"][k], data["tumour"][k]
-        elif r < 0.8:
-            k = bank["healthy"][rng.integers(len(bank["healthy"]))]
-            use_real = not synthetic_only_procedural and rng.random() < 0.6
-            cut = bank["cuts"][rng.integers(len(bank["cuts"]))] if use_real else None
-            image, mask = insert_lesion(data["image"][k], data["brain"][k], rng, cut)
-        else:
-            k = bank["anywhere"][rng.integers(len(bank["anywhere"]))]
-            image, mask = data["image"][k], data["tumour"][k]
+        k, image, mask = draw_brain_slice(data, bank, rng, (0.4, 0.8), 0.0 if synthetic_only_procedural else 0.6)
         if mask.any() and rng.random() < 0.8:
             js, is_ = np.nonzero(mask)
             centre = (int(js.mean()), int(is_.mean()))
@@ -586,17 +593,7 @@ def train_classifier(args, rng, out):
     def batch(step):
         xs, ys = [], []
         for _ in range(args.batch):
-            r = rng.random()
-            if r < 0.35:
-                k = bank["positive"][rng.integers(len(bank["positive"]))]
-                img, msk = data["image"][k], data["tumour"][k]
-            elif r < 0.55:
-                k = bank["healthy"][rng.integers(len(bank["healthy"]))]
-                cut = bank["cuts"][rng.integers(len(bank["cuts"]))] if rng.random() < 0.5 else None
-                img, msk = insert_lesion(data["image"][k], data["brain"][k], rng, cut)
-            else:
-                k = bank["anywhere"][rng.integers(len(bank["anywhere"]))]
-                img, msk = data["image"][k], data["tumour"][k]
+            _, img, msk = draw_brain_slice(data, bank, rng, (0.35, 0.55), 0.5)
             img = L.resample_planes(img[None], (1.0, 1.0), ANOMALY_MM)[0]
             xs.append(np.pad(img, ((0, size - img.shape[0]), (0, size - img.shape[1]))))
             ys.append(float(msk.sum() >= 50))

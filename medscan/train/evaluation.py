@@ -34,10 +34,11 @@ def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any],
     return card.path
 
 
-def edit_card(name: str, edit: Callable[[dict[str, Any]], None], folder: Path | None = None) -> Path | None:
+def edit_card(name: str, edit: Callable[[dict[str, Any]], None], what: str = "evaluation",
+              folder: Path | None = None) -> Path | None:
     """Let ``edit`` change the card of model ``name`` in place (``folder``, default the models folder) and write it
-    back atomically: only the card changes, so the weights' sha256 still holds. Without a card: says so in one line
-    and returns None; else the card's path."""
+    back atomically: only the card changes, so the weights' sha256 still holds. Says in one line that ``what`` was
+    written (or that there is no card: then None); the card's path."""
     from medscan.nets.weights import models_dir
 
     path = (folder or models_dir()) / f"{name}.json"
@@ -47,6 +48,7 @@ def edit_card(name: str, edit: Callable[[dict[str, Any]], None], folder: Path | 
     card = json.loads(path.read_text())
     edit(card)
     _write_card(path, card)
+    print(f"wrote {what} into {path.name}")
     return path
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,22 @@ def load_volume(item: str) -> tuple[np.ndarray, str]:
     scan = load(DATA_ROOT / item)
     volume = scan.voxels if scan.voxels.ndim == 3 else scan.voxels[0]
     return np.asarray(volume, dtype=np.float32), scan.modality
+
+
+def heldout_slices(items: tuple[str, ...] | list[str], per_item: int
+                   ) -> Iterator[tuple[str, str, np.ndarray, int]]:
+    """(item, modality, volume, slice index) for the ``per_item`` slices :func:`choose_slices` picks in each item,
+    item by item (one volume loaded at a time)."""
+    for item in items:
+        volume, modality = load_volume(item)
+        for k in choose_slices(volume, per_item):
+            yield item, modality, volume, k
+
+
+def slice_record(item: str, modality: str, k: int, condition: str, **extra: Any) -> dict[str, Any]:
+    """A per-slice evaluation record: where it comes from, its condition, ``extra`` entries and an empty
+    ``methods`` dict that :func:`score_methods` fills."""
+    return {"item": item, "modality": modality, "slice": k, "condition": condition, **extra, "methods": {}}
 
 
 def normalise(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
