@@ -32,7 +32,15 @@ from medscan.nets.builders import build_network, count_parameters
 from medscan.nets.esrgan import DenoiserFeatures, PatchDiscriminator, feature_loss
 from medscan.nets.weights import load_model
 from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS, SliceBank
-from medscan.train.runs import add_export_checkpoint, from_checkpoint, last_log_row, ship, training_command
+from medscan.train.runs import (
+    add_config_options,
+    add_export_checkpoint,
+    config_options,
+    from_checkpoint,
+    last_log_row,
+    ship,
+    training_command,
+)
 from medscan.train.tasks import SuperResolveTask
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
 
@@ -187,14 +195,14 @@ def _card(config: GanConfig, model: torch.nn.Module, steps: int, workdir: Path, 
     }
 
 
+OPTIONS = ("pretrain_steps", "steps", "batch", "patch", "blocks", "features", "seed", "threads", "lr_pretrain", "lr",
+           "w_l1", "w_feature", "w_adversarial")  # GanConfig fields set from the command line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = GanConfig(name="")
     parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
-    for name in ("pretrain_steps", "steps", "batch", "patch", "blocks", "features", "seed", "threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr_pretrain", "lr", "w_l1", "w_feature", "w_adversarial"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    add_config_options(parser, GanConfig(name=""), OPTIONS)
     parser.add_argument("--workdir", type=Path)
     add_export_checkpoint(parser)
     args = parser.parse_args(argv)
@@ -204,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         run = from_checkpoint(workdir, GanConfig)
         config, model, steps = run["config"], run["model"], run["steps"]
     else:
-        config = GanConfig(name=name, scale=args.scale, **{k: getattr(args, k) for k in (
-            "pretrain_steps", "steps", "batch", "patch", "blocks", "features", "seed", "threads", "lr_pretrain",
-            "lr", "w_l1", "w_feature", "w_adversarial")})
+        config = GanConfig(name=name, scale=args.scale, **config_options(args, OPTIONS))
         result = train(config, workdir)
         model, steps = result["model"], result["steps"]
     path = ship(model, _card(config, model, steps, workdir, training_command()), name, workdir)

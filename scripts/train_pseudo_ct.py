@@ -38,7 +38,15 @@ from medscan.nets.cyclegan import CT_WINDOW_HU, GRID_MM, MR_PERCENTILES, ct_to_u
 from medscan.nets.esrgan import PatchDiscriminator
 from medscan.nets.weights import save_model
 from medscan.train.data import DATA_ROOT, HELDOUT_ITEMS, TRAIN_ITEMS
-from medscan.train.runs import add_export_checkpoint, from_checkpoint, last_log_row, ship, training_command
+from medscan.train.runs import (
+    add_config_options,
+    add_export_checkpoint,
+    config_options,
+    from_checkpoint,
+    last_log_row,
+    ship,
+    training_command,
+)
 from medscan.train.trainer import load_checkpoint, open_log, save_checkpoint
 
 NAME = "pseudo_ct_cyclegan2d"
@@ -261,13 +269,13 @@ def _card(config: CycleConfig, model: torch.nn.Module, steps: int, workdir: Path
     }
 
 
+OPTIONS = ("steps", "batch", "patch", "features", "blocks", "d_features", "seed", "threads", "lr", "w_cycle",
+           "w_identity", "minutes")  # CycleConfig fields set from the command line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = CycleConfig()
-    for name in ("steps", "batch", "patch", "features", "blocks", "d_features", "seed", "threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "w_cycle", "w_identity", "minutes"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    add_config_options(parser, CycleConfig(), OPTIONS)
     parser.add_argument("--workdir", type=Path, default=Path("runs") / NAME)
     parser.add_argument("--models", type=Path, default=None, help="where to write the model (default: models/)")
     add_export_checkpoint(parser, "the models")
@@ -278,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         run = from_checkpoint(workdir, CycleConfig, parts=("model", "model_ct2mr"))
         config, g_ct, g_mr, steps = run["config"], run["model"], run["model_ct2mr"], run["steps"]
     else:
-        config = CycleConfig(**{k: getattr(args, k) for k in (
-            "steps", "batch", "patch", "features", "blocks", "d_features", "seed", "threads", "lr", "w_cycle",
-            "w_identity", "minutes")})
+        config = CycleConfig(**config_options(args, OPTIONS))
         result = train(config, workdir)
         g_ct, g_mr, steps = result["model"], result["model_ct2mr"], result["steps"]
     path = ship(g_ct, _card(config, g_ct, steps, workdir, command, direction="MR->CT"), config.name, workdir,

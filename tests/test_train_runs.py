@@ -104,3 +104,23 @@ def test_the_export_flag_is_left_out_of_the_recorded_command() -> None:
     assert not parser.parse_args([]).export_checkpoint
     argv = ["scripts/train_denoise.py", "--export-checkpoint", "--workdir", "runs/denoise"]
     assert training_command(argv) == "python scripts/train_denoise.py --workdir runs/denoise"
+
+
+def test_config_options_are_typed_and_defaulted_by_the_config() -> None:
+    import argparse
+    from dataclasses import dataclass
+
+    from medscan.train.runs import add_config_options, config_options
+
+    @dataclass
+    class Config:
+        pretrain_steps: int = 600
+        lr: float = 2e-4
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, Config(), ("pretrain_steps", "lr"))
+    assert config_options(parser.parse_args([]), ("pretrain_steps", "lr")) == {"pretrain_steps": 600, "lr": 2e-4}
+    args = parser.parse_args(["--pretrain-steps", "12", "--lr", "1e-3"])
+    assert Config(**config_options(args, ("pretrain_steps", "lr"))) == Config(12, 1e-3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--pretrain-steps", "1.5"])  # an int field takes no fraction

@@ -26,6 +26,20 @@ def add_export_checkpoint(parser: argparse.ArgumentParser, what: str = "models/<
                         help=f"write {what} from the latest checkpoint (of an unfinished run too)")
 
 
+def add_config_options(parser: argparse.ArgumentParser, defaults: Any, names: tuple[str, ...]) -> None:
+    """One option per config field in ``names`` (``lr_pretrain`` -> ``--lr-pretrain``), of the type and with the
+    default that field has in ``defaults`` (an instance of the config dataclass); :func:`config_options` reads
+    them back."""
+    for name in names:
+        value = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+
+
+def config_options(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The values of the options :func:`add_config_options` added, by field name (for the config's constructor)."""
+    return {name: getattr(args, name) for name in names}
+
+
 def training_command(argv: list[str] | None = None) -> str:
     """The command line a card records as ``training.command``: ``python`` and ``argv`` (default ``sys.argv``)
     without ``--export-checkpoint``, so it names the training, not the export."""
