@@ -238,20 +238,16 @@ def decision_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_card(rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+def write_card(rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path | None:
     """Put the table under ``evaluation.by_spacing`` in the model card, keeping the other evaluations (only the
-    card changes, so the weights' sha256 still holds)."""
-    from medscan.nets.weights import load_card
+    card changes, so the weights' sha256 still holds); None when the model has no card."""
+    from medscan.train.evaluation import edit_card
 
-    card = load_card(MODEL)
-    data = dict(card.data)
-    evaluation = dict(data.get("evaluation") or {})
-    evaluation["by_spacing"] = {**meta, "rows": rows, "decisions": decision_rows(rows)}
-    data["evaluation"] = evaluation
-    tmp = card.path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, card.path)
-    return card.path
+    def add(card: dict[str, Any]) -> None:
+        by_spacing = {**meta, "rows": rows, "decisions": decision_rows(rows)}
+        card["evaluation"] = {**(card.get("evaluation") or {}), "by_spacing": by_spacing}
+
+    return edit_card(MODEL, add, what=None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -312,14 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2, default=float))
     if args.cards:
-        from medscan.nets.weights import load_card
-        from medscan.train.evaluation import write_card_figures
+        from medscan.train.evaluation import edit_card, write_card_figures
 
         ref_path = models_dir() / REFERENCE
         reference.save(ref_path)
-        card_obj = load_card(MODEL)
-        data = dict(card_obj.data)
-        data["memorisation"] = {
+        memorisation = {
             "method": "SSIM on the 64x64 grid (2x2 averages of the 128x128 slice, 7x7 Gaussian window sigma 1.5, "
                       "data range 2) against every training slice and its left-right mirror",
             "reference": REFERENCE, "reference_sha256": sha256_of(ref_path),
@@ -329,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "heldout_nn_ssim": {CLASSES[k].name: v for k, v in calibration["heldout_nn_ssim"].items()},
             "generated_nn_ssim": {m["class"]: {**m["generated"], "refused": m["refused"]} for m in memo_rows},
         }
-        tmp = card_obj.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, card_obj.path)
+        edit_card(MODEL, lambda card: card.update(memorisation=memorisation), what=None)
         meta = {"script": "scripts/evaluate_synth.py", "command": "python scripts/evaluate_synth.py "
                 + " ".join(argv if argv is not None else sys.argv[1:]), "minutes": round(minutes, 1),
                 "figure": "docs/figures/synth_grid.png", "heldout_items": list(SYNTH_HELDOUT),

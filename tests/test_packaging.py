@@ -2,8 +2,7 @@
 the licence is GPL-3.0-or-later everywhere it is stated, and the third-party notices name every dependency.
 
 The engine-without-extras tests run the real commands in a Python whose PyQt6, Dask, distributed, TensorBoard and
-matplotlib cannot be
-imported (as after a plain `pip install medscan`), on the bundled sample study.
+matplotlib cannot be imported (as after a plain `pip install medscan`), on the bundled sample study.
 """
 
 from __future__ import annotations

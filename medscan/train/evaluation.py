@@ -34,11 +34,11 @@ def write_card_figures(model: str, tables: dict[str, Any], meta: dict[str, Any],
     return card.path
 
 
-def edit_card(name: str, edit: Callable[[dict[str, Any]], None], what: str = "evaluation",
+def edit_card(name: str, edit: Callable[[dict[str, Any]], None], what: str | None = "evaluation",
               folder: Path | None = None) -> Path | None:
     """Let ``edit`` change the card of model ``name`` in place (``folder``, default the models folder) and write it
     back atomically: only the card changes, so the weights' sha256 still holds. Says in one line that ``what`` was
-    written (or that there is no card: then None); the card's path."""
+    written (nothing when ``what`` is None) or that there is no card (then returns None); the card's path."""
     from medscan.nets.weights import models_dir
 
     path = (folder or models_dir()) / f"{name}.json"
@@ -48,7 +48,8 @@ def edit_card(name: str, edit: Callable[[dict[str, Any]], None], what: str = "ev
     card = json.loads(path.read_text())
     edit(card)
     _write_card(path, card)
-    print(f"wrote {what} into {path.name}")
+    if what is not None:
+        print(f"wrote {what} into {path.name}")
     return path
 
 
