@@ -8,9 +8,9 @@
 Fold <S>: the model ``models/folds/translate_loso_<S>`` trained on the three other paired subjects; the LUTs are
 fitted on the same three (brain voxels pooled); both are scored on S, which no training step saw. The folds cross
 centres: a glioma (TCGA) subject is tested with one glioma and both MS (Ljubljana) subjects in training, and the
-other way round. ``models/translate_mr2d`` is the same recipe trained on all four subjects; its figures are the
-folds'. With ``--cards`` each direction gets a verdict in the shipped card: SUPPORTED only if ours beats the
-fold's best LUT in PSNR and in SSIM in EVERY fold; the operation refuses the other directions.
+other way round. ``models/translate_mr2d`` is fold ms19 shipped (trained on du_7294, fg_6692 and ms07). With
+``--cards`` each direction gets a verdict in the shipped card: SUPPORTED only if ours beats the fold's best LUT in
+PSNR and in SSIM in EVERY fold; the operation refuses the other directions.
 
 Scored inside the brain mask (voxels non-zero in all four skull-stripped contrasts of the held-out subject), on
 axial slices with at least ``MIN_BRAIN_PIXELS`` brain pixels, every ``--stride``-th one. Intensities are those the

@@ -1,7 +1,8 @@
 """Contrast translation (``medscan generate translate``): better than the best intensity look-up table on the subject
-the shipped model never saw, geometry kept, SYNTHETIC with an uncertainty map, and every refusal one line with
-nothing written. Inputs are 10-slice stacks of the held-out subject (paired/brain_tcga_fg_6692), cropped to the
-brain, so the whole file stays quick on a CPU."""
+the shipped model never saw, in a direction its leave-one-subject-out verdict supports; a direction the verdict
+does not support refused with its figures; geometry kept, SYNTHETIC with an uncertainty map, and every refusal one
+line with nothing written. Inputs are 10-slice stacks of the held-out MS subject (paired/brain_ms_patient19),
+cropped to the brain, so the whole file stays quick on a CPU."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from medscan.scan import MedscanError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()
-HELDOUT = DATA / "paired" / "brain_tcga_fg_6692"  # the shipped model (fold du_7294) never saw this subject
+HELDOUT = DATA / "paired" / "brain_ms_patient19"  # the shipped model (fold ms19) never saw this subject
 SAMPLE_CT = ROOT / "samples" / "ct_abdomen_siemens"
 SAMPLE_MR_SAG = ROOT / "samples" / "mr_brain_t1_sag_siemens"
-SLICES = slice(70, 80)  # through the tumour
+SLICES = slice(95, 105)  # axial planes through the periventricular lesions
 
 pytestmark = [pytest.mark.model,
               pytest.mark.skipif(not HELDOUT.is_dir(), reason="shared paired data not present")]
@@ -50,46 +51,65 @@ def stack(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def t1_to_t2(stack):
+def card() -> dict:
+    from medscan.nets.weights import load_card
+
+    return load_card("translate_mr2d").data
+
+
+def _supported(card: dict) -> list[tuple[str, str]]:
+    """Directions the shipped verdict supports whose source and target the stack has, best worst-fold first."""
+    verdicts = card["evaluation"]["verdicts"]
+    ok = [tuple(k.split("->")) for k, v in verdicts.items() if v["supported"]]
+    ok = [(a, b) for a, b in ok if a in ("T1", "T2", "FLAIR") and b in ("T1", "T2", "FLAIR")]
+    return sorted(ok, key=lambda d: -verdicts[f"{d[0]}->{d[1]}"]["worst_fold_psnr"]["PSNR_dB"])
+
+
+@pytest.fixture(scope="module")
+def translated(stack, card):
+    """(input scan, result, (source, target)) for the supported direction with the largest worst-fold gain."""
     from medscan.ops import run
 
-    scan = load(stack["T1"])
-    return scan, run("translate", scan, to="T2", device="cpu")
+    source, target = _supported(card)[0]
+    scan = load(stack[source])
+    return scan, run("translate", scan, to=target, device="cpu"), (source, target)
 
 
 def _normalised(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.clip(volume, 0, None) / float(np.median(volume[brain]))
 
 
-def test_translation_beats_the_lookup_table_on_the_held_out_subject(stack, t1_to_t2) -> None:
+def test_translation_beats_the_lookup_table_on_the_held_out_subject(stack, translated, card) -> None:
     from medscan.train.metrics import psnr, ssim
-    from medscan.train.task_translate import fit_luts, load_subject
+    from medscan.train.task_translate import brain_values, fit_luts, load_subject
 
-    scan, result = t1_to_t2
-    brain = (scan.voxels != 0) & (load(stack["T2"]).voxels != 0)
-    real = _normalised(load(stack["T2"]).voxels, brain)
+    scan, result, (a, b) = translated
+    brain = (scan.voxels != 0) & (load(stack[b]).voxels != 0)
+    real = _normalised(load(stack[b]).voxels, brain)
     ours = result.scan.voxels / result.scan.provenance[-1].parameters["input_brain_median"]
     source = _normalised(scan.voxels, scan.voxels != 0)
-    train, train_brain = load_subject("du_7294", ("T1", "T2"))  # the shipped fold's training subject
-    luts = [lut(source, source[scan.voxels != 0]) * brain for lut in fit_luts(train["T1"], train["T2"], train_brain)]
+    loaded = [load_subject(s, (a, b)) for s in card["training"]["train_subjects"]]  # the LUTs see what the model saw
+    vols, brains = [v for v, _ in loaded], [m for _, m in loaded]
+    luts = [lut(source, source[scan.voxels != 0]) * brain
+            for lut in fit_luts(brain_values(vols, brains, a), brain_values(vols, brains, b))]
     lut_psnr = max(psnr(real, lut, brain) for lut in luts)
     lut_ssim = max(np.mean([ssim(real[k], lut[k], brain[k]) for k in range(len(real))]) for lut in luts)
     ours_psnr = psnr(real, ours, brain)
     ours_ssim = np.mean([ssim(real[k], ours[k], brain[k]) for k in range(len(real))])
     # Better than the strongest of the four tables (chosen on this very stack, which favours the tables); the issue's
     # +2 dB / +0.05 SSIM target is NOT met (see the model card), so only an improvement is asserted.
-    assert ours_psnr > lut_psnr + 0.3, (ours_psnr, lut_psnr)
-    assert ours_ssim > lut_ssim, (ours_ssim, lut_ssim)
+    assert ours_psnr > lut_psnr, (a, b, ours_psnr, lut_psnr)
+    assert ours_ssim > lut_ssim, (a, b, ours_ssim, lut_ssim)
 
 
-def test_output_keeps_geometry_and_is_synthetic_with_uncertainty(t1_to_t2) -> None:
-    scan, result = t1_to_t2
+def test_output_keeps_geometry_and_is_synthetic_with_uncertainty(translated) -> None:
+    scan, result, (a, b) = translated
     out = result.scan
     assert out.voxels.shape == scan.voxels.shape
     np.testing.assert_array_equal(out.affine, scan.affine)
-    assert out.synthetic and result.synthetic and "T2 from T1" in out.description
+    assert out.synthetic and result.synthetic and f"{b} from {a}" in out.description
     entry = out.provenance[-1]
-    assert entry.operation == "translate" and entry.parameters["from"] == "T1" and entry.parameters["to"] == "T2"
+    assert entry.operation == "translate" and entry.parameters["from"] == a and entry.parameters["to"] == b
     assert entry.parameters["from_source"] in ("description", "file name")  # auto-detected from the name
     spread = result.maps["uncertainty"]
     brain = scan.voxels != 0
@@ -100,15 +120,17 @@ def test_output_keeps_geometry_and_is_synthetic_with_uncertainty(t1_to_t2) -> No
     assert 0.75 < ratio < 1.25, ratio
 
 
-def test_cli_writes_flair_with_its_uncertainty_in_the_input_geometry(stack, tmp_path, capsys) -> None:
-    out = tmp_path / "flair.nii.gz"
-    assert main(["generate", "translate", str(stack["T1"]), "-o", str(out), "--to", "FLAIR", "--from", "T1",
+def test_cli_writes_a_supported_direction_with_its_uncertainty_in_the_input_geometry(stack, card, tmp_path,
+                                                                                       capsys) -> None:
+    a, b = _supported(card)[-1]  # the weakest supported direction: the CLI runs it like any other
+    out = tmp_path / "translated.nii.gz"
+    assert main(["generate", "translate", str(stack[a]), "-o", str(out), "--to", b, "--from", a,
                  "--modality", "MR"]) == 0
-    written = tmp_path / "flair_synthetic.nii.gz"
-    spread = tmp_path / "flair_synthetic_uncertainty.nii.gz"
+    written = tmp_path / "translated_synthetic.nii.gz"
+    spread = tmp_path / "translated_synthetic_uncertainty.nii.gz"
     assert written.exists() and spread.exists() and not out.exists()
     assert str(written) in capsys.readouterr().out
-    result, source = load(written), load(stack["T1"])
+    result, source = load(written), load(stack[a])
     assert result.synthetic and result.voxels.shape == source.voxels.shape
     np.testing.assert_allclose(result.affine, source.affine, atol=1e-5)
     assert load(spread).voxels.max() > 0
@@ -150,6 +172,29 @@ def test_refuses_same_contrast_untrained_direction_and_unknown_source(stack, tmp
     _refused([str(unnamed), "--to", "T2"], tmp_path, capsys, "brain_series", "--from")
 
 
+def test_refuses_each_direction_its_held_out_verdict_does_not_support(stack, card, tmp_path, capsys) -> None:
+    refused = [(k, v) for k, v in card["evaluation"]["verdicts"].items() if not v["supported"]]
+    assert refused, "no refused direction: this test needs the card to record one"
+    for direction, verdict in refused:
+        a, b = direction.split("->")
+        if a not in stack:
+            continue
+        figure = f"{verdict['worst_fold_psnr']['PSNR_dB']:+.2f} dB"
+        _refused([str(stack[a]), "--to", b, "--from", a], tmp_path, capsys, f"heldout_{a.lower()}", direction,
+                 "does not beat an intensity look-up table", figure)
+
+
+def test_a_direction_without_a_held_out_verdict_is_refused(card) -> None:
+    from medscan.ops.translate import supported_directions, unsupported_reason
+
+    bare = {**card, "evaluation": {}}
+    assert "no held-out evaluation for T1->T2" in unsupported_reason(bare, "T1", "T2")
+    assert supported_directions(bare) == []
+    verdicts = card["evaluation"]["verdicts"]
+    assert set(verdicts) == {f"{a}->{b}" for a, b in card["directions"]}
+    assert supported_directions(card) == [tuple(d) for d in card["directions"] if verdicts["->".join(d)]["supported"]]
+
+
 def test_refuses_ct_to_ct(tmp_path, capsys) -> None:
     _refused([str(SAMPLE_CT), "--to", "CT"], tmp_path, capsys, "translate works on MR, not CT")
 
@@ -170,9 +215,13 @@ def test_shipped_model_card_matches_its_weights_and_split() -> None:
     model, card = load_model("translate_mr2d")
     assert card.data["task"] == "translate" and card.data["sha256"]
     assert sum(p.numel() for p in model.parameters()) == card.data["parameters"] <= 1_500_000
-    assert card.data["training"]["train_subject"] == "du_7294"
-    assert card.data["training"]["heldout_subject"] == "fg_6692"
-    assert ["T1", "T2"] in card.data["directions"] and ["T1", "FLAIR"] in card.data["directions"]
+    assert card.data["training"]["train_subjects"] == ["du_7294", "fg_6692", "ms07"]
+    assert card.data["training"]["heldout_subject"] == "ms19"
+    for direction in (["T1", "T2"], ["T1", "FLAIR"], ["T2", "FLAIR"]):
+        assert direction in card.data["directions"]
+    # Every verdict rests on all four leave-one-subject-out folds, across both centres.
+    for verdict in card.data["evaluation"]["verdicts"].values():
+        assert verdict["folds"] == ["du_7294", "fg_6692", "ms07", "ms19"]
 
 
 def test_errors_are_one_line_medscan_errors(stack) -> None:
