@@ -1,4 +1,5 @@
-"""One training loop for every model: seeded, resumable from checkpoints, logged as CSV a person can plot."""
+"""One training loop for every model: seeded, resumable from checkpoints, logged as CSV a person can plot and, with
+the ``train`` extra installed, as TensorBoard event files beside it (``tensorboard --logdir runs/``)."""
 
 from __future__ import annotations
 
