@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from medscan.train.data import DATA_ROOT, DENOISE_HELDOUT_ITEMS, DENOISE_TRAIN_ITEMS, intensity_window
-from medscan.train.evaluation import print_method_table
+from medscan.train.evaluation import edit_card, print_method_table
 from medscan.train.metrics import (
     Timed,
     body_mask,
@@ -426,20 +426,18 @@ def card_summary(tables: dict[str, Any]) -> dict[str, Any]:
             "target": f"PSNR >= BM3D, SSIM >= BM3D (whole image), >= {SPEEDUP_TARGET:.0f}x faster per slice (CPU)"}
 
 
-def write_card(model: str, tables: dict[str, Any], command: str, baselines_from: Path | None) -> Path:
+def write_card(model: str, tables: dict[str, Any], command: str, baselines_from: Path | None) -> Path | None:
     """Record this run's tables and verdict in the model card (its benchmark and realistic entries are kept)."""
-    from medscan.nets.weights import load_card
-
-    card = load_card(model)
-    data = json.loads(card.path.read_text())
     protocol = __doc__.split("Protocol")[1].split("\n\n", 1)[1].strip() if "Protocol" in (__doc__ or "") else ""
-    data["evaluation"] = {
-        **{k: v for k, v in data.get("evaluation", {}).items() if k in ("benchmark", "realistic")},
-        "script": command, "protocol": " ".join(protocol.split()),
-        "baselines_from": str(baselines_from or ""), **card_summary(tables), "tables": tables,
-    }
-    card.path.write_text(json.dumps(data, indent=1) + "\n")
-    return card.path
+
+    def add(data: dict[str, Any]) -> None:
+        data["evaluation"] = {
+            **{k: v for k, v in data.get("evaluation", {}).items() if k in ("benchmark", "realistic")},
+            "script": command, "protocol": " ".join(protocol.split()),
+            "baselines_from": str(baselines_from or ""), **card_summary(tables), "tables": tables,
+        }
+
+    return edit_card(model, add, what=None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -756,19 +754,14 @@ def realistic_summary(tables: dict[str, Any], real: list[dict], mr: list[dict], 
             "guard_flagged_ours": flagged, "guard_checked": len(low_dose) + len(real), "lines": lines}
 
 
-def write_realistic_card(model: str, realistic: dict[str, Any]) -> Path:
+def write_realistic_card(model: str, realistic: dict[str, Any]) -> Path | None:
     """Record the realistic suite's tables (not the per-slice records) in the model card."""
-    from medscan.nets.weights import load_card
-
-    card = load_card(model)
-    data = json.loads(card.path.read_text())
-    data.setdefault("evaluation", {})["realistic"] = {
+    section = {
         "script": "python scripts/evaluate_denoise.py --suite realistic --card",
         "low_dose_ct": realistic["low_dose_ct"]["tables"], "real_ct": realistic["real_ct"],
         "mr_auto": realistic["mr_auto"], "guard_shifted_background": realistic["guard_shifted_background"],
         "summary": realistic["summary"]}
-    card.path.write_text(json.dumps(data, indent=1) + "\n")
-    return card.path
+    return edit_card(model, lambda data: data.setdefault("evaluation", {}).update(realistic=section), what=None)
 
 
 def main(argv: list[str] | None = None) -> int:
