@@ -20,7 +20,7 @@ from typing import Any
 
 import medscan.train.task_inpaint  # noqa: F401  (registers the inpaint and fill_slices_flow tasks)
 from medscan.nets.slice_flow import IN_CHANNELS as FLOW_IN_CHANNELS
-from medscan.train.data import HELDOUT_ITEMS, TRAIN_ITEMS
+from medscan.train.data import DENOISE_TRAIN_ITEMS, HELDOUT_ITEMS, TRAIN_ITEMS
 from medscan.train.runs import add_export_checkpoint, from_checkpoint, load_run_config, ship, training_command
 from medscan.train.task_motion import MR_HELDOUT_ITEMS, MR_TRAIN_ITEMS
 from medscan.train.trainer import TrainConfig, fine_tune_record, shipped_model, train
@@ -67,6 +67,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                              "trained on row pairs box-averaged like a slice profile twice as thick."},
     "inpaint": {"model": "inpaint_unet2d", "task": "inpaint", "task_args": {}, "neighbours": 1,
                 "network": _fill_unet(6), "patch": 96,
+                # every training-side volume (single-slice CT files have no neighbours and add nothing here)
+                "train_items": DENOISE_TRAIN_ITEMS,
                 "description": "2.5-D inpainting of missing regions: the slice and its two neighbours, each with "
                                "the hole pre-filled by a push-pull pyramid and its own mask channel, into a "
                                "U-Net that corrects the fill; only masked pixels are replaced. Trained on seeded "
