@@ -31,12 +31,7 @@ from typing import Any
 import numpy as np
 
 from medscan.train.data import HELDOUT_ITEMS, intensity_window
-from medscan.train.evaluation import (
-    heldout_parser,
-    print_method_table,
-    run_tasks,
-    write_card_figures,  # noqa: F401 - evaluate_translate.py, until it moves too
-)
+from medscan.train.evaluation import heldout_parser, print_method_table, run_tasks
 from medscan.train.metrics import (
     Timed,
     choose_slices,

@@ -36,9 +36,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_restore import write_card_figures
-
+from medscan.train.evaluation import write_card_figures
 from medscan.train.metrics import psnr, ssim, summarize
 from medscan.train.task_translate import (
     DIRECTIONS,

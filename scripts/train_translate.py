@@ -10,6 +10,9 @@ non-saturating adversarial loss of the shared spectral-norm ``PatchDiscriminator
 conditional: it sees the candidate target with the source slice and the target one-hot planes. Crops are
 1 mm axial; the output is zeroed outside the brain (the non-zero region of the skull-stripped source). Resumes
 from ``runs/translate_<train>/checkpoint.pt``.
+Its own loop, not the shared trainer's (one network, one loss): a generator and a conditional discriminator with two
+optimisers and a two-phase schedule; checkpoints and the log (CSV + TensorBoard) go through ``medscan.train.trainer``,
+export through ``medscan.train.runs``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ import torch.nn.functional as F
 from medscan.nets.builders import build_network, count_parameters
 from medscan.nets.esrgan import PatchDiscriminator
 from medscan.nets.translator import CONTRASTS
-from medscan.nets.weights import save_model
+from medscan.train.runs import (
+    add_config_options,
+    add_export_checkpoint,
+    config_options,
+    from_checkpoint,
+    last_log_row,
+    ship,
+    training_command,
+)
 from medscan.train.task_translate import (
     DIRECTIONS,
     FOLDERS,
@@ -114,8 +125,7 @@ def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
         if config.prior else None
     directions = tuple(tuple(d) for d in config.directions)
     log, writer = open_log(workdir / "log.csv", LOG_FIELDS, resume=start > 0)
-    rows = (workdir / "log.csv").read_text().strip().splitlines() if start > 0 else []
-    began = time.time() - (float(rows[-1].split(",")[-1]) if len(rows) > 1 else 0.0)
+    began = time.time() - log.seconds_logged  # a resumed run counts on: the card's seconds are the whole training
     history: dict[str, list[float]] = {k: [] for k in LOG_FIELDS[2:5]}
     net.train()
     for step in range(start + 1, config.steps + 1):
@@ -163,8 +173,7 @@ def train(config: TranslateConfig, workdir: Path) -> dict[str, Any]:
 
 def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: Path, command: str,
          priors: dict | None) -> dict[str, Any]:
-    rows = (workdir / "log.csv").read_text().strip().splitlines()
-    last = dict(zip(LOG_FIELDS, rows[-1].split(","), strict=True)) if len(rows) > 1 else {}
+    last = last_log_row(workdir)
     directions = ", ".join(f"{a}->{b}" for a, b in config.directions)
     trained = ", ".join(config.train_subjects)
     files = [f"paired/{FOLDERS[s]}/{{t1,t1c,t2,flair}}.nii.gz" for s in config.train_subjects]
@@ -209,43 +218,37 @@ def card(config: TranslateConfig, model: torch.nn.Module, steps: int, workdir: P
     }
 
 
+OPTIONS = ("features", "levels", "d_features", "pretrain_steps", "steps", "batch", "patch", "seed", "threads",
+           "lr_pretrain", "lr", "w_l1", "w_adversarial")  # TranslateConfig fields set from the command line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heldout", choices=(*SUBJECTS, "none"), required=True,
                         help="the subject left out (the fold); none: train on all four (the shipped model)")
     defaults = TranslateConfig(name="", train_subjects=[], heldout_subject="")
-    for name in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch", "patch", "seed", "threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr_pretrain", "lr", "w_l1", "w_adversarial"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    add_config_options(parser, defaults, OPTIONS)
     parser.add_argument("--norm", choices=("none", "batch"), default=defaults.norm)
     parser.add_argument("--no-prior", dest="prior", action="store_false", help="no LUT prior input")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--ship", default="", help="also write models/<SHIP> (the shipped model)")
-    parser.add_argument("--export-checkpoint", action="store_true",
-                        help="write the cards from the latest checkpoint (of an unfinished run too)")
+    add_export_checkpoint(parser, "the cards")
     args = parser.parse_args(argv)
     heldout = "" if args.heldout == "none" else args.heldout
     name = f"translate_loso_{heldout}" if heldout else "translate_all"
     workdir = args.workdir or ROOT / "runs" / name
-    command = "python " + " ".join(sys.argv).replace(" --export-checkpoint", "")
-    if args.export_checkpoint:
-        config = TranslateConfig(**json.loads((workdir / "config.json").read_text()))
-        model = build_network(config.network)
-        state = torch.load(workdir / "checkpoint.pt", weights_only=False)
-        model.load_state_dict(state["model"])
-        steps = int(state["step"])
-        model.eval()
+    command = training_command()
+    if args.export_checkpoint:  # the run's own config, not this command line's defaults
+        run = from_checkpoint(workdir, TranslateConfig)
+        config, model, steps = run["config"], run["model"], run["steps"]
         directions = tuple(tuple(d) for d in config.directions)
         loaded = [load_subject(s) for s in config.train_subjects]
         priors = fit_priors([v for v, _ in loaded], [b for _, b in loaded], directions=directions) \
             if config.prior else None
     else:
         trained = list(training_subjects(heldout)) if heldout else list(SUBJECTS)
-        config = TranslateConfig(name=name, train_subjects=trained, heldout_subject=heldout, **{
-            k: getattr(args, k) for k in ("features", "levels", "d_features", "pretrain_steps", "steps", "batch",
-                                          "patch", "seed", "threads", "lr_pretrain", "lr", "w_l1",
-                                          "w_adversarial", "norm", "prior")})
+        config = TranslateConfig(name=name, train_subjects=trained, heldout_subject=heldout, norm=args.norm,
+                                 prior=args.prior, **config_options(args, OPTIONS))
         result = train(config, workdir)
         model, steps, priors = result["model"], result["steps"], result["priors"]
     targets = [(config.name, ROOT / "models" / "folds")] if heldout else []
@@ -255,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         data = card(config, model, steps, workdir, command, priors)
         data["name"] = out_name
         data["training"]["log"] = f"models/{'' if folder.name == 'models' else 'folds/'}{out_name}.train_log.csv"
-        path = save_model(model, data, out_name, folder)
-        (folder / f"{out_name}.train_log.csv").write_text((workdir / "log.csv").read_text())
+        path = ship(model, data, out_name, workdir, folder)
         print(f"wrote {path}")
     return 0
 

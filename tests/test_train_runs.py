@@ -124,3 +124,39 @@ def test_config_options_are_typed_and_defaulted_by_the_config() -> None:
     assert Config(**config_options(args, ("pretrain_steps", "lr"))) == Config(12, 1e-3)
     with pytest.raises(SystemExit):
         parser.parse_args(["--pretrain-steps", "1.5"])  # an int field takes no fraction
+
+
+def test_no_script_imports_another_script() -> None:
+    """What scripts share lives in medscan.train (runs, evaluation, metrics): a script that imported a sibling
+    through sys.path would break when run from elsewhere and hide shared code in a script."""
+    import ast
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    names = {p.stem for p in scripts.glob("*.py")}
+    offenders = []
+    for path in sorted(scripts.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in names:
+                offenders.append(f"{path.name}: from {node.module}")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.name}: import {a.name}" for a in node.names if a.name.split(".")[0] in names]
+    assert offenders == []
+
+
+def test_card_edits_keep_the_weights_loadable(tiny_run, tmp_path, capsys) -> None:
+    from medscan.train.evaluation import edit_card, write_card_figures
+
+    result, _ = tiny_run
+    nested = {"by_spacing": {"script": "other.py", "rows": [1]}}  # another script's evaluation, kept
+    ship(result["model"], {"name": "tiny", "version": "1", "network": TINY, "evaluation": nested}, "tiny", tmp_path,
+         tmp_path)
+    write_card_figures("tiny", {"all": {"psnr": 30.0}}, {"script": "this.py"}, tmp_path)
+    path = edit_card("tiny", lambda card: card.update(threshold=0.5), "the threshold", tmp_path)
+    assert path == tmp_path / "tiny.json"
+    assert "wrote the threshold into tiny.json" in capsys.readouterr().out
+    _, card = load_model("tiny", tmp_path)  # the sha256 still matches: only the card changed
+    assert card.data["threshold"] == 0.5
+    assert card.data["evaluation"] == {"script": "this.py", "tables": {"all": {"psnr": 30.0}}, **nested}
+    assert edit_card("absent", lambda card: None, folder=tmp_path) is None
+    assert "no card absent.json" in capsys.readouterr().out
