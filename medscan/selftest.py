@@ -86,8 +86,8 @@ LAZY_IMPORTS = (
     "jpeg_ls", "keyring", "keyring.backends", "matplotlib", "monai.inferers", "monai.networks", "monai.networks.nets",
     "monai.networks.schedulers", "nibabel", "nibabel.nicom", "numpy", "pydicom", "pydicom.pixels",
     "pydicom.sr.codedict", "pydicom.uid", "pylibjpeg.utils", "pynetdicom", "pynetdicom._config", "pynetdicom.status",
-    "safetensors.torch", "scipy", "scipy.stats", "skimage.filters", "skimage.metrics", "skimage.transform",
-    "sqlalchemy", "torch", "torch.nn.functional", "tqdm", "yaml",
+    "safetensors.torch", "scipy", "scipy.interpolate", "scipy.stats", "skimage.filters", "skimage.metrics",
+    "skimage.transform", "sqlalchemy", "torch", "torch.nn.functional", "tqdm", "yaml",
 )
 
 

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Imported only when present, by design: the database picks its DB-API from the URL; Dask is an optional extra.
-OPTIONAL = ("sqlcipher3", "psycopg", "psycopg_binary", "pysqlcipher3", "distributed")
+# Imported only when present, by design: the database picks its DB-API from the URL; Dask is an optional extra;
+# training writes TensorBoard event files only where the train extra is installed (the bundle does not train).
+OPTIONAL = ("sqlcipher3", "psycopg", "psycopg_binary", "pysqlcipher3", "distributed", "torch.utils.tensorboard")
 # Modules that act when imported (run the CLI, run a migration) rather than define things.
 SIDE_EFFECTS = ("medscan.__main__", "medscan.db.migrations.env")
 

@@ -167,11 +167,13 @@ class TrainLog:
             self._events.add_scalar(tag, number, step)
 
     def flush(self) -> None:
+        """Write what is buffered to ``log.csv`` (and the event files), so a killed run loses no logged row."""
         self._file.flush()
         if self._events is not None:
             self._events.flush()
 
     def close(self) -> None:
+        """Close ``log.csv`` and the event writer; the log is complete on disk afterwards."""
         self._file.close()
         if self._events is not None:
             self._events.close()
