@@ -26,11 +26,10 @@ SCREENSHOT = ROOT / "docs" / "screenshots" / "annotations.png"
 KEY, USER, USER_KEY = "gui annotate key", "rad", "rad pass"
 
 
-def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path):
-    from medscan.db.annotations import list_annotations
+def _signed_in_window(qtbot, tmp_path: Path, study: Path):
+    """The main window with a radiologist signed in to a new encrypted database and ``study`` open."""
     from ui.qt_database import open_session
     from ui.qt_main_window import MainWindow
-    from ui.qt_mask_brush import BrushTool
 
     db_path = tmp_path / "studies.db"
     with Database.create(db_path, KEY, scrypt_n=2**12) as database:
@@ -41,7 +40,15 @@ def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path
     window.show()
     window.database.set_session(open_session(str(db_path), "", USER, KEY, USER_KEY))
     with qtbot.waitSignal(window.scanShown, timeout=60_000):
-        window.open_path(SAMPLE_CT)
+        window.open_path(study)
+    return window
+
+
+def test_review_panel_runs_hu_then_accept_reject_edit_and_export(qtbot, tmp_path):
+    from medscan.db.annotations import list_annotations
+    from ui.qt_mask_brush import BrushTool
+
+    window = _signed_in_window(qtbot, tmp_path, SAMPLE_CT)
     panel = window.annotations
     assert not panel.dock.isVisible()  # the window's layout is unchanged until the user opens the panel
     panel.action.trigger()  # Tools > Annotate and review: the Annotations tab beside Operations
@@ -152,20 +159,9 @@ def test_review_panel_explains_an_ms_lesion_finding_over_the_flair(qtbot, tmp_pa
     import torch
 
     from medscan.db.annotations import load_explanations
-    from ui.qt_database import open_session
-    from ui.qt_main_window import MainWindow
 
     torch.set_num_threads(1)
-    db_path = tmp_path / "studies.db"
-    with Database.create(db_path, KEY, scrypt_n=2**12) as database:
-        database.add_user(USER, "radiologist", USER_KEY)
-    window = MainWindow(settings=QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat), persist=False)
-    qtbot.addWidget(window)
-    window.resize(1500, 900)
-    window.show()
-    window.database.set_session(open_session(str(db_path), "", USER, KEY, USER_KEY))
-    with qtbot.waitSignal(window.scanShown, timeout=60_000):
-        window.open_path(MS_FLAIR)
+    window = _signed_in_window(qtbot, tmp_path, MS_FLAIR)
     panel = window.annotations
     panel.action.trigger()
     index = panel.task.findData("brain-lesions")
