@@ -110,6 +110,7 @@ def test_output_keeps_geometry_and_is_synthetic_with_uncertainty(translated) -> 
     assert out.synthetic and result.synthetic and f"{b} from {a}" in out.description
     entry = out.provenance[-1]
     assert entry.operation == "translate" and entry.parameters["from"] == a and entry.parameters["to"] == b
+    assert "leave-one-subject-out folds" in entry.parameters["held_out"]  # the evidence travels with the result
     assert entry.parameters["from_source"] in ("description", "file name")  # auto-detected from the name
     spread = result.maps["uncertainty"]
     brain = scan.voxels != 0

@@ -232,12 +232,17 @@ def translate(scan: Scan, *, to: str, model: str, device: str, progress: Progres
     network, card = cached_model(model, torch_device)
     output, spread, scale = translate_volume(network, scan, source, to, torch_device,
                                              float(card.get("grid_mm", 1.0)), progress, card_prior(card, source, to))
+    verdict = card["evaluation"]["verdicts"][f"{source}->{to}"]  # present: check_translatable refuses otherwise
+    held_out = (f"beat the best intensity look-up table in all {len(verdict['folds'])} leave-one-subject-out folds "
+                f"(worst {verdict['worst_fold_psnr']['PSNR_dB']:+.2f} dB PSNR, "
+                f"{verdict['worst_fold_ssim']['SSIM']:+.3f} SSIM)")
     entry = ProvenanceEntry("translate", {"from": source, "from_source": said_by, "to": to,
                                           "tta": "flips x4", "input_brain_median": round(scale, 4),
-                                          "scale": "target contrast with its brain median at the input's"},
+                                          "scale": "target contrast with its brain median at the input's",
+                                          "held_out": held_out},
                             model=model, model_version=str(card.get("version")), software=f"medscan {__version__}")
     notes = [f"{to} predicted from {source} ({said_by}); intensities on the input's scale (brain median "
-             f"{scale:.4g} in both), arbitrary MR units"]
+             f"{scale:.4g} in both), arbitrary MR units", f"on subjects it never saw, the model {held_out}"]
     result = synthetic_result(scan, output.reshape(scan.voxels.shape), entry,
                               uncertainty=spread.reshape(scan.voxels.shape), notes=notes)
     result.scan.description = f"{to} from {source}" + (f" ({scan.description})" if scan.description else "")
