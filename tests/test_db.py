@@ -128,6 +128,24 @@ def test_rekey_backup_restore(tmp_path):
         assert restored.load_result(result_id)[1].sum() == 276
 
 
+def test_restore_refuses_a_backup_whose_entries_leave_the_target_folder(tmp_path):
+    import io
+    import tarfile
+
+    from medscan.db.store import restore
+
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        payload = b"not a database"
+        member = tarfile.TarInfo("../escaped.db")
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload))
+    (tmp_path / "restore").mkdir()
+    with pytest.raises(MedscanError, match="unsafe entry"):
+        restore(archive, tmp_path / "restore" / "b.db", KEY)
+    assert not (tmp_path / "escaped.db").exists() and not (tmp_path / "restore" / "b.db").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Crash safety: kill -9 at random points
 # ---------------------------------------------------------------------------------------------

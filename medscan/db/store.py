@@ -454,6 +454,26 @@ class Database:
         return out
 
 
+def _extract_safely(tar: tarfile.TarFile, folder: Path, archive: Path) -> None:
+    """Unpack ``tar`` into ``folder`` refusing links, devices and paths that leave it.
+
+    tarfile's ``filter="data"`` does exactly this, but only from Python 3.11.4; Debian 12's python3 is 3.11.2,
+    where the same checks are made here before a plain extract.
+    """
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tar.extractall(folder, filter="data")
+        except tarfile.FilterError as error:
+            raise MedscanError(archive, f"unsafe entry in the backup ({error}); refusing to restore it") from None
+        return
+    root = folder.resolve()
+    for member in tar.getmembers():
+        inside = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or (inside != root and root not in inside.parents):
+            raise MedscanError(archive, f"unsafe entry {member.name!r} in the backup; refusing to restore it")
+    tar.extractall(folder)  # every member was checked above
+
+
 def restore(archive: str | Path, target: str | Path, passphrase: str) -> Database:
     """Unpack a backup into a new file (never over an existing one) and open it to prove the key."""
     archive, target = Path(archive), Path(target)
@@ -464,7 +484,7 @@ def restore(archive: str | Path, target: str | Path, passphrase: str) -> Databas
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+            _extract_safely(tar, staging, archive)
         if not (staging / "medscan.db").is_file():
             raise MedscanError(archive, "not a medscan backup")
         Database.open(staging / "medscan.db", passphrase, blob_dir=staging / "blobs").close()
