@@ -16,12 +16,11 @@ and scanner at most one training subject shares.
 
 The baseline is the best intensity mapping without anatomy: a piecewise-linear look-up table fitted on the
 TRAINING subjects (their brain voxels pooled) from source to target intensity inside the brain. Two forms are
-fitted: the conditional mean of
-the target in each source-intensity bin (the L2-optimal map of intensity alone, non-monotone allowed) and its
-best monotone version (isotonic regression, increasing or decreasing, whichever fits the training subject
-better: T1->T2 inverts the tissue order), each also applied after histogram-matching the new subject's source to
-the training subject's (brain voxels, 1001 quantiles). The evaluation reports all four and compares with the
-strongest on the held-out subject.
+fitted: the conditional mean of the target in each source-intensity bin (the L2-optimal map of intensity alone,
+non-monotone allowed) and its best monotone version (isotonic regression, increasing or decreasing, whichever
+fits the training subjects better: T1->T2 inverts the tissue order), each also applied after histogram-matching
+the new subject's source to the training subjects' (brain voxels, 1001 quantiles). The evaluation reports all four
+and compares with the strongest on the held-out subject.
 """
 
 from __future__ import annotations
