@@ -91,6 +91,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+@pytest.fixture
+def open_main_window(qtbot):
+    """A factory for the application's main window: ``open_main_window(settings, size=(w, h), dark=True, **kw)``
+    builds ``MainWindow(settings=settings, **kw)`` (the dark theme first unless ``dark=False``), shows it at
+    ``size`` offscreen, waits until it is exposed and returns it; every window it made is closed after the test."""
+    from PyQt6.QtWidgets import QApplication
+
+    from ui.qt_main_window import MainWindow
+    from ui.qt_theme import apply_dark_theme
+
+    made = []
+
+    def make(settings, *, size: tuple[int, int] = (1200, 800), dark: bool = True, **kwargs):
+        if dark:
+            apply_dark_theme(QApplication.instance())
+        win = MainWindow(settings=settings, **kwargs)
+        qtbot.addWidget(win)
+        win.resize(*size)
+        win.show()
+        qtbot.waitExposed(win)
+        made.append(win)
+        return win
+
+    yield make
+    for win in made:
+        win.close()
+
+
 @pytest.fixture(scope="session")
 def sample_ct():
     """The bundled sample CT (20 x 512 x 512 HU, JPEG 2000), decoded once for the whole session.

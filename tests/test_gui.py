@@ -54,18 +54,8 @@ def errors(monkeypatch):
 
 
 @pytest.fixture
-def window(qtbot, settings):
-    from ui.qt_main_window import MainWindow
-    from ui.qt_theme import apply_dark_theme
-
-    apply_dark_theme(QApplication.instance())
-    win = MainWindow(settings=settings)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
+def window(open_main_window, settings):
+    return open_main_window(settings)
 
 
 def open_and_show(qtbot, window, path):

@@ -25,7 +25,6 @@ pytest.importorskip("pytestqt")
 import test_gui
 from PyQt6.QtCore import QEvent, QPointF, Qt
 from PyQt6.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -47,26 +46,13 @@ RUN_TIMEOUT_MS = 120_000
 # Fixtures and helpers
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture
-def make_window(qtbot, settings):
+def make_window(open_main_window, settings):
     """Build the window when the test says so (after registering any test operations)."""
-    from ui.qt_main_window import MainWindow
-    from ui.qt_theme import apply_dark_theme
-
-    made = []
 
     def make(**kwargs):
-        apply_dark_theme(QApplication.instance())
-        win = MainWindow(settings=kwargs.pop("settings", settings), **kwargs)
-        qtbot.addWidget(win)
-        win.resize(1440, 900)
-        win.show()
-        qtbot.waitExposed(win)
-        made.append(win)
-        return win
+        return open_main_window(kwargs.pop("settings", settings), size=(1440, 900), **kwargs)
 
-    yield make
-    for win in made:
-        win.close()
+    return make
 
 
 @pytest.fixture

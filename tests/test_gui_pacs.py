@@ -15,7 +15,7 @@ pytest.importorskip("PyQt6.QtWidgets")
 pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import QSettings
-from PyQt6.QtWidgets import QApplication, QMessageBox
+from PyQt6.QtWidgets import QMessageBox
 
 from medscan.net import scu
 from medscan.net.nodes import parse_node
@@ -38,23 +38,13 @@ def errors(monkeypatch):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, errors, orthanc, monkeypatch):
-    from ui.qt_main_window import MainWindow
-    from ui.qt_theme import apply_dark_theme
-
+def window(open_main_window, tmp_path, errors, orthanc, monkeypatch):
     monkeypatch.setenv("MEDSCAN_NODES", str(tmp_path / "no-nodes.toml"))
     settings = QSettings(str(tmp_path / "medscan-gui.ini"), QSettings.Format.IniFormat)
     settings.setValue("pacs/nodes", json.dumps([{"name": "orthanc", "ae": "ORTHANC", "host": "127.0.0.1",
                                                  "port": orthanc.dicom_port}]))
     settings.setValue("pacs/retrieve_dir", str(tmp_path / "retrieved"))
-    apply_dark_theme(QApplication.instance())
-    win = MainWindow(settings=settings)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
+    return open_main_window(settings)
 
 
 def test_query_retrieve_dialog_with_orthanc(qtbot, window, orthanc, errors, tmp_path):

@@ -43,16 +43,9 @@ def errors(monkeypatch):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    from ui.qt_main_window import MainWindow
-
-    win = MainWindow(settings=QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), persist=False)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
+def window(open_main_window, tmp_path):
+    return open_main_window(QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat), dark=False,
+                            persist=False)
 
 
 @pytest.fixture
