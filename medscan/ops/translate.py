@@ -92,14 +92,14 @@ def unsupported_reason(card: dict, source: str, target: str) -> str | None:
     writes the verdicts into the card). A contrast a look-up table predicts as well is not worth a network's
     inventions, and a direction nobody evaluated is not offered at all.
     """
-    key = f"{source}->{target}"
+    key, name = f"{source}->{target}", card.get("name", TRANSLATE_MODEL)
     verdict = ((card.get("evaluation") or {}).get("verdicts") or {}).get(key)
     if verdict is None:
-        return f"{TRANSLATE_MODEL} has no held-out evaluation for {key}; refused rather than offered untested"
+        return f"{name} has no held-out evaluation for {key}; refused rather than offered untested"
     if verdict.get("supported"):
         return None
     psnr, ssim = verdict["worst_fold_psnr"], verdict["worst_fold_ssim"]
-    return (f"{TRANSLATE_MODEL} does not beat an intensity look-up table for {key} on subjects it never saw "
+    return (f"{name} does not beat an intensity look-up table for {key} on subjects it never saw "
             f"({psnr['PSNR_dB']:+.2f} dB PSNR on {psnr['test']}, {ssim['SSIM']:+.3f} SSIM on {ssim['test']}); "
             "refused rather than shipped")
 
