@@ -70,6 +70,11 @@ def test_no_plaintext_in_database_or_blobs(target):
     real = pydicom.dcmread(next(p for p in sorted(STUDY.rglob("*")) if p.is_file()), stop_before_pixels=True)
     needles = [NAME.encode(), uid.encode(), b"SQLite format 3", str(real.PatientName).encode(),
                str(real.StudyInstanceUID).encode()]  # the imported scan's own name and UID too
+    # Ciphertext is random bytes: a megabyte of it holds a given 3-byte string (this sample's
+    # PatientName is "HFS") with a chance of a few per cent, so short needles prove nothing and
+    # would make the test flaky. Eight bytes or more cannot occur by chance; the SQLite header
+    # and the long names and UIDs still prove that the whole file is encrypted.
+    needles = [needle for needle in needles if len(needle) >= 8]
     files = [p for p in _blob_root(target).rglob("*") if p.is_file()]
     assert files  # at least the result's blob
     if not target[0].startswith("postgresql"):
