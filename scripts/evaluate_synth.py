@@ -40,21 +40,13 @@ from medscan.synth.data import (  # noqa: E402
     SYNTH_HELDOUT,
     SYNTH_TRAIN,
     SynthSlices,
-    extract_slices,
+    cached_slices,
     from_unit,
+    items_key,
 )
 
 MODEL, ENCODER = "synth_diffusion2d", "slice_type2d"
 REFERENCE = f"{MODEL}.trainref.npz"
-
-
-def cached(path: Path, items: dict[str, str]) -> SynthSlices:
-    if path.exists():
-        return SynthSlices.load(path)
-    slices = extract_slices(items)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    slices.save(path)
-    return slices
 
 
 def display(unit: np.ndarray, modality: str) -> np.ndarray:
@@ -150,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     began = time.time()
-    train = cached(ROOT / "runs" / "synth_train.npz", SYNTH_TRAIN)
-    heldout = cached(ROOT / "runs" / "synth_heldout.npz", SYNTH_HELDOUT)
+    train = cached_slices(SYNTH_TRAIN, ROOT / "runs", "synth_train")
+    heldout = cached_slices(SYNTH_HELDOUT, ROOT / "runs", "synth_heldout")
     assert not set(SYNTH_TRAIN) & set(SYNTH_HELDOUT)
     if args.quick:
         keep = np.arange(0, len(heldout.labels), 8)
@@ -163,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     # --- memorisation calibration on real held-out slices ---
     reference = Reference.build(to_check_grid(train.images), train.labels)
     modalities = [c.modality for c in CLASSES]
-    cache = ROOT / "runs" / "synth_heldout_nn_ssim.npy"  # depends only on the data, not on the model
+    # depends only on the data (both sides of the split), not on the model
+    cache = ROOT / "runs" / f"synth_heldout_nn_ssim-{items_key(SYNTH_TRAIN)}-{items_key(SYNTH_HELDOUT)}.npy"
     nn_heldout = np.load(cache) if cache.exists() and not args.quick else None
     if nn_heldout is None or len(nn_heldout) != len(heldout.labels):
         nn_heldout, _ = nearest_training(heldout.images, reference)

@@ -24,21 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
-from medscan.synth.data import SYNTH_HELDOUT, SYNTH_TRAIN, SynthSlices, extract_slices  # noqa: E402
+from medscan.synth.data import SYNTH_HELDOUT, SYNTH_TRAIN, cached_slices  # noqa: E402
 from medscan.synth.quality import SLICE_TYPES, encode, slice_type  # noqa: E402
 from medscan.train.runs import ship  # noqa: E402
 from medscan.train.trainer import TrainLog  # noqa: E402
 
 NAME = "slice_type2d"
 NETWORK = {"kind": "slice_classifier", "args": {"channels": [16, 32, 64, 128], "outputs": len(SLICE_TYPES)}}
-
-
-def cached(path: Path, items: dict[str, str]) -> SynthSlices:
-    if path.exists():
-        return SynthSlices.load(path)
-    slices = extract_slices(items)
-    slices.save(path)
-    return slices
 
 
 def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -66,8 +58,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    train = cached(ROOT / "runs" / "synth_train.npz", SYNTH_TRAIN)
-    heldout = cached(ROOT / "runs" / "synth_heldout.npz", SYNTH_HELDOUT)
+    train = cached_slices(SYNTH_TRAIN, ROOT / "runs", "synth_train")
+    heldout = cached_slices(SYNTH_HELDOUT, ROOT / "runs", "synth_heldout")
     types = np.array([slice_type(label, src) for label, src in zip(train.labels, train.sources, strict=True)])
     counts = np.bincount(types, minlength=len(SLICE_TYPES))
     probabilities = (1.0 / counts[types]) / (1.0 / counts[types]).sum()  # class-balanced batches

@@ -28,16 +28,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
+from medscan.nets.weights import sha256_of  # noqa: E402
 from medscan.synth.data import (  # noqa: E402
     CLASSES,
     CT_WINDOW,
     GRID,
+    LESION_MASKS,
     MR_UNITS,
     NONE_CLASS,
+    SBU_HELDOUT,
     SYNTH_HELDOUT,
     SYNTH_TRAIN,
     SynthSlices,
-    extract_slices,
+    cached_slices,
+    subject_of,
 )
 from medscan.synth.sampler import SCHEDULE  # noqa: E402
 from medscan.train.runs import add_export_checkpoint, ship  # noqa: E402
@@ -48,20 +52,20 @@ NETWORK = {"kind": "synth_denoiser", "args": {"channels": [32, 64, 64], "attenti
                                               "res_blocks": 1, "num_classes": NONE_CLASS + 1, "unshuffle": 4}}
 
 
-def training_slices(cache: Path) -> SynthSlices:
-    if cache.exists():
-        return SynthSlices.load(cache)
-    slices = extract_slices(SYNTH_TRAIN)
-    slices.save(cache)
-    return slices
-
-
-def sampling_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-slice probabilities: classes weighted by the square root of their size (small classes seen more often
-    than their share, but not so often that 28 CT head slices are learned by heart)."""
+def sampling_weights(labels: np.ndarray, sources: list[str]) -> np.ndarray:
+    """Per-slice probabilities. Classes are weighted by the square root of their size (small classes seen more
+    often than their share, but not so often that 28 CT head slices are learned by heart); within a class, each
+    patient by the square root of its slices, so the patients with one or two slices (Stony Brook) add anatomy
+    that a 100-slice volume would otherwise drown."""
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
     per_class = np.sqrt(counts) / np.sqrt(counts).sum()
-    weights = per_class[labels] / counts[labels]
+    subjects = np.array([f"{label}:{subject_of(source)}" for label, source in zip(labels, sources, strict=True)])
+    _, inverse, per_subject = np.unique(subjects, return_inverse=True, return_counts=True)
+    weights = 1.0 / np.sqrt(per_subject[inverse])
+    for label in range(len(CLASSES)):
+        members = labels == label
+        if members.any():
+            weights[members] *= per_class[label] / weights[members].sum()
     return weights / weights.sum()
 
 
@@ -79,6 +83,18 @@ def make_batch(data: SynthSlices, probabilities: np.ndarray, batch: int, rng: np
     labels[rng.random(batch) < 0.15] = NONE_CLASS
     return (torch.from_numpy(np.ascontiguousarray(images))[:, None], torch.from_numpy(labels),
             torch.from_numpy(np.ascontiguousarray(masks))[:, None])
+
+
+def history(workdir: Path, ema_start: int) -> str:
+    """What the weights started from: other weights (``--init``) and/or an earlier target (``--reset-ema``)."""
+    parts = []
+    init = workdir / "init.json"
+    if init.exists():
+        source = json.loads(init.read_text())
+        parts.append(f"initialised from {Path(source['weights']).name} (sha256 {source['sha256'][:12]})")
+    if ema_start:
+        parts.append(f"steps 1-{ema_start} epsilon-prediction, then v-prediction from those weights (EMA restarted)")
+    return "; ".join(parts)
 
 
 def logged_loss(log: Path, rows: int = 5) -> float | None:
@@ -102,14 +118,16 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     add_export_checkpoint(parser, "models/synth_diffusion2d (the EMA weights)")
     parser.add_argument("--export-only", dest="export_checkpoint", action="store_true", help="the same")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start a new run from these weights (e.g. models/synth_diffusion2d.safetensors)")
     parser.add_argument("--reset-ema", action="store_true",
                         help="restart the weight average from the current weights (after changing the target)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    data = training_slices(args.workdir.parent / "synth_train.npz")
-    probabilities = sampling_weights(data.labels)
+    data = cached_slices(SYNTH_TRAIN, args.workdir.parent, "synth_train")
+    probabilities = sampling_weights(data.labels, data.sources)
     model = build_network(NETWORK)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
@@ -118,6 +136,13 @@ def main() -> None:
     checkpoint = args.workdir / "checkpoint.pt"
     elapsed_file = args.workdir / "elapsed.json"
     start = load_checkpoint(checkpoint, rng, generator, model=model, ema=ema, optimizer=optimizer)
+    if args.init and not start:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(args.init))
+        ema.load_state_dict(model.state_dict())
+        (args.workdir / "init.json").write_text(json.dumps({"weights": str(args.init),
+                                                            "sha256": sha256_of(args.init)}))
     commands_file = args.workdir / "commands.json"  # a resumed run's card lists every run that made its weights
     commands = json.loads(commands_file.read_text()) if start and commands_file.exists() else []
     if not args.export_checkpoint:
@@ -182,7 +207,7 @@ def main() -> None:
     seconds = json.loads(elapsed_file.read_text())["seconds"] if elapsed_file.exists() else 0.0
     counts = {cls.name: int((data.labels == i).sum()) for i, cls in enumerate(CLASSES)}
     card = {
-        "name": NAME, "version": "1", "task": "synthesize",
+        "name": NAME, "version": "2", "task": "synthesize",
         "description": ("Denoising diffusion model (DDPM training, DDIM sampling) of 128 x 128 axial slices, "
                         "conditioned on modality + body region (or 'none': unconditional) and optionally on a lesion "
                         "mask. Outputs are synthetic: CT in HU through a fixed window, MR in arbitrary units."),
@@ -191,13 +216,14 @@ def main() -> None:
                      "train_slices": counts[c.name]} for c in CLASSES],
         "grid": GRID, "ct_window_hu": list(CT_WINDOW), "mr_units": MR_UNITS, "schedule": SCHEDULE,
         "training": {"train_items": SYNTH_TRAIN, "heldout_items": SYNTH_HELDOUT,
-                     "split": ("by subject: held out TCGA fg_6692 (MR brain, 4 contrasts) and the TotalSegmentator "
-                               "aorta CT (chest + abdomen); CT head has no held-out subject"),
-                     "lesion_masks": "paired/brain_tcga_du_7294/tumour_seg_auto.nii.gz (automatic, all labels > 0)",
+                     "split": ("by subject: held out TCGA fg_6692 (MR brain, 4 contrasts), the Philips chest CT ct04 "
+                               f"and the Stony Brook COVID-19 patients {', '.join(SBU_HELDOUT)} (torso CT); "
+                               "CT head has no held-out subject"),
+                     "lesion_masks": {folder: mask for folder, mask in LESION_MASKS.items()
+                                      if any(item.startswith(folder) for item in SYNTH_TRAIN)},
                      "steps": step, "batch": args.batch, "lr": args.lr, "ema_decay": 0.998,
                      "prediction": SCHEDULE["prediction_type"],
-                     "history": (f"steps 1-{ema_start} epsilon-prediction, then v-prediction from those weights "
-                                 "(EMA restarted)") if ema_start else "",
+                     "history": history(args.workdir, ema_start),
                      "class_dropout": 0.15, "mask_given": 0.7, "threads": args.threads,
                      "minutes": round(seconds / 60, 1),
                      "final_loss": float(np.mean(losses[-100:])) if losses else logged_loss(args.workdir / "log.csv"),

@@ -79,3 +79,13 @@ def test_blur_and_downsampling() -> None:
     volume = torch.arange(12.0).reshape(6, 1, 2).expand(6, 2, 2)
     thick = downsample_slices(volume, 3)
     assert thick.shape == (2, 2, 2) and float(thick[0, 0, 0]) == pytest.approx((0 + 2 + 4) / 3)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 96, 80), (2, 1, 5, 40)], ids=["reflect", "replicate-border"])
+def test_blur_is_the_same_on_scipy_and_in_autograd(shape) -> None:
+    """The CPU inference path (SciPy) and the differentiable path (conv2d) blur alike, borders included."""
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fast = gaussian_blur(image, 2.0)
+    differentiable = gaussian_blur(image.clone().requires_grad_(True), 2.0)
+    assert differentiable.requires_grad and fast.dtype == image.dtype
+    torch.testing.assert_close(fast, differentiable.detach(), rtol=0, atol=1e-12)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from medscan.ops.noise_level import homogeneous_mask
+from medscan.ops.planes import map_planes
 
 SMOOTHING_PX = 2.0
 Z_LIMIT = 5.0
@@ -86,15 +87,19 @@ def structure_map(method_noise: np.ndarray, floor: np.ndarray | None = None) -> 
     """
     noise = np.asarray(method_noise, dtype=np.float64)
     out = np.empty_like(noise)
-    flat = noise.reshape(-1, *noise.shape[-2:])
-    for index, plane in enumerate(flat):
+    flat, scores = noise.reshape(-1, *noise.shape[-2:]), out.reshape(-1, *noise.shape[-2:])
+
+    def score(index: int) -> None:  # writes its own plane of ``out``
+        plane = flat[index]
         smoothed = ndimage.gaussian_filter(plane, SMOOTHING_PX)
         touched = plane != 0  # air clipped at -1024 HU is left alone: its zeros say nothing of the spread
         spread = _robust_std(smoothed[touched]) if touched.sum() > 100 else _robust_std(smoothed)
         # Not centred on the median: a shift of the whole plane is itself a change to report.
-        z = np.abs(smoothed) / max(spread, 1e-12)
-        out.reshape(-1, *noise.shape[-2:])[index] = z if floor is None else np.where(
-            np.abs(smoothed) < floor[index], 0.0, z)
+        np.divide(np.abs(smoothed), max(spread, 1e-12), out=scores[index])
+        if floor is not None:
+            scores[index][np.abs(smoothed) < floor[index]] = 0.0
+
+    map_planes(score, range(len(flat)))
     return out
 
 
@@ -104,18 +109,17 @@ BODY_MARGIN_PX = 3
 def _largest_blob_in_body(coherent: np.ndarray, image: np.ndarray) -> int:
     from medscan.nets.volumes import body_mask
 
-    largest = 0
-    planes = np.asarray(image).reshape(-1, *image.shape[-2:])
-    for plane, picture in zip(coherent.reshape(-1, *coherent.shape[-2:]), planes, strict=True):
+    def largest(plane: np.ndarray, picture: np.ndarray) -> int:
         if not plane.any():  # nothing coherent: no body to find (most slices of an honest result)
-            continue
+            return 0
         # found on a smoothed copy: at 10 % noise Otsu on the raw slice lost half of a brain to speckle
         smoothed = ndimage.gaussian_filter(np.asarray(picture, np.float64), SMOOTHING_PX)
         body = ndimage.binary_dilation(body_mask(smoothed), iterations=BODY_MARGIN_PX)
         labels, count = ndimage.label(plane & body)
-        if count:
-            largest = max(largest, int(np.bincount(labels.ravel())[1:].max()))
-    return largest
+        return int(np.bincount(labels.ravel())[1:].max()) if count else 0
+
+    planes = np.asarray(image).reshape(-1, *image.shape[-2:])
+    return max(map_planes(largest, coherent.reshape(-1, *coherent.shape[-2:]), planes), default=0)
 
 
 def input_noise_levels(image: np.ndarray, correlated: bool = False) -> np.ndarray:
@@ -128,9 +132,10 @@ def input_noise_levels(image: np.ndarray, correlated: bool = False) -> np.ndarra
     planes = np.asarray(image).reshape(-1, 1, *np.shape(image)[-2:])
     # A few planes at a time: the flat-region estimate works in float64 on detrended copies, which for a whole
     # 120-slice series held several GB at once.
-    return np.concatenate([
-        estimate_noise_sd(torch.from_numpy(np.ascontiguousarray(planes[i:i + 8], np.float32)), correlated).numpy()
-        for i in range(0, len(planes), 8)]).astype(np.float64)
+    chunks = [planes[i:i + 4] for i in range(0, len(planes), 4)]
+    levels = map_planes(lambda chunk: estimate_noise_sd(
+        torch.from_numpy(np.ascontiguousarray(chunk, np.float32)), correlated).numpy(), chunks)
+    return np.concatenate(levels).astype(np.float64) if levels else np.zeros(0)
 
 
 def reported_noise(before: np.ndarray, after: np.ndarray, units: str, correlated: bool,
@@ -151,13 +156,14 @@ def regional_shift_fraction(checked: np.ndarray, noise_sd: np.ndarray) -> float:
     """Share of the image (..., H, W) where the change averaged over ``REGION_SMOOTHING_PX`` is at least
     ``REGION_SHIFT_SHARE`` of that slice's noise level: a region moved as a whole, not noise taken away."""
     planes = np.asarray(checked, np.float64).reshape(-1, *np.shape(checked)[-2:])
-    moved = 0
-    for plane, sd in zip(planes, noise_sd, strict=True):
+
+    def moved(plane: np.ndarray, sd: float) -> int:
         if sd <= 0:
-            continue
+            return 0
         wide = ndimage.gaussian_filter(plane, REGION_SMOOTHING_PX)
-        moved += int(np.count_nonzero(np.abs(wide) >= REGION_SHIFT_SHARE * sd))
-    return moved / max(planes.size, 1)
+        return int(np.count_nonzero(np.abs(wide) >= REGION_SHIFT_SHARE * sd))
+
+    return sum(map_planes(moved, planes, noise_sd)) / max(planes.size, 1)
 
 
 def _robust_std(values: np.ndarray) -> float:

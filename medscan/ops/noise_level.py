@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from medscan.ops.planes import map_planes
+
 WINDOW_PX = 15
 SOFT_TISSUE_HU = (-100.0, 150.0)  # fat excluded: its edges to muscle are sharp and it clips in some kernels
 MIN_WINDOWS = 3
@@ -25,17 +27,30 @@ def homogeneous_mask(image: np.ndarray) -> np.ndarray:
     the flattest-looking pixels of a noisy or cleaned image selects where the noise happened to
     cancel and reports a shift that is not there.
     """
-    image = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), (0,) * (np.ndim(image) - 2) + (3, 3))
-    local_mean = ndimage.uniform_filter(image, size=(1,) * (image.ndim - 2) + (7, 7))
-    local_sq = ndimage.uniform_filter(image**2, size=(1,) * (image.ndim - 2) + (7, 7))
-    local_std = np.sqrt(np.clip(local_sq - local_mean**2, 0, None))
+    return _smoothed_and_homogeneous(image)[1]
+
+
+def _smoothed_and_homogeneous(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the smoothed copy, ``homogeneous_mask``) of (..., H, W) ``image``; the planes are filtered on threads."""
+    planes = np.asarray(image, dtype=np.float64).reshape(-1, *np.shape(image)[-2:])
+    smooth = np.empty_like(planes)
+    local_std = np.empty_like(planes)
+
+    def smooth_and_spread(index: int) -> None:  # writes its own plane of the outputs
+        ndimage.gaussian_filter(planes[index], 3, output=smooth[index])
+        local_mean = ndimage.uniform_filter(smooth[index], 7)
+        local_sq = ndimage.uniform_filter(smooth[index] ** 2, 7)
+        np.sqrt(np.clip(local_sq - local_mean**2, 0, None), out=local_std[index])
+
+    map_planes(smooth_and_spread, range(len(planes)))
     # Well clear of the background: air at the scanner's floor (-1024 HU) or an MR background plus a little
     # noise is the flattest thing in the image, and a cut close to it keeps just the pixels whose noise
     # happened to be positive (the perfect denoiser then "moved" tissue by -4 HU at 5 % noise).
-    lo, hi = np.percentile(image, [1, 99])
-    body = image > lo + 0.1 * (hi - lo)
+    lo, hi = np.percentile(smooth, [1, 99])
+    body = smooth > lo + 0.1 * (hi - lo)
     threshold = np.percentile(local_std[body], 25) if body.any() else np.percentile(local_std, 25)
-    return body & (local_std <= threshold)
+    shape = np.shape(image)
+    return smooth.reshape(shape), (body & (local_std <= threshold)).reshape(shape)
 
 
 def flat_windows(plane_hu: np.ndarray) -> list[tuple[int, int]]:
@@ -45,8 +60,8 @@ def flat_windows(plane_hu: np.ndarray) -> list[tuple[int, int]]:
     ``SOFT_TISSUE_HU`` on that copy. Windows tile the slice without overlap.
     """
     plane = np.asarray(plane_hu, np.float64)
-    smooth = ndimage.gaussian_filter(plane, 3)
-    mask = homogeneous_mask(plane[None])[0] & (smooth > SOFT_TISSUE_HU[0]) & (smooth < SOFT_TISSUE_HU[1])
+    smooth, homogeneous = _smoothed_and_homogeneous(plane)
+    mask = homogeneous & (smooth > SOFT_TISSUE_HU[0]) & (smooth < SOFT_TISSUE_HU[1])
     w = WINDOW_PX
     h, wd = (plane.shape[0] // w) * w, (plane.shape[1] // w) * w
     inside = mask[:h, :wd].reshape(h // w, w, wd // w, w).all(axis=(1, 3))
@@ -84,11 +99,12 @@ def ct_noise_before_after(before_hu: np.ndarray, after_hu: np.ndarray, max_plane
     before = np.asarray(before_hu).reshape(-1, *np.shape(before_hu)[-2:])
     after = np.asarray(after_hu).reshape(-1, *np.shape(after_hu)[-2:])
     chosen = np.linspace(0, len(before) - 1, min(max_planes, len(before))).round().astype(int)
-    pairs = []
-    for k in chosen:
+
+    def pair(k: int) -> tuple[float, float] | None:
         corners = flat_windows(before[k])
-        if len(corners) >= MIN_WINDOWS:
-            pairs.append((window_sd(before[k], corners), window_sd(after[k], corners)))
+        return (window_sd(before[k], corners), window_sd(after[k], corners)) if len(corners) >= MIN_WINDOWS else None
+
+    pairs = [p for p in map_planes(pair, chosen) if p is not None]
     if not pairs:
         return float("nan"), float("nan")
     return float(np.median([p[0] for p in pairs])), float(np.median([p[1] for p in pairs]))

@@ -9,10 +9,12 @@ MR has no absolute unit, so each volume is divided by its 99.5th percentile insi
 back as arbitrary units 0..``MR_UNITS``.
 
 The classes are what ``../shared/data`` holds as axial volumes (see ``SYNTH_TRAIN`` / ``SYNTH_HELDOUT``); the
-split is by subject: held out are the TCGA brain subject fg_6692 (MR brain) and the TotalSegmentator aorta
-the Philips chest CT ct04 (CT chest) — the same held-out subjects as ``medscan.train.data.HELDOUT_ITEMS`` —
-which share no patient with the training side. CT abdomen and CT head have no held-out subject here (every other
-CT subject is needed to train them), so their quality is not measured against unseen patients.
+split is by subject. MR brain trains on TCGA du_7294 and the two Ljubljana MS subjects (another centre and scanner)
+and holds out TCGA fg_6692. The torso CT classes train on four volume CTs and five of the eight Stony Brook COVID-19
+patients (``train-extra/ct05_sbu_covid19``: one axial slice per time point, soft kernels) and hold out the other
+three and the Philips chest CT ct04 — four patients from two centres that share no patient with the training side.
+CT head has no held-out subject here (its only patient is needed to train it), so its quality is not measured
+against unseen patients.
 """
 
 from __future__ import annotations
@@ -52,18 +54,46 @@ CLASSES = (
 )
 NONE_CLASS = len(CLASSES)  # the "unconditional" label (classifier-free guidance style)
 
+# The Stony Brook COVID-19 chest CT patients (train-extra/ct05_sbu_covid19): subject IDs in sorted order; the
+# last three are held out. Both time points of a patient stay on one side.
+SBU_FOLDER = "train-extra/ct05_sbu_covid19"
+SBU_TRAIN = ("A002304", "A027284", "A046441", "A048383", "A056642")
+SBU_HELDOUT = ("A058062", "A062055", "A067967")
+
+
+def sbu_axial_items(subjects: tuple[str, ...], root: Path | None = None) -> dict[str, str]:
+    """The axial single-slice files of Stony Brook ``subjects`` as ``{item: "torso"}`` (sorted; none if absent)."""
+    folder = (shared_data_dir() if root is None else root) / SBU_FOLDER
+    files = sorted(folder.glob("*_axial_*.nii.gz")) if folder.is_dir() else []
+    return {f"{SBU_FOLDER}/{f.name}": "torso" for f in files if f.name.split("_", 1)[0] in subjects}
+
+
+def subject_of(item: str) -> str:
+    """The patient an item (or a slice's source) belongs to: the Stony Brook ID, the paired folder, or the file's
+    series prefix (``ct03`` for both reconstructions of one head)."""
+    path = Path(item)
+    if item.startswith(SBU_FOLDER):
+        return path.name.split("_", 1)[0]
+    if item.startswith(("paired/", "labelled/")):
+        return str(path.parent)
+    return path.name.split("_", 1)[0]
+
+
 # item -> class name, or "torso" for CT volumes whose slices are labelled chest/abdomen by their lung content.
 SYNTH_TRAIN = {
     "paired/brain_tcga_du_7294/t1.nii.gz": "MR brain",
     "paired/brain_tcga_du_7294/t1c.nii.gz": "MR brain",
     "paired/brain_tcga_du_7294/t2.nii.gz": "MR brain",
     "paired/brain_tcga_du_7294/flair.nii.gz": "MR brain",
+    **{f"paired/brain_ms_patient{n}/{contrast}.nii.gz": "MR brain"
+       for n in ("07", "19") for contrast in ("t1", "t1c", "t2", "flair")},
     "train-extra/ct03_head_ge_4mm_detilted.nii.gz": "CT head",
     "train-extra/ct03_head_ge_7mm_detilted.nii.gz": "CT head",
     "train/ct01_upper_abdomen_siemens.nii.gz": "torso",
     "train/ct02_abdomen_pelvis_3mm.nii.gz": "torso",
     "labelled/ct_abdomen_totalseg_example/ct.nii.gz": "torso",
     "labelled/ct_aorta_totalseg_example/ct.nii.gz": "torso",
+    **sbu_axial_items(SBU_TRAIN),
 }
 SYNTH_HELDOUT = {
     "paired/brain_tcga_fg_6692/t1.nii.gz": "MR brain",
@@ -71,11 +101,15 @@ SYNTH_HELDOUT = {
     "paired/brain_tcga_fg_6692/t2.nii.gz": "MR brain",
     "paired/brain_tcga_fg_6692/flair.nii.gz": "MR brain",
     "train-extra/ct04_chest_philips_5mm_kernelB.nii.gz": "CT chest",
+    **sbu_axial_items(SBU_HELDOUT),
 }
-# Lesion masks (automatic tumour segmentation) on the same grid as the paired brain volumes.
+# Lesion masks on the same grid as the paired brain volumes: automatic tumour segmentations (TCGA) and the
+# expert consensus of MS lesions (Ljubljana).
 LESION_MASKS = {
     "paired/brain_tcga_du_7294": "paired/brain_tcga_du_7294/tumour_seg_auto.nii.gz",
     "paired/brain_tcga_fg_6692": "paired/brain_tcga_fg_6692/tumour_seg_auto.nii.gz",
+    "paired/brain_ms_patient07": "paired/brain_ms_patient07/lesions_consensus.nii.gz",
+    "paired/brain_ms_patient19": "paired/brain_ms_patient19/lesions_consensus.nii.gz",
 }
 
 
@@ -149,6 +183,25 @@ class SynthSlices:
                    sources=[str(s) for s in data["sources"]], positions=data["positions"])
 
 
+def items_key(items: dict[str, str]) -> str:
+    """A short hash of ``items`` and their classes: names a cache so that a changed split never reads a stale one."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(items.items())).encode()).hexdigest()[:12]
+
+
+def cached_slices(items: dict[str, str], cache_dir: Path, name: str) -> SynthSlices:
+    """:func:`extract_slices` of ``items``, kept in ``cache_dir/<name>-<items_key(items)>.npz``."""
+    path = Path(cache_dir) / f"{name}-{items_key(items)}.npz"
+    if path.exists():
+        return SynthSlices.load(path)
+    slices = extract_slices(items)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    slices.save(path)
+    return slices
+
+
 def _axial_volume(item: str, root: Path) -> tuple[np.ndarray, np.ndarray, str, tuple[float, float]]:
     """Voxels (k, rows, cols) flipped so that rows run anterior->posterior and columns right->left."""
     scan = load(root / item)
@@ -179,6 +232,8 @@ def extract_slices(items: dict[str, str], root: Path | None = None, stride: int 
         if folder in LESION_MASKS and (root / LESION_MASKS[folder]).exists():
             lesion, _, _, _ = _axial_volume(LESION_MASKS[folder], root)
         if modality == "CT":
+            # below -1024 HU is outside the reconstruction circle (GE writes -3024): air, not a darker tissue
+            volume = np.maximum(volume, -1024.0)
             body3d = volume > -500
             scale = 1.0
         else:
