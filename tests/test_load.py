@@ -8,6 +8,7 @@ import pytest
 from conformance import DATA
 
 from medscan.io import list_series, load, save
+from medscan.io.nifti import _guess_modality as nifti_modality_guess
 
 CT_DICOM = DATA / "train" / "ct01_upper_abdomen_siemens_dicom"
 CT_NIFTI_TWIN = DATA / "train" / "ct01_upper_abdomen_siemens.nii.gz"  # converted independently with SimpleITK
@@ -87,6 +88,21 @@ def test_nifti_from_elsewhere_gets_a_modality_guess_with_warning() -> None:
     assert scan.modality == "CT" and any("guessed" in w for w in scan.warnings)
     mr = load(DATA / "paired" / "brain_tcga_du_7294" / "t1.nii.gz")
     assert mr.modality == "MR"
+
+
+def test_a_ge_ct_with_padding_outside_the_circle_is_read_as_ct() -> None:
+    """dcm2niix keeps GE's -3024 (and other vendors' -2048) outside the reconstruction circle: a quarter of the
+    pixels below air, which once made the guess MR (and the denoiser and the synthesis data treat it as MR)."""
+    folder = DATA / "train-extra" / "ct05_sbu_covid19"
+    files = sorted(folder.glob("*.nii.gz"))
+    assert len(files) == 48
+    padded = [f for f in files if float(np.asarray(nib.load(f).dataobj).min()) <= -2048]
+    assert padded  # the case this guards
+    for path in files:
+        scan = load(path)
+        assert scan.modality == "CT" and scan.units == "HU", path.name
+    phase = np.random.default_rng(0).integers(-4096, 4096, (4, 64, 64)).astype(np.int16)
+    assert nifti_modality_guess(phase) == "MR"  # integers far below air without one padding value: not CT
 
 
 def test_four_d_series_orders_volumes_and_keeps_repetition_time(tmp_path) -> None:

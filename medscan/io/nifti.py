@@ -87,12 +87,28 @@ def _modality_from_header(image: nib.Nifti1Image) -> str | None:
     return None
 
 
+# Scanners fill the corners outside the reconstruction circle with one value below air (GE -3024, others -2048 or
+# -2000); dcm2niix keeps it. It is not tissue, so it must not decide whether the rest looks like HU.
+PADDING_BELOW_HU = -1100
+
+
 def _guess_modality(voxels: np.ndarray) -> str:
-    """CT when the values look like Hounsfield units (air near -1000), else MR."""
-    sample = voxels[..., ::4, ::4]
+    """CT when the values look like Hounsfield units (integers, air near -1000), else MR.
+
+    Values below ``PADDING_BELOW_HU`` are left out first when one padding value holds nearly all of them: a GE CT
+    converted by dcm2niix has a quarter of its pixels at -3024 and was read as MR. (A phase image, integers
+    spread over -4096..4096, has no such value and stays MR.)
+    """
+    sample = np.asarray(voxels[..., ::4, ::4]).ravel()
+    if sample.size == 0 or not bool(np.all(np.mod(sample, 1) == 0)):
+        return "MR"
+    below = sample < PADDING_BELOW_HU
+    if below.any() and not below.all():
+        _, counts = np.unique(sample[below], return_counts=True)
+        if counts.max() >= 0.9 * below.sum():
+            sample = sample[~below]
     low = float(np.percentile(sample, 1))
-    integral = bool(np.all(np.mod(sample, 1) == 0))
-    return "CT" if integral and -1100 <= low <= -500 else "MR"
+    return "CT" if -1100 <= low <= -500 else "MR"
 
 
 NIFTI1_DATA_OFFSET = 352  # 348-byte header and the 4-byte extension flag (no extensions)

@@ -183,12 +183,18 @@ class SynthSlices:
                    sources=[str(s) for s in data["sources"]], positions=data["positions"])
 
 
+# Raise when ``extract_slices`` changes what it makes of an item, so that no cache made before is read.
+EXTRACTION_VERSION = 2
+
+
 def items_key(items: dict[str, str]) -> str:
-    """A short hash of ``items`` and their classes: names a cache so that a changed split never reads a stale one."""
+    """A short hash of ``items``, their classes and ``EXTRACTION_VERSION``: names a cache so that a changed split
+    or extraction never reads a stale one."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(sorted(items.items())).encode()).hexdigest()[:12]
+    text = json.dumps([EXTRACTION_VERSION, sorted(items.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def cached_slices(items: dict[str, str], cache_dir: Path, name: str) -> SynthSlices:
@@ -226,7 +232,8 @@ def extract_slices(items: dict[str, str], root: Path | None = None, stride: int 
     names = [c.name for c in CLASSES]
     images, labels, masks, sources, positions = [], [], [], [], []
     for item, kind in items.items():
-        volume, _, modality, spacing = _axial_volume(item, root)
+        volume, _, _, spacing = _axial_volume(item, root)
+        modality = "MR" if kind.startswith("MR") else "CT"  # the split says what each item is; no guessing
         lesion = None
         folder = str(Path(item).parent)
         if folder in LESION_MASKS and (root / LESION_MASKS[folder]).exists():
