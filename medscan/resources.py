@@ -71,3 +71,19 @@ def shared_data_dir() -> Path:
         return Path(override).expanduser()
     frozen_root = getattr(sys, "frozen", False) and getattr(sys, "_MEIPASS", None)
     return (Path(frozen_root) if frozen_root else _checkout_root()).parent / "shared" / "data"
+
+
+# The Stony Brook COVID-19 chest CT patients in the shared data: one axial slice per time point, both time points
+# one patient. One split for every task that uses them (denoising, synthesis), so that a held-out patient is held
+# out everywhere; the training package says why these (``medscan.train.data``).
+CT05 = "train-extra/ct05_sbu_covid19"
+CT05_TRAIN_SUBJECTS = ("A002304", "A027284", "A046441", "A048383", "A056642", "A058062")
+CT05_HELDOUT_SUBJECTS = ("A062055", "A067967")
+
+
+def ct05_axial(subjects: tuple[str, ...]) -> tuple[str, ...]:
+    """The axial single-slice files of these ct05 subjects, as items under ``shared_data_dir()`` (sorted; empty
+    without the data). Reformats are left out: they are not what a scanner reconstructs."""
+    folder = shared_data_dir() / CT05
+    names = sorted(p.name for p in folder.glob("*_axial_*.nii.gz")) if folder.is_dir() else []
+    return tuple(f"{CT05}/{name}" for name in names if name.split("_")[0] in subjects)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from medscan.nets.builders import build_network, count_parameters  # noqa: E402
 from medscan.nets.weights import sha256_of  # noqa: E402
+from medscan.resources import CT05_HELDOUT_SUBJECTS  # noqa: E402
 from medscan.synth.data import (  # noqa: E402
     CLASSES,
     CT_WINDOW,
@@ -36,7 +37,6 @@ from medscan.synth.data import (  # noqa: E402
     LESION_MASKS,
     MR_UNITS,
     NONE_CLASS,
-    SBU_HELDOUT,
     SYNTH_HELDOUT,
     SYNTH_TRAIN,
     SynthSlices,
@@ -217,7 +217,7 @@ def main() -> None:
         "grid": GRID, "ct_window_hu": list(CT_WINDOW), "mr_units": MR_UNITS, "schedule": SCHEDULE,
         "training": {"train_items": SYNTH_TRAIN, "heldout_items": SYNTH_HELDOUT,
                      "split": ("by subject: held out TCGA fg_6692 (MR brain, 4 contrasts), the Philips chest CT ct04 "
-                               f"and the Stony Brook COVID-19 patients {', '.join(SBU_HELDOUT)} (torso CT); "
+                               f"and the Stony Brook COVID-19 patients {', '.join(CT05_HELDOUT_SUBJECTS)} (torso CT); "
                                "CT head has no held-out subject"),
                      "lesion_masks": {folder: mask for folder, mask in LESION_MASKS.items()
                                       if any(item.startswith(folder) for item in SYNTH_TRAIN)},

@@ -10,9 +10,10 @@ back as arbitrary units 0..``MR_UNITS``.
 
 The classes are what ``../shared/data`` holds as axial volumes (see ``SYNTH_TRAIN`` / ``SYNTH_HELDOUT``); the
 split is by subject. MR brain trains on TCGA du_7294 and the two Ljubljana MS subjects (another centre and scanner)
-and holds out TCGA fg_6692. The torso CT classes train on four volume CTs and five of the eight Stony Brook COVID-19
+and holds out TCGA fg_6692. The torso CT classes train on four volume CTs and six of the eight Stony Brook COVID-19
 patients (``train-extra/ct05_sbu_covid19``: one axial slice per time point, soft kernels) and hold out the other
-three and the Philips chest CT ct04 — four patients from two centres that share no patient with the training side.
+two and the Philips chest CT ct04 (``medscan.resources.CT05_HELDOUT_SUBJECTS``: the denoiser holds out the same
+patients) — three patients from two centres that share no patient with the training side.
 CT head has no held-out subject here (its only patient is needed to train it), so its quality is not measured
 against unseen patients.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from medscan.io import load
-from medscan.resources import shared_data_dir
+from medscan.resources import CT05, CT05_HELDOUT_SUBJECTS, CT05_TRAIN_SUBJECTS, ct05_axial, shared_data_dir
 
 GRID = 128
 CT_WINDOW = (-1024.0, 1024.0)  # HU mapped to [-1, 1]; air stays air, bone above +1024 HU clips
@@ -54,25 +55,11 @@ CLASSES = (
 )
 NONE_CLASS = len(CLASSES)  # the "unconditional" label (classifier-free guidance style)
 
-# The Stony Brook COVID-19 chest CT patients (train-extra/ct05_sbu_covid19): subject IDs in sorted order; the
-# last three are held out. Both time points of a patient stay on one side.
-SBU_FOLDER = "train-extra/ct05_sbu_covid19"
-SBU_TRAIN = ("A002304", "A027284", "A046441", "A048383", "A056642")
-SBU_HELDOUT = ("A058062", "A062055", "A067967")
-
-
-def sbu_axial_items(subjects: tuple[str, ...], root: Path | None = None) -> dict[str, str]:
-    """The axial single-slice files of Stony Brook ``subjects`` as ``{item: "torso"}`` (sorted; none if absent)."""
-    folder = (shared_data_dir() if root is None else root) / SBU_FOLDER
-    files = sorted(folder.glob("*_axial_*.nii.gz")) if folder.is_dir() else []
-    return {f"{SBU_FOLDER}/{f.name}": "torso" for f in files if f.name.split("_", 1)[0] in subjects}
-
-
 def subject_of(item: str) -> str:
     """The patient an item (or a slice's source) belongs to: the Stony Brook ID, the paired folder, or the file's
     series prefix (``ct03`` for both reconstructions of one head)."""
     path = Path(item)
-    if item.startswith(SBU_FOLDER):
+    if item.startswith(CT05):
         return path.name.split("_", 1)[0]
     if item.startswith(("paired/", "labelled/")):
         return str(path.parent)
@@ -93,7 +80,7 @@ SYNTH_TRAIN = {
     "train/ct02_abdomen_pelvis_3mm.nii.gz": "torso",
     "labelled/ct_abdomen_totalseg_example/ct.nii.gz": "torso",
     "labelled/ct_aorta_totalseg_example/ct.nii.gz": "torso",
-    **sbu_axial_items(SBU_TRAIN),
+    **dict.fromkeys(ct05_axial(CT05_TRAIN_SUBJECTS), "torso"),
 }
 SYNTH_HELDOUT = {
     "paired/brain_tcga_fg_6692/t1.nii.gz": "MR brain",
@@ -101,7 +88,7 @@ SYNTH_HELDOUT = {
     "paired/brain_tcga_fg_6692/t2.nii.gz": "MR brain",
     "paired/brain_tcga_fg_6692/flair.nii.gz": "MR brain",
     "train-extra/ct04_chest_philips_5mm_kernelB.nii.gz": "CT chest",
-    **sbu_axial_items(SBU_HELDOUT),
+    **dict.fromkeys(ct05_axial(CT05_HELDOUT_SUBJECTS), "torso"),
 }
 # Lesion masks on the same grid as the paired brain volumes: automatic tumour segmentations (TCGA) and the
 # expert consensus of MS lesions (Ljubljana).

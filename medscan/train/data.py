@@ -14,7 +14,7 @@ import torch
 
 from medscan.io import load
 from medscan.nets.normalize import intensity_window
-from medscan.resources import shared_data_dir
+from medscan.resources import CT05_HELDOUT_SUBJECTS, CT05_TRAIN_SUBJECTS, ct05_axial, shared_data_dir
 
 DATA_ROOT = shared_data_dir()  # $MEDSCAN_DATA, default ../shared/data beside the checkout
 
@@ -22,20 +22,6 @@ DATA_ROOT = shared_data_dir()  # $MEDSCAN_DATA, default ../shared/data beside th
 # that patient too; paired/ and labelled/ brain folders are the same two patients; both time points of a
 # ct05 subject are one patient. Held out: CT subjects Philips chest and two of the eight ct05 patients; MR
 # subjects mr03, the glioma fg_6692 and the MS patient 19 (another centre and scanner than the glioma pairs).
-CT05 = "train-extra/ct05_sbu_covid19"
-CT05_TRAIN_SUBJECTS = ("A002304", "A027284", "A046441", "A048383", "A056642", "A058062")
-CT05_HELDOUT_SUBJECTS = ("A062055", "A067967")
-
-
-def ct05_axial(subjects: tuple[str, ...]) -> tuple[str, ...]:
-    """The axial single-slice files of these ct05 subjects (reformats are not what a scanner reconstructs)."""
-    from medscan.resources import shared_data_dir
-
-    folder = shared_data_dir() / CT05
-    names = sorted(p.name for p in folder.glob("*_axial_*.nii.gz")) if folder.is_dir() else []
-    return tuple(f"{CT05}/{name}" for name in names if name.split("_")[0] in subjects)
-
-
 TRAIN_ITEMS = (
     "train/ct01_upper_abdomen_siemens.nii.gz",
     "train/ct02_abdomen_pelvis_3mm.nii.gz",
