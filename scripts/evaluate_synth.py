@@ -14,9 +14,6 @@
 * Lesion conditioning: held-out tumour masks given to the MR brain model; mean intensity inside the mask minus
   the rest of the brain, with and without the mask (same seeds).
 * Sampling seconds per slice at ``--threads`` threads (DDIM, ``--steps`` steps, batches of 8).
-* Classifier-free guidance: per class, the weight in ``GUIDANCE_CHOICES`` whose samples lie closest (FD) to the
-  class's TRAINING slices; every figure above uses it, and ``--cards`` writes it into the card, where
-  ``medscan generate synthesize`` reads it.
 
 ``--cards`` writes the memorisation reference (models/synth_diffusion2d.trainref.npz), the thresholds and all
 tables into the synth_diffusion2d card; ``--figure`` writes the real-vs-generated grid.
@@ -49,7 +46,6 @@ from medscan.synth.data import (  # noqa: E402
 )
 
 MODEL, ENCODER = "synth_diffusion2d", "slice_type2d"
-GUIDANCE_CHOICES = (1.0, 1.5, 2.0, 3.0)  # classifier-free guidance weights tried per class (1: none)
 REFERENCE = f"{MODEL}.trainref.npz"
 
 
@@ -170,34 +166,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibrated on {len(nn_heldout)} held-out slices", flush=True)
     thresholds = calibration["thresholds"]
 
-    # --- classifier-free guidance per class, chosen on the TRAINING slices (never on the held-out ones) ---
-    guidance, guidance_fd = {}, {}
-    for label in range(len(CLASSES)):
-        train_feats, _ = encode(encoder, train.images[train.labels == label])
-        scores = {}
-        for weight in GUIDANCE_CHOICES:
-            trial = ddim_sample(model, np.full(args.count, label), seed=500 + label, steps=args.steps, guidance=weight)
-            scores[weight] = frechet_distance(train_feats, encode(encoder, trial)[0])
-        guidance[label] = min(scores, key=scores.get)
-        guidance_fd[CLASSES[label].name] = {str(w): round(v, 2) for w, v in scores.items()}
-        print(f"guidance {CLASSES[label].name}: FD to the training slices "
-              f"{', '.join(f'w={w}: {v:.1f}' for w, v in scores.items())} -> w={guidance[label]}", flush=True)
-
     # --- sampling ---
     generated: dict[int, np.ndarray] = {}
     timing = []
     for label in range(len(CLASSES)):
         t0 = time.perf_counter()
-        generated[label] = ddim_sample(model, np.full(args.count, label), seed=1000 + label, steps=args.steps,
-                                       guidance=guidance[label])
+        generated[label] = ddim_sample(model, np.full(args.count, label), seed=1000 + label, steps=args.steps)
         timing.append((time.perf_counter() - t0) / args.count)
         print(f"sampled {args.count} {CLASSES[label].name}: {timing[-1]:.2f} s/slice", flush=True)
     unconditional = ddim_sample(model, np.full(args.count, NONE_CLASS), seed=2000, steps=args.steps)
     masks = lesion_masks(heldout, args.lesions)
     brain = [c.name for c in CLASSES].index("MR brain")
-    with_mask = np.stack([ddim_sample(model, [brain], seed=3000 + i, steps=args.steps, mask=m,
-                                      guidance=guidance[brain])[0] for i, m in enumerate(masks)])
-    without_mask = np.stack([ddim_sample(model, [brain], seed=3000 + i, steps=args.steps, guidance=guidance[brain])[0]
+    with_mask = np.stack([ddim_sample(model, [brain], seed=3000 + i, steps=args.steps, mask=m)[0]
+                          for i, m in enumerate(masks)])
+    without_mask = np.stack([ddim_sample(model, [brain], seed=3000 + i, steps=args.steps)[0]
                              for i in range(len(masks))])
 
     # --- quality ---
@@ -319,9 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "load_average": round(os.getloadavg()[0], 2)},
                "encoder": f"{ENCODER}: SliceClassifier penultimate layer (128 global-average-pooled features), "
                           f"7 types {list(SLICE_TYPES)}",
-               "steps": args.steps, "count_per_class": args.count,
-               "guidance": {CLASSES[k].name: v for k, v in guidance.items()},
-               "guidance_fd_to_training": guidance_fd}
+               "steps": args.steps, "count_per_class": args.count}
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2, default=float))
     if args.cards:
@@ -339,12 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "heldout_nn_ssim": {CLASSES[k].name: v for k, v in calibration["heldout_nn_ssim"].items()},
             "generated_nn_ssim": {m["class"]: {**m["generated"], "refused": m["refused"]} for m in memo_rows},
         }
-        sampling = {"guidance": {CLASSES[k].name: v for k, v in guidance.items()},
-                    "guidance_rule": f"per class, the weight of {list(GUIDANCE_CHOICES)} whose {args.count} samples "
-                                     f"have the lowest Frechet distance to the class's TRAINING slices in the "
-                                     f"{ENCODER} feature space (the held-out slices are not used to choose)",
-                    "fd_to_training": guidance_fd}
-        edit_card(MODEL, lambda card: card.update(memorisation=memorisation, sampling=sampling), what=None)
+        edit_card(MODEL, lambda card: card.update(memorisation=memorisation), what=None)
         meta = {"script": "scripts/evaluate_synth.py", "command": "python scripts/evaluate_synth.py "
                 + " ".join(argv if argv is not None else sys.argv[1:]), "minutes": round(minutes, 1),
                 "figure": "docs/figures/synth_grid.png", "heldout_items": list(SYNTH_HELDOUT),

@@ -56,24 +56,6 @@ def test_sampling_is_seeded_and_in_physical_units(batch) -> None:
     assert batch.nn_ssim.shape == (2,) and batch.passed.dtype == bool
 
 
-@needs_model
-def test_classifier_free_guidance_comes_from_the_card_and_is_recorded(batch) -> None:
-    import torch
-
-    from medscan.ops.inference import cached_model
-    from medscan.synth.api import class_guidance
-    from medscan.synth.sampler import ddim_sample
-
-    net, card = cached_model("synth_diffusion2d", torch.device("cpu"))
-    plain = ddim_sample(net, [0, 2], seed=3, steps=3)
-    np.testing.assert_array_equal(ddim_sample(net, [0, 2], seed=3, steps=3, guidance=1.0), plain)
-    guided = ddim_sample(net, [0, 2], seed=3, steps=3, guidance=2.0)
-    assert np.abs(guided - plain).mean() > 1e-3  # the unconditional prediction pushes the sample elsewhere
-    assert batch.guidance == class_guidance(card, batch.label)
-    assert class_guidance({}, batch.label) == 1.0  # a card without the choice samples unguided
-    assert (batch.parameters().get("guidance", 1.0)) == batch.guidance
-
-
 def _heldout_lesion_mask() -> np.ndarray:
     """The largest tumour cross-section of the held-out subject, on the MR brain grid."""
     from medscan.synth.data import extract_slices

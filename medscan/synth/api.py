@@ -36,7 +36,6 @@ class SynthBatch:
     mask: np.ndarray | None = None  # (GRID, GRID) bool
     mask_source: str = ""
     units: str = ""
-    guidance: float = 1.0  # classifier-free guidance weight the card gives this class (1: none)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -62,8 +61,6 @@ class SynthBatch:
                                   "mask": "none" if self.mask is None else
                                   f"{int(self.mask.sum())} px{' from ' + self.mask_source if self.mask_source else ''}",
                                   "memorisation_threshold_ssim": round(self.threshold, 4)}
-        if self.guidance != 1.0:
-            params["guidance"] = self.guidance
         return params
 
 
@@ -137,13 +134,6 @@ def _cached_reference(path: str):
     return _REFERENCES[path]
 
 
-def class_guidance(card: dict, label: int) -> float:
-    """The classifier-free guidance weight of class ``label``: the card's ``sampling.guidance`` (chosen per class
-    on the training slices by ``scripts/evaluate_synth.py``), 1 (none) where the card has none."""
-    chosen = (card.get("sampling") or {}).get("guidance") or {}
-    return float(chosen.get(CLASSES[label].name, 1.0))
-
-
 def synthesize(modality: str, region: str, count: int, seed: int = 0, mask: object = None, steps: int = 25,
                progress: Callable[[int, int], None] | None = None, model: str = DEFAULT_MODEL) -> SynthBatch:
     """``count`` slices of ``modality`` ``region`` (optionally with a lesion where ``mask`` says); see the package
@@ -167,13 +157,12 @@ def synthesize(modality: str, region: str, count: int, seed: int = 0, mask: obje
         raise MedscanError(source or "mask", f"lesion masks are only learned for MR brain, not {modality} {region}")
     net, card = cached_model(model, torch.device("cpu"))  # 25 small steps: the CPU is fast enough
     reference, thresholds = _reference(card, model)
-    guidance = class_guidance(card, label)
     unit = ddim_sample(net, np.full(int(count), label), seed=int(seed), steps=int(steps), mask=lesion, grid=GRID,
-                       progress=progress, guidance=guidance)
+                       progress=progress)
     nn_ssim, nn_index = nearest_training(unit, reference)
     cls = CLASSES[label]
     return SynthBatch(slices=from_unit(unit, modality), modality=cls.modality, region=cls.region, label=label,
                       spacing_mm=pixel_spacing(label), nn_ssim=nn_ssim, nn_index=nn_index,
                       threshold=thresholds[label], seed=int(seed), steps=int(steps), model=model,
                       model_version=str(card.get("version", "1")), model_sha256=str(card.get("sha256", "")),
-                      mask=lesion, mask_source=source, units="HU" if modality == "CT" else "", guidance=guidance)
+                      mask=lesion, mask_source=source, units="HU" if modality == "CT" else "")

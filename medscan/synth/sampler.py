@@ -20,21 +20,16 @@ SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta
 @torch.no_grad()
 def ddim_sample(model: torch.nn.Module, labels: np.ndarray, seed: int, steps: int = 25,
                 mask: np.ndarray | None = None, grid: int = 128, batch: int = 8,
-                progress: Callable[[int, int], None] | None = None, guidance: float = 1.0) -> np.ndarray:
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``len(labels)`` slices (N, grid, grid) in the model's [-1, 1].
 
     Slice ``i`` starts from the noise of ``numpy`` seed ``(seed, i)``, so a slice does not depend on the batch size
     or on how many others are drawn with it. ``mask`` (grid, grid) bool applies to every slice. ``progress(done,
     total)`` is called after every denoising step of every batch (total = batches x steps).
-
-    ``guidance`` > 1: classifier-free guidance (Ho & Salimans 2022), the class-conditional prediction pushed away
-    from the unconditional one (the model learned both: labels are dropped to "none" in training); it costs a
-    second network call per step. 1 is the plain conditional model.
     """
     from monai.networks.schedulers import DDIMScheduler
 
     count = len(labels)
-    unconditional = model_classes(model) - 1  # the "none" label is the last one
     noise = np.stack([np.random.default_rng([seed, i]).standard_normal((1, grid, grid)) for i in range(count)])
     mask_t = None if mask is None else torch.from_numpy(np.asarray(mask, np.float32))[None, None]
     out = np.empty((count, grid, grid), np.float32)
@@ -49,18 +44,9 @@ def ddim_sample(model: torch.nn.Module, labels: np.ndarray, seed: int, steps: in
         for t in scheduler.timesteps:
             timesteps = torch.full((len(image),), int(t), dtype=torch.long)
             eps = model(image, timesteps, label, m)
-            if guidance != 1.0:
-                free = model(image, timesteps, torch.full_like(label, unconditional), m)
-                eps = free + guidance * (eps - free)
             image, _ = scheduler.step(eps, int(t), image)
             done += 1
             if progress is not None:
                 progress(done, total)
         out[start:start + len(image)] = image[:, 0].clamp(-1, 1).numpy()
     return out
-
-
-def model_classes(model: torch.nn.Module) -> int:
-    """How many labels the model's class embedding holds (the classes and "none")."""
-    embedding = model.unet.class_embedding
-    return int(embedding.num_embeddings)
