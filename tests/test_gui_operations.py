@@ -138,6 +138,16 @@ def test_operations_are_offered_only_for_the_modalities_they_support(qtbot, wind
     assert not window.jobs.active
 
 
+def test_translate_says_beside_its_summary_which_directions_the_model_runs(window):
+    from medscan.ops import get
+
+    generate = window.opsPanel.panels["generate"]
+    generate.select("translate")
+    text = generate.summary.text()
+    assert text.startswith(get("translate").summary) and get("translate").availability_note() in text
+    assert "T1->T2" in text and "refused" in text
+
+
 def test_generate_tab_explains_itself_when_no_generate_operation_is_installed(make_window, monkeypatch):
     from medscan.ops import registry
 

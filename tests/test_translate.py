@@ -196,6 +196,21 @@ def test_a_direction_without_a_held_out_verdict_is_refused(card) -> None:
     assert supported_directions(card) == [tuple(d) for d in card["directions"] if verdicts["->".join(d)]["supported"]]
 
 
+def test_the_window_is_told_which_directions_run(card) -> None:
+    """The registry's availability line (shown beside the operation's summary) names every supported direction
+    and every refused one, from the same verdicts the operation applies."""
+    from medscan.ops import get
+    from medscan.ops.translate import supported_directions
+
+    note = get("translate").availability_note()
+    supported = ["->".join(d) for d in supported_directions(card)]
+    refused = ["->".join(d) for d in card["directions"] if "->".join(d) not in supported]
+    assert supported and refused  # the shipped card has both
+    head, _, tail = note.partition("refused")
+    assert all(d in head for d in supported) and all(d in tail for d in refused)
+    assert get("denoise").availability_note() == ""
+
+
 def test_refuses_ct_to_ct(tmp_path, capsys) -> None:
     _refused([str(SAMPLE_CT), "--to", "CT"], tmp_path, capsys, "translate works on MR, not CT")
 

@@ -97,6 +97,12 @@ def param_widget(param: Param) -> QWidget:
     return widget
 
 
+def _summary(operation: Operation) -> str:
+    """The operation's summary, and what its shipped model supports where the registry says so."""
+    note = operation.availability_note()
+    return f"{operation.summary}\n\n{note}" if note else operation.summary
+
+
 def widget_value(widget: QWidget) -> Any:
     if isinstance(widget, QDoubleSpinBox | QSpinBox):
         return widget.value()
@@ -202,12 +208,12 @@ class OperationPanel(QWidget):
         for button in (self.preview_button, self.run_button):
             button.setEnabled(ok)
         if modality is not None and not ok:
-            self.summary.setText(f"{operation.summary}\n\nNot for {modality}: {operation.refusal(modality)}.")
+            self.summary.setText(f"{_summary(operation)}\n\nNot for {modality}: {operation.refusal(modality)}.")
 
     def _on_chosen(self, index: int) -> None:
         operation = self.operations[index]
         self.stack.setCurrentIndex(index)
-        self.summary.setText(operation.summary)
+        self.summary.setText(_summary(operation))
         self.set_modality(self._modality)
 
     def _request(self) -> tuple[str, dict]:

@@ -160,4 +160,5 @@ register(Operation(
     function="medscan.ops.translate:translate",
     modalities=("MR",),
     synthetic=True,
+    availability="medscan.ops.translate:availability",
 ))

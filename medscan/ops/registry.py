@@ -108,6 +108,9 @@ class Operation:
     function: Callable[..., Result] | str  # the implementation, or "package.module:function" imported on first run
     modalities: tuple[str, ...] = ("CT", "MR")
     synthetic: bool = False
+    # "package.module:function" of a ``() -> str`` saying what the shipped model will run (e.g. which translation
+    # directions its held-out evaluation supports), shown beside the summary; None where everything is offered.
+    availability: str | None = None
 
     def defaults(self) -> dict[str, Any]:
         """Every parameter's default value, by name."""
@@ -121,6 +124,13 @@ class Operation:
     def refusal(self, modality: str | None) -> str:
         """The one-line reason a series of ``modality`` is refused."""
         return f"{self.name} works on {' and '.join(self.modalities)}, not {modality or 'an unknown modality'}"
+
+    def availability_note(self) -> str:
+        """One line on what the shipped model supports, from ``availability`` ("" when there is none)."""
+        if self.availability is None:
+            return ""
+        module_name, _, attribute = self.availability.partition(":")
+        return str(getattr(importlib.import_module(module_name), attribute)())
 
     def implementation(self) -> Callable[..., Result]:
         """The function that runs this operation; a reference is imported here (the first run pays for it)."""

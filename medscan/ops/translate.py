@@ -110,6 +110,24 @@ def supported_directions(card: dict) -> list[tuple[str, str]]:
             if unsupported_reason(card, a, b) is None]
 
 
+def availability(model: str = TRANSLATE_MODEL) -> str:
+    """One line for the window: which MR directions the shipped model runs, and that the others are refused."""
+    from medscan.nets.weights import load_card
+
+    try:
+        card = load_card(model).data
+    except MedscanError as exc:
+        return f"No MR translation available: {exc}"
+    supported = [f"{a}->{b}" for a, b in supported_directions(card)]
+    refused = [f"{a}->{b}" for a, b in (tuple(d) for d in card.get("directions", []))
+               if f"{a}->{b}" not in supported]
+    line = f"{model} runs {', '.join(supported) if supported else 'no MR direction'}"
+    if refused:
+        line += f"; refused ({'it does' if len(refused) == 1 else 'they do'} not beat a look-up table on " \
+                f"unseen subjects): {', '.join(refused)}"
+    return line + "."
+
+
 # -- running the model ------------------------------------------------------------------------------------------
 def card_prior(card: dict, source: str, target: str):
     """The model's intensity prior for a direction (the LUT its output corrects), or None for a prior-free model."""
