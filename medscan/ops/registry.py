@@ -127,19 +127,18 @@ class Operation:
 
     def availability_note(self) -> str:
         """One line on what the shipped model supports, from ``availability`` ("" when there is none)."""
-        if self.availability is None:
-            return ""
-        module_name, _, attribute = self.availability.partition(":")
-        return str(getattr(importlib.import_module(module_name), attribute)())
+        return "" if self.availability is None else str(self._resolve(self.availability)())
 
     def implementation(self) -> Callable[..., Result]:
         """The function that runs this operation; a reference is imported here (the first run pays for it)."""
-        if callable(self.function):
-            return self.function
-        module_name, _, attribute = self.function.partition(":")
+        return self.function if callable(self.function) else self._resolve(self.function)
+
+    def _resolve(self, declared: str) -> Callable[..., Any]:
+        """The function a ``"package.module:function"`` reference of this operation names, imported now."""
+        module_name, _, attribute = declared.partition(":")
         function = getattr(importlib.import_module(module_name), attribute, None)
         if not callable(function):
-            raise ValueError(f"operation {self.name!r}: {self.function!r} names no function")
+            raise ValueError(f"operation {self.name!r}: {declared!r} names no function")
         return function
 
 

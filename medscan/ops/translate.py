@@ -118,13 +118,16 @@ def availability(model: str = TRANSLATE_MODEL) -> str:
         card = load_card(model).data
     except MedscanError as exc:
         return f"No MR translation available: {exc}"
-    supported = [f"{a}->{b}" for a, b in supported_directions(card)]
-    refused = [f"{a}->{b}" for a, b in (tuple(d) for d in card.get("directions", []))
-               if f"{a}->{b}" not in supported]
-    line = f"{model} runs {', '.join(supported) if supported else 'no MR direction'}"
+    supported = supported_directions(card)
+    refused = [d for d in (tuple(d) for d in card.get("directions", [])) if d not in supported]
+
+    def named(directions: list[tuple[str, str]]) -> str:
+        return ", ".join(f"{a}->{b}" for a, b in directions)
+
+    line = f"{model} runs {named(supported) or 'no MR direction'}"
     if refused:
         line += f"; refused ({'it does' if len(refused) == 1 else 'they do'} not beat a look-up table on " \
-                f"unseen subjects): {', '.join(refused)}"
+                f"unseen subjects): {named(refused)}"
     return line + "."
 
 

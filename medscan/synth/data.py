@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from medscan.io import load
-from medscan.resources import CT05, CT05_HELDOUT_SUBJECTS, CT05_TRAIN_SUBJECTS, ct05_axial, shared_data_dir
+from medscan.resources import CT05_HELDOUT_SUBJECTS, CT05_TRAIN_SUBJECTS, ct05_axial, shared_data_dir
 
 GRID = 128
 CT_WINDOW = (-1024.0, 1024.0)  # HU mapped to [-1, 1]; air stays air, bone above +1024 HU clips
@@ -56,14 +56,10 @@ CLASSES = (
 NONE_CLASS = len(CLASSES)  # the "unconditional" label (classifier-free guidance style)
 
 def subject_of(item: str) -> str:
-    """The patient an item (or a slice's source) belongs to: the Stony Brook ID, the paired folder, or the file's
-    series prefix (``ct03`` for both reconstructions of one head)."""
+    """The patient an item (or a slice's source) belongs to: the paired or labelled folder, else the file name's
+    first part (the Stony Brook ID, or ``ct03`` for both reconstructions of one head)."""
     path = Path(item)
-    if item.startswith(CT05):
-        return path.name.split("_", 1)[0]
-    if item.startswith(("paired/", "labelled/")):
-        return str(path.parent)
-    return path.name.split("_", 1)[0]
+    return str(path.parent) if item.startswith(("paired/", "labelled/")) else path.name.split("_", 1)[0]
 
 
 # item -> class name, or "torso" for CT volumes whose slices are labelled chest/abdomen by their lung content.
